@@ -1,0 +1,45 @@
+"""The `op4ksr` console script: one subcommand per job module.
+
+Each job module owns its argument parser and exposes `main(argv) -> int`; this file only
+dispatches, and imports a job's module (and so torch, Ray, ...) only when that job runs.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line summary)
+COMMANDS = {
+    "upscale": ("jobs.upscale", "upscale local image files or folders with the model"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: op4ksr COMMAND [options]   (op4ksr COMMAND --help for a command's options)",
+        "",
+        "One-step, patch-free 4K super-resolution (OP4KSR), on local files or as a batch job",
+        "over object storage.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"op4ksr: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
