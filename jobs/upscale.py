@@ -1,0 +1,86 @@
+"""`op4ksr upscale`: upscale local image files and folders (no cluster, no object store)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.common import config_from_args, model_from_config
+from jobs.config import to_yaml
+
+DESCRIPTION = """\
+Upscale image files with OP4KSR in one forward pass per image (no tiles).
+
+Folders are walked recursively and their structure is mirrored under --out. A file that
+cannot be processed is reported on one line and the others go on; the exit status is 0 only
+if every input succeeded. Any config key can be set with key=value (see configs/default.yaml).
+
+examples:
+  op4ksr upscale photo.jpg --out upscaled/
+  op4ksr upscale scans/ --out remaster/ --long-side 4096 --format jpeg output.quality=92
+  op4ksr upscale scans/ --out remaster/ --model /models/op4ksr-flux-dev model.dtype=bfloat16
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="op4ksr upscale", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (and key=value overrides)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=float, help="output / input size (default 4)")
+    size.add_argument("--long-side", type=int, metavar="PX", help="output long side in pixels, e.g. 4096")
+    parser.add_argument("--model", metavar="PATH|PRESET", help="checkpoint folder, or a preset: tiny, flux-dev")
+    parser.add_argument("--format", choices=["png", "jpeg", "webp", "tiff"], help="output format (default png)")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _overrides(args) -> list[str]:
+    out = []
+    if args.scale is not None:
+        out += [f"sr.scale={args.scale}", "sr.long_side=null"]
+    if args.long_side is not None:
+        out.append(f"sr.long_side={args.long_side}")
+    if args.model:
+        out.append(f"model.path={args.model}" if Path(args.model).exists() else f"model.preset={args.model}")
+    if args.format:
+        out.append(f"output.format={args.format}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    args.overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
+    paths = [a for a in args.inputs if a not in args.overrides]
+    if not paths:
+        raise SystemExit("op4ksr upscale: give at least one image file or folder")
+    cfg = config_from_args(args, _overrides(args))
+
+    from tqdm import tqdm
+
+    import op4ksr
+    from pipeline.local_upscale import OutputOptions, find_jobs, upscale_paths
+
+    jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
+    if not jobs:
+        raise SystemExit(f"op4ksr upscale: no image files found in {', '.join(paths)}")
+    model = model_from_config(cfg)
+    options = OutputOptions(cfg.output.format, cfg.output.quality, cfg.output.png_compress_level,
+                            cfg.sr.scale, cfg.sr.long_side, cfg.sr.min_output_side, cfg.sr.max_output_megapixels)
+    provenance = {"version": op4ksr.__version__, "model_id": model.model_id}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "op4ksr-config.yaml").write_text(to_yaml(cfg))
+
+    bar = tqdm(total=len(jobs), unit="img", disable=args.quiet, file=sys.stderr)
+
+    def on_done(job, failure):
+        if failure:
+            bar.write(f"failed: {failure.source}: {failure.error}", file=sys.stderr)
+        bar.update(1)
+
+    failures = upscale_paths(model, jobs, options, provenance, on_done)
+    bar.close()
+    print(f"{len(jobs) - len(failures)} of {len(jobs)} images written to {args.out}", file=sys.stderr)
+    return 0 if not failures else 1

@@ -1,0 +1,80 @@
+"""Running the model on decoded image files: loading by name, output-size policy, batches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from op4ksr.imagefile import DecodedImage, finish_output
+from op4ksr.imageops import bicubic_resize
+from op4ksr.model import OP4KSR, output_size, parse_dtype
+from op4ksr.presets import PRESETS
+
+
+class OutputSizeError(ValueError):
+    """The requested output is too small or too large for this run's limits."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for a config value: auto picks CUDA when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(
+    source: str,
+    *,
+    dtype: str = "float32",
+    device: str = "auto",
+    seed: int = 0,
+    rfr_mode: str = "none",
+    rfr_scale: float = 1.0,
+    attention_backend: str = "",
+    decode_partitions: int = 0,
+) -> OP4KSR:
+    """The model named by `source`: a checkpoint folder, or a preset name (random seeded weights)."""
+    torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
+    if source in PRESETS:
+        model = OP4KSR.from_preset(source, seed=seed, dtype=torch_dtype, device=torch_device,
+                                   rfr_mode=rfr_mode, rfr_scale=rfr_scale)
+    elif Path(source).is_dir():
+        model = OP4KSR.from_pretrained(source, dtype=torch_dtype, device=torch_device)
+    else:
+        raise ValueError(f"model '{source}' is neither a checkpoint folder nor a preset ({', '.join(PRESETS)})")
+    if attention_backend:
+        model.transformer.set_attention_backend(attention_backend)
+    model.decode_partitions = int(decode_partitions)
+    return model
+
+
+def plan_output_size(
+    height: int,
+    width: int,
+    *,
+    scale: float | None = 4,
+    long_side: int | None = None,
+    min_side: int = 32,
+    max_megapixels: float = 40.0,
+) -> tuple[int, int]:
+    """(H, W) for an input of (height, width) under the size policy; OutputSizeError if out of limits."""
+    size = output_size(height, width, scale=None if long_side else scale, long_side=long_side)
+    if min(size) < min_side:
+        raise OutputSizeError(f"output {size[1]}x{size[0]} has a side under the minimum of {min_side} px")
+    megapixels = size[0] * size[1] / 1e6
+    if megapixels > max_megapixels:
+        raise OutputSizeError(
+            f"output {size[1]}x{size[0]} = {megapixels:.1f} MP is over sr.max_output_megapixels={max_megapixels:g}"
+        )
+    return size
+
+
+def upscale_batch(model: OP4KSR, images: list[DecodedImage], size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(rgb (3, H, W), alpha (1, H, W) | None) on the CPU for each image; all inputs share one size."""
+    x = torch.stack([im.rgb for im in images])  # (B, 3, h, w)
+    out = model.upscale(x, size).cpu()  # (B, 3, H, W)
+    results = []
+    for image, rgb in zip(images, out):
+        alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
+        results.append((finish_output(rgb, alpha), alpha))
+    return results

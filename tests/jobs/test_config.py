@@ -1,0 +1,32 @@
+import pytest
+
+from jobs.config import ConfigError, load_config, to_yaml
+
+
+def test_files_and_overrides_merge_in_order():
+    cfg = load_config(["local"], ["sr.scale=2", "output.format=webp"])
+    assert cfg.storage.embedded is True and cfg.sr.scale == 2 and cfg.output.format == "webp"
+    assert "embedded: true" in to_yaml(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("sr.scael=2", "did you mean 'sr.scale'"),
+    ("output.format=gif", "output.format='gif' is not one of"),
+    ("model.dtype=fp8", "model.dtype"),
+    ("actors.batch_size=0", "actors.batch_size=0"),
+    ("srscale", "must look like key=value"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config([], [override])
+
+
+def test_unknown_key_in_a_file_is_rejected(tmp_path):
+    (tmp_path / "bad.yaml").write_text("modle:\n  preset: tiny\n")
+    with pytest.raises(ConfigError, match="unknown config key 'modle.preset'.*did you mean 'model.preset'"):
+        load_config([str(tmp_path / "bad.yaml")])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(["does-not-exist"])
