@@ -11,6 +11,11 @@ import sys
 # name -> (module, one-line summary)
 COMMANDS = {
     "upscale": ("jobs.upscale", "upscale local image files or folders with the model"),
+    "train": ("jobs.train", "fine-tune the model (Ray Train; L1 + L_AP, LoRA or full, resumable checkpoints)"),
+    "eval": ("jobs.eval", "score a model on a benchmark: PSNR/SSIM-Y, ap_excess, baselines, patch-based vs patch-free"),
+    "bench-build": ("jobs.bench_build", "build a synthetic SR benchmark (HR crops, degraded LR, manifest)"),
+    "backfill": ("jobs.backfill", "upscale a catalog under an object-store prefix with a Ray actor pool"),
+    "demo": ("jobs.demo", "run the backfill on sample images with an embedded S3 server and the tiny model"),
 }
 
 

@@ -1,0 +1,165 @@
+"""The GPU actor: loads the model once, warms up, upscales batches, uploads its own outputs.
+
+Ray Data calls `__call__` with a batch of records from the fetch stage and gets back the same
+records, filled in, without pixels: outputs never travel back through the object store. Up
+to two calls run at once in one actor (Ray's multi-threaded actor pool); a lock keeps one
+forward on the device at a time, so batch i's forward overlaps batch i-1's encode + upload.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+import op4ksr
+from op4ksr.imagefile import encode_image, finish_output
+from op4ksr.imageops import bicubic_resize
+from op4ksr.inference import load_model
+from op4ksr.periodicity import quality_report
+from pipeline.layout import report_key
+from pipeline.records import FIELDS, failed
+from pipeline.storage import StorageSpec
+
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str  # preset name, local checkpoint folder, or object-store prefix
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    rfr_mode: str = "none"
+    rfr_scale: float = 1.0
+    attention_backend: str = ""
+    decode_partitions: int = 0
+    storage: StorageSpec | None = None  # set when `source` is an object-store prefix
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    output: StorageSpec
+    output_format: str = "png"
+    quality: int = 95
+    png_compress_level: int = 1
+    report_threshold: float = 0.1
+    period_px: int | None = None
+    max_lag_multiple: int = 4
+    warmup_shapes: tuple[tuple[int, int], ...] = ()
+    upload_threads: int = 4
+    params_hash: str = ""
+
+
+def materialise_checkpoint(spec: StorageSpec) -> str:
+    """A local folder holding a copy of the checkpoint under an object-store prefix."""
+    storage = spec.open()
+    local = tempfile.mkdtemp(prefix="op4ksr-model-")
+    for obj in storage.iter_objects():
+        target = os.path.join(local, *obj.key.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        storage.get_file(obj.key, target)
+    return local
+
+
+class UpscaleActor:
+    """Holds one warm model; `__call__(batch DataFrame) -> DataFrame` of manifest records."""
+
+    def __init__(self, model: ModelSpec, options: ActorOptions):
+        start = time.perf_counter()
+        source = materialise_checkpoint(model.storage) if model.storage else model.source
+        self.model = load_model(source, dtype=model.dtype, device=model.device, seed=model.seed,
+                                rfr_mode=model.rfr_mode, rfr_scale=model.rfr_scale,
+                                attention_backend=model.attention_backend, decode_partitions=model.decode_partitions)
+        self.load_seconds = time.perf_counter() - start
+        self.options = options
+        self.period_px = options.period_px or self.model.token_period_px
+        self.output = options.output.open()
+        self.pool = ThreadPoolExecutor(max(1, options.upload_threads), thread_name_prefix="encode-upload")
+        self.device_lock = threading.Lock()
+        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.warmup_seconds = self._warm_up(options.warmup_shapes or ((8 * self.period_px, 8 * self.period_px),))
+        self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id,
+                           "params_hash": options.params_hash}
+
+    def _warm_up(self, shapes) -> float:
+        start = time.perf_counter()
+        for height, width in shapes:
+            self.model.upscale(torch.rand(1, 3, max(1, height // 4), max(1, width // 4)), (height, width))
+        _synchronize(self.model.device)
+        return time.perf_counter() - start
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        records = batch.to_dict("records")
+        todo = [r for r in records if r["status"] is None]
+        by_size: dict[str, list[dict]] = {}
+        for record in todo:
+            by_size.setdefault(record["output_size"], []).append(record)
+        futures = []
+        for size_text, group in by_size.items():
+            width, height = map(int, size_text.split("x"))
+            futures += self._run_group(group, (height, width))
+        for future in futures:
+            future.result()
+        for record in records:
+            record.pop("payload", None)
+            record["actor_id"] = self.actor_id
+        return pd.DataFrame(records, columns=list(FIELDS))
+
+    def _run_group(self, group: list[dict], size: tuple[int, int]) -> list:
+        try:
+            images = [pickle.loads(r["payload"]) for r in group]
+            x_lr = torch.stack([im.rgb for im in images])  # (B, 3, h, w)
+            with self.device_lock:
+                start = time.perf_counter()
+                x_sr = self.model.upscale(x_lr, size)  # (B, 3, H, W) on the device
+                reports = quality_report(x_sr, x_lr.to(x_sr.device), self.period_px, self.options.report_threshold,
+                                         max_k=self.options.max_lag_multiple)
+                x_sr = x_sr.cpu()
+                _synchronize(self.model.device)
+                elapsed = time.perf_counter() - start
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory: these images fail, the run goes on
+            for record in group:
+                failed(record, err)
+            return []
+        share = elapsed / len(group)
+        futures = []
+        for record, image, rgb, report in zip(group, images, x_sr, reports):
+            record.update(report.as_dict(), t_model=share, gpu_seconds=share, actor_id=self.actor_id)
+            futures.append(self.pool.submit(self._encode_and_upload, record, image, rgb, size))
+        return futures
+
+    def _encode_and_upload(self, record: dict, image, rgb: torch.Tensor, size: tuple[int, int]) -> None:
+        cpu0 = time.thread_time()
+        try:
+            opts = self.options
+            alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
+            start = time.perf_counter()
+            data = encode_image(finish_output(rgb, alpha), image, opts.output_format, alpha=alpha,
+                                quality=opts.quality, png_compress_level=opts.png_compress_level,
+                                provenance=self.provenance)
+            record["t_encode"] = time.perf_counter() - start
+            start = time.perf_counter()
+            self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
+            record.update(status="ok", bytes_out=len(data), t_upload=time.perf_counter() - start,
+                          requests_put=2, cpu_seconds=(record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0)
+            report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
+            record["bytes_out"] += len(report)
+            # the report is written after the image: a report always implies a whole image
+            self.output.put(report_key(record["key"]), report, "application/json")
+        except Exception as err:  # noqa: BLE001
+            failed(record, err)
+            record["cpu_seconds"] = (record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,53 @@
+"""The Ray Data plan: read inputs.parquet -> fetch/decode tasks -> UpscaleActor pool."""
+from __future__ import annotations
+
+import pyarrow.fs as pafs
+import ray
+
+from actors.upscaler import UpscaleActor
+from pipeline.fetch import FetchContext, FetchDecode
+from pipeline.runspec import RunSpec
+from pipeline.storage import StorageSpec
+
+
+def arrow_filesystem(spec: StorageSpec, uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and path for `uri` inside the storage `spec` describes."""
+    if not uri.startswith("s3://"):
+        return pafs.LocalFileSystem(), uri
+    options = {"region": spec.region}
+    if spec.endpoint_url:
+        scheme, _, host = spec.endpoint_url.partition("://")
+        options.update(endpoint_override=host, scheme=scheme)
+    if spec.credentials:
+        options.update(access_key=spec.credentials.access_key_id, secret_key=spec.credentials.secret_access_key)
+    return pafs.S3FileSystem(**options), uri[len("s3://"):]
+
+
+def quiet_ray_data() -> None:
+    """Our own progress line replaces Ray Data's progress bars and periodic INFO dumps."""
+    import logging
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def build_dataset(spec: RunSpec, inputs_uri: str) -> ray.data.Dataset:
+    """The lazy dataset of manifest records for one run."""
+    filesystem, path = arrow_filesystem(spec.output, inputs_uri)
+    fetch = FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
+                                     spec.actor.output_format, spec.size))
+    pool = spec.pool
+    return (
+        ray.data.read_parquet(path, filesystem=filesystem, columns=["key", "etag"])
+        .map(fetch, num_cpus=pool.decode_num_cpus)
+        .map_batches(
+            UpscaleActor,
+            fn_constructor_args=(spec.model, spec.actor),
+            batch_size=pool.batch_size,
+            batch_format="pandas",
+            num_gpus=pool.num_gpus or None,
+            num_cpus=pool.num_cpus,
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
+                                               max_concurrent_calls_per_actor=2, enable_true_multi_threading=True),
+        )
+    )

@@ -1,0 +1,89 @@
+"""The CPU stage before the model: skip what is done, fetch, decode, plan the output size.
+
+One row in, one row out, never an exception: a bad input becomes a `failed` record and the
+run goes on. Decoded pixels travel to the actor pickled in `payload`; nothing else is heavy.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import dataclass
+
+from op4ksr.imagefile import decode_image
+from op4ksr.inference import plan_output_size
+from pipeline.layout import output_image_key, report_key
+from pipeline.records import failed, is_done, new_record
+from pipeline.storage import ObjectNotFoundError, StorageSpec
+
+
+@dataclass(frozen=True)
+class SizePolicy:
+    scale: float | None = 4
+    long_side: int | None = None
+    min_side: int = 32
+    max_megapixels: float = 40.0
+    max_input_pixels: int = 100_000_000
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    input: StorageSpec
+    output: StorageSpec
+    run_id: str
+    model_id: str
+    params_hash: str
+    output_format: str
+    size: SizePolicy
+
+
+class FetchDecode:
+    """Row -> record (+ payload) for the actor; a plain callable so Ray runs it as CPU tasks."""
+
+    def __init__(self, ctx: FetchContext):
+        self.ctx = ctx
+        self._input = self._output = None
+
+    def _stores(self):
+        if self._input is None:
+            self._input, self._output = self.ctx.input.open(), self.ctx.output.open()
+        return self._input, self._output
+
+    def __call__(self, row: dict) -> dict:
+        ctx = self.ctx
+        inputs, outputs = self._stores()
+        cpu0 = time.thread_time()
+        record = new_record(row["key"], ctx.run_id, input_etag=row["etag"], model_id=ctx.model_id,
+                            params_hash=ctx.params_hash)
+        payload = None
+        try:
+            record["output_key"] = output_image_key(row["key"], ctx.output_format)
+            record["requests_get"] = 1
+            if is_done(_read_report(outputs, report_key(row["key"])), row["etag"], ctx.model_id, ctx.params_hash):
+                record["status"] = "skipped"
+            else:
+                start = time.perf_counter()
+                record["requests_get"] = 2
+                data = inputs.get(row["key"])
+                record.update(t_fetch=time.perf_counter() - start, bytes_in=len(data))
+                start = time.perf_counter()
+                image = decode_image(data, max_pixels=ctx.size.max_input_pixels)
+                height, width = plan_output_size(*image.size, scale=ctx.size.scale, long_side=ctx.size.long_side,
+                                                 min_side=ctx.size.min_side, max_megapixels=ctx.size.max_megapixels)
+                payload = pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL)
+                record.update(t_decode=time.perf_counter() - start, input_size=f"{image.size[1]}x{image.size[0]}",
+                              output_size=f"{width}x{height}")
+        except Exception as err:  # noqa: BLE001 - a bad input is a failed row, not a failed run
+            failed(record, err)
+            record["output_key"] = record["output_key"] or None
+        record["cpu_seconds"] = time.thread_time() - cpu0
+        return {**record, "payload": payload}
+
+
+def _read_report(storage, key: str) -> dict | None:
+    try:
+        return json.loads(storage.get(key))
+    except ObjectNotFoundError:
+        return None
+    except ValueError:
+        return None  # a torn or foreign report proves nothing: redo the image

@@ -1,0 +1,86 @@
+"""The run's input list: a streaming listing of the input prefix, saved as `inputs.parquet`.
+
+Nothing here holds the whole catalog: listing yields one S3 page at a time and the Parquet
+writer receives bounded batches, so a million keys cost the same memory as ten thousand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import tempfile
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.storage import ObjectInfo, Storage
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+
+INPUTS_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("size", pa.int64()),
+        ("etag", pa.string()),
+        ("last_modified", pa.timestamp("us", tz="UTC")),
+    ]
+)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def list_inputs(
+    storage: Storage, extensions: Iterable[str] = IMAGE_EXTENSIONS, limit: int | None = None
+) -> Iterator[ObjectInfo]:
+    """Input objects with one of `extensions`, in key order, at most `limit` of them."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit={limit} must be 0 or more (None: no limit)")
+    objects = storage.iter_objects(extensions=extensions)
+    return objects if limit is None else itertools.islice(objects, limit)
+
+
+def write_inputs_parquet(
+    objects: Iterable[ObjectInfo], storage: Storage, key: str, batch_rows: int = 10_000
+) -> int:
+    """Stream `objects` to a Parquet file at `key` in `storage` (INPUTS_SCHEMA); returns the row count.
+
+    At most `batch_rows` rows are held at once. The file is built on local disk and uploaded
+    whole, so a half-written inputs.parquet never appears in storage.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows={batch_rows} must be at least 1")
+    fd, path = tempfile.mkstemp(prefix="op4ksr-inputs-", suffix=".parquet")
+    os.close(fd)
+    try:
+        rows = 0
+        with pq.ParquetWriter(path, INPUTS_SCHEMA) as writer:
+            for batch in _batches(objects, batch_rows):
+                writer.write_batch(_to_record_batch(batch))
+                rows += len(batch)
+        storage.put_file(key, path, content_type="application/vnd.apache.parquet")
+        return rows
+    finally:
+        os.remove(path)
+
+
+def _batches(objects: Iterable[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
+    iterator = iter(objects)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _to_record_batch(batch: list[ObjectInfo]) -> pa.RecordBatch:
+    return pa.record_batch(
+        [
+            pa.array([o.key for o in batch], pa.string()),
+            pa.array([o.size for o in batch], pa.int64()),
+            pa.array([o.etag for o in batch], pa.string()),
+            # Integer microseconds: several times faster than converting datetimes one by one.
+            pa.array([(o.last_modified - _EPOCH) // _MICROSECOND for o in batch], pa.int64()).cast(
+                INPUTS_SCHEMA.field("last_modified").type
+            ),
+        ],
+        schema=INPUTS_SCHEMA,
+    )

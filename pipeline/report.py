@@ -1,0 +1,42 @@
+"""Console output of a run: progress lines and the closing summary table."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def progress_printer(every_seconds: float = 5.0, stream=sys.stderr):
+    """A Progress callback printing one line at most every `every_seconds` (and at the end)."""
+    last = [0.0]
+
+    def show(progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_seconds or progress.done == progress.total:
+            last[0] = now
+            print(progress.line(), file=stream, flush=True)
+
+    return show
+
+
+def estimate_cost(summary, cfg) -> dict:
+    """USD by kind from the configured prices (DESIGN.md §5) for a finished or dry run."""
+    price = cfg.cost
+    return {"gpu_usd": summary.gpu_seconds / 3600 * float(price.gpu_hour_usd),
+            "cpu_usd": summary.cpu_seconds / 3600 * float(price.cpu_hour_usd)}
+
+
+def print_summary(summary, cfg, stream=sys.stdout) -> None:
+    """The run summary as an aligned table."""
+    cost = estimate_cost(summary, cfg)
+    rows = [("run", summary.run_id), ("inputs listed", summary.total), ("ok", summary.ok),
+            ("failed", summary.failed), ("skipped (already done)", summary.skipped),
+            ("flagged (periodic artifacts)", summary.flagged), ("wall seconds", f"{summary.seconds:.1f}"),
+            ("device seconds", f"{summary.gpu_seconds:.2f}"), ("CPU seconds", f"{summary.cpu_seconds:.2f}"),
+            ("MB in / out", f"{summary.bytes_in / 1e6:.2f} / {summary.bytes_out / 1e6:.2f}"),
+            ("cost USD (device + CPU)", f"{cost['gpu_usd'] + cost['cpu_usd']:.6f}"),
+            ("manifest", summary.manifest_uri), ("summary", summary.summary_uri)]
+    if summary.dry_run:
+        rows.insert(1, ("mode", "dry run: listed only, nothing processed"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}", file=stream)

@@ -1,0 +1,22 @@
+"""Session-wide fixtures: real local services (a moto S3 server over HTTP, a local Ray)."""
+
+import uuid
+
+import pytest
+
+from pipeline.embedded_s3 import EmbeddedS3
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server on 127.0.0.1 for the whole session (an `EmbeddedS3`)."""
+    with EmbeddedS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """The name of a fresh, empty bucket on `s3_server`."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_server.create_bucket(name)
+    return name
