@@ -49,7 +49,8 @@ def _check_known(candidate: DictConfig, known: set[str], source: str) -> None:
 
 def resolve_path(name: str) -> Path:
     """A config argument as a file: a path, or a name under configs/ (with or without .yaml)."""
-    for candidate in (Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+    # also relative to the repo root, so `--config configs/x.yaml` works from any directory
+    for candidate in (Path(name), CONFIG_DIR.parent / name, CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
     raise ConfigError(f"config file '{name}' not found (looked in . and {CONFIG_DIR})")

@@ -20,3 +20,14 @@ def s3_bucket(s3_server) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3_server.create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session, with enough logical CPUs that the fetch tasks and the
+    model actor (fractional num_cpus) can never wait on each other on a 2-core machine."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
