@@ -11,11 +11,14 @@ import sys
 # name -> (module, one-line summary)
 COMMANDS = {
     "upscale": ("jobs.upscale", "upscale local image files or folders with the model"),
+    "periodicity": ("jobs.periodicity", "score any images for periodic (token-grid) artifacts: table, JSON, heatmaps"),
     "train": ("jobs.train", "fine-tune the model (Ray Train; L1 + L_AP, LoRA or full, resumable checkpoints)"),
     "eval": ("jobs.eval", "score a model on a benchmark: PSNR/SSIM-Y, ap_excess, baselines, patch-based vs patch-free"),
     "bench-build": ("jobs.bench_build", "build a synthetic SR benchmark (HR crops, degraded LR, manifest)"),
     "backfill": ("jobs.backfill", "upscale a catalog under an object-store prefix with a Ray actor pool"),
+    "calibrate": ("jobs.calibrate", "sweep the RFR scale on sample images and pick the one with the least artifacts"),
     "demo": ("jobs.demo", "run the backfill on sample images with an embedded S3 server and the tiny model"),
+    "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
 }
 
 
