@@ -74,6 +74,7 @@ class UpscaleActor:
     """Holds one warm model; `__call__(batch DataFrame) -> DataFrame` of manifest records."""
 
     def __init__(self, model: ModelSpec, options: ActorOptions):
+        self.started_at = time.time()  # the cost ledger charges the device from here (docs/COST.md)
         start = time.perf_counter()
         source = materialise_checkpoint(model.storage) if model.storage else model.source
         self.model = load_model(source, dtype=model.dtype, device=model.device, seed=model.seed,
@@ -89,6 +90,9 @@ class UpscaleActor:
         self.warmup_seconds = self._warm_up(options.warmup_shapes or ((8 * self.period_px, 8 * self.period_px),))
         self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id,
                            "params_hash": options.params_hash}
+        self.actor_fields = {"actor_id": self.actor_id, "device": str(self.model.device),
+                             "actor_started_at": self.started_at, "actor_load_seconds": self.load_seconds,
+                             "actor_warmup_seconds": self.warmup_seconds}
 
     def _warm_up(self, shapes) -> float:
         start = time.perf_counter()
@@ -111,7 +115,7 @@ class UpscaleActor:
             future.result()
         for record in records:
             record.pop("payload", None)
-            record["actor_id"] = self.actor_id
+            record.update(self.actor_fields)
         return pd.DataFrame(records, columns=list(FIELDS))
 
     def _run_group(self, group: list[dict], size: tuple[int, int]) -> list:
@@ -119,7 +123,7 @@ class UpscaleActor:
             images = [pickle.loads(r["payload"]) for r in group]
             x_lr = torch.stack([im.rgb for im in images])  # (B, 3, h, w)
             with self.device_lock:
-                start = time.perf_counter()
+                started_at, start = time.time(), time.perf_counter()
                 x_sr = self.model.upscale(x_lr, size)  # (B, 3, H, W) on the device
                 reports = quality_report(x_sr, x_lr.to(x_sr.device), self.period_px, self.options.report_threshold,
                                          max_k=self.options.max_lag_multiple)
@@ -133,12 +137,14 @@ class UpscaleActor:
         share = elapsed / len(group)
         futures = []
         for record, image, rgb, report in zip(group, images, x_sr, reports):
-            record.update(report.as_dict(), t_model=share, gpu_seconds=share, actor_id=self.actor_id)
+            record.update(report.as_dict(), t_model=elapsed, gpu_seconds=share, model_started_at=started_at,
+                          actor_id=self.actor_id)
             futures.append(self.pool.submit(self._encode_and_upload, record, image, rgb, size))
         return futures
 
     def _encode_and_upload(self, record: dict, image, rgb: torch.Tensor, size: tuple[int, int]) -> None:
         cpu0 = time.thread_time()
+        record["encode_started_at"] = time.time()
         try:
             opts = self.options
             alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
@@ -146,11 +152,13 @@ class UpscaleActor:
             data = encode_image(finish_output(rgb, alpha), image, opts.output_format, alpha=alpha,
                                 quality=opts.quality, png_compress_level=opts.png_compress_level,
                                 provenance=self.provenance)
-            record["t_encode"] = time.perf_counter() - start
+            record.update(t_encode=time.perf_counter() - start, cpu_encode_seconds=time.thread_time() - cpu0)
             start = time.perf_counter()
             self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
-            record.update(status="ok", bytes_out=len(data), t_upload=time.perf_counter() - start,
-                          requests_put=2, cpu_seconds=(record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0)
+            cpu_now = time.thread_time()
+            record.update(status="ok", bytes_out=len(data), t_upload=time.perf_counter() - start, requests_put=2,
+                          cpu_upload_seconds=cpu_now - cpu0 - record["cpu_encode_seconds"],
+                          cpu_seconds=(record.get("cpu_seconds") or 0.0) + cpu_now - cpu0)
             report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
             record["bytes_out"] += len(report)
             # the report is written after the image: a report always implies a whole image

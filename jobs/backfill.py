@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from jobs.common import config_from_args
@@ -15,6 +16,10 @@ examples:
   op4ksr backfill --config local                       # embedded S3 server + tiny model
   op4ksr backfill --config flux-dev-4k input.uri=s3://archive/scans/ output.uri=s3://archive/4k/
   op4ksr backfill --config flux-dev-4k run.dry_run=true # list and estimate, process nothing
+  op4ksr backfill --config flux-dev-4k --since last     # only inputs newer than the last clean run
+
+One run at a time per output.uri: a run holds runs/_lock.json there, and a second run stops
+with an error naming the holder.
 """
 
 
@@ -25,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML config over configs/default.yaml (repeatable; 'local' = configs/local.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done, process nothing")
     parser.add_argument("--limit", type=int, help="process at most this many inputs")
+    parser.add_argument("--since", metavar="last|TIME",
+                        help="only inputs modified after TIME (ISO 8601, UTC unless a zone is given) or, "
+                             "with 'last', after the watermark of the last run with no failures (run.since)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
@@ -32,16 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     extra = (["run.dry_run=true"] if args.dry_run else []) + ([f"run.limit={args.limit}"] if args.limit is not None else [])
+    extra += [f"run.since={args.since}"] if args.since is not None else []
     cfg = config_from_args(args, extra)
+    _show_notes()
 
+    from pipeline.backfill import run_backfill
+    from pipeline.cost import prices_from_config
+    from pipeline.incremental import RunLockedError
     from pipeline.report import print_summary, progress_printer
     from pipeline.session import run_session
-    from pipeline.backfill import run_backfill
+    from pipeline.telemetry import telemetry_from_config
 
     try:
-        with run_session(cfg) as (spec, _server):
-            summary = run_backfill(spec, progress_printer())
-    except ValueError as err:
+        with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
+            summary = run_backfill(spec, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
+    except (ValueError, RunLockedError) as err:
         raise SystemExit(f"op4ksr backfill: {err}") from None
     print_summary(summary, cfg)
     return 0 if summary.failed == 0 else 1
+
+
+def _show_notes() -> None:
+    """Print the library's notes (the watermark used and moved, a lock taken over) on stderr."""
+    notes = logging.getLogger("op4ksr")
+    notes.setLevel(logging.INFO)
+    notes.propagate = False
+    if not notes.handlers:
+        notes.addHandler(logging.StreamHandler(sys.stderr))

@@ -11,6 +11,8 @@ from typing import Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pipeline.storage import redact_url
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
@@ -108,8 +110,27 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"actors.batch_size={cfg.actors.batch_size} must be at least 1")
     if cfg.run.limit is not None and int(cfg.run.limit) < 0:
         raise ConfigError(f"run.limit={cfg.run.limit} must be 0 or more")
+    for key, (lowest, allowed) in _LOWER_BOUNDS.items():
+        value = OmegaConf.select(cfg, key)
+        if not (float(value) >= lowest if allowed else float(value) > lowest):
+            rule = "must be positive" if not allowed else f"must be at least {lowest}" if lowest else "must be 0 or more"
+            raise ConfigError(f"{key}={value} {rule}")
+    endpoint = cfg.storage.endpoint_url
+    if endpoint and not str(endpoint).startswith(("http://", "https://")):
+        raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
+    if not list(cfg.input.extensions):
+        raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
+
+
+# key -> (lowest value, whether the lowest itself is allowed)
+_LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, True),
+                 "sr.max_output_megapixels": (0, False), "actors.num_gpus": (0, True), "actors.num_cpus": (0, False),
+                 "actors.upload_threads": (1, True), "pipeline.decode_num_cpus": (0, False),
+                 "report.threshold": (0, True)}
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML, for saving next to a run's outputs."""
+    """The resolved config as YAML, for saving next to a run's outputs; a password in the endpoint is hidden."""
+    if cfg.storage.endpoint_url:
+        cfg = OmegaConf.merge(cfg, {"storage": {"endpoint_url": redact_url(str(cfg.storage.endpoint_url))}})
     return OmegaConf.to_yaml(cfg, resolve=True)

@@ -23,15 +23,19 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
 
     from pipeline.backfill import run_backfill
+    from pipeline.cost import prices_from_config
     from pipeline.demo import copy_tree, upload_samples
     from pipeline.report import print_summary, progress_printer
     from pipeline.session import run_session
+    from pipeline.telemetry import telemetry_from_config
 
-    with run_session(cfg) as (spec, _server):
+    with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
         count = upload_samples(spec.input.open())
         print(f"uploaded {count} sample images to {spec.input.uri}")
-        summary = run_backfill(spec, progress_printer())
+        summary = run_backfill(spec, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
         copied = copy_tree(spec.output.open(), "", args.out)
+    summary.report_uri = ""  # the embedded server is gone: name the local copy instead
     print_summary(summary, cfg)
     print(f"\n{copied} files copied to {args.out.resolve()}  (images/, reports/, runs/{summary.run_id}/)")
+    print(f"report: {(args.out / 'runs' / summary.run_id / 'report.html').resolve()}")
     return 0 if summary.failed == 0 else 1

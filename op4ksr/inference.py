@@ -11,6 +11,9 @@ from op4ksr.model import OP4KSR, output_size, parse_dtype
 from op4ksr.presets import PRESETS
 
 
+CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)
+
+
 class OutputSizeError(ValueError):
     """The requested output is too small or too large for this run's limits."""
 
@@ -46,6 +49,40 @@ def load_model(
         model.transformer.set_attention_backend(attention_backend)
     model.decode_partitions = int(decode_partitions)
     return model
+
+
+def max_output_megapixels(
+    value: float | str,
+    *,
+    preset: str,
+    dtype: str = "bfloat16",
+    device: str = "auto",
+    device_memory_gb: float | None = None,
+    decode_partitions: int = 0,
+    attention_backend: str = "",
+) -> float:
+    """sr.max_output_megapixels as a number: a number as is; "auto" is the largest output that the
+    memory plan (op4ksr.memory_plan) fits on the GPU (`device_memory_gb`, else `device`'s memory),
+    and CPU_MAX_OUTPUT_MEGAPIXELS when the model runs on a CPU."""
+    if value != "auto":
+        return float(value)
+    from op4ksr.memory_plan import GIB, load_plan
+
+    if device_memory_gb is None:
+        torch_device = resolve_device(device)
+        if torch_device.type != "cuda":
+            return CPU_MAX_OUTPUT_MEGAPIXELS
+        device_memory_gb = torch.cuda.get_device_properties(torch_device).total_memory / GIB
+    if preset not in PRESETS:
+        raise ValueError(f"sr.max_output_megapixels=auto needs a model preset ({', '.join(PRESETS)}), got "
+                         f"{preset!r}; set a number instead")
+    plan = load_plan(preset, dtype, partitions=decode_partitions,
+                     attention="math" if attention_backend == "_native_math" else "flash")
+    limit = plan.max_output_megapixels(float(device_memory_gb))
+    if limit <= 0:
+        raise OutputSizeError(f"{preset} in {dtype} does not fit a {float(device_memory_gb):g} GB GPU "
+                              f"({plan.source}); use a GPU with more memory")
+    return limit
 
 
 def plan_output_size(

@@ -7,6 +7,7 @@ there are no tiles anywhere in the model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -186,12 +187,15 @@ class OP4KSR(nn.Module):
         rfr_mode: str = "none",
         rfr_scale: float = 1.0,
     ) -> "OP4KSR":
-        """A model with the preset's sizes and seeded random weights, built directly on `device`."""
+        """A model with the preset's sizes and seeded random weights, built directly on `device` in `dtype`.
+
+        Parameters are created in `dtype` (no float32 copy first): flux-dev in bfloat16 needs 24 GB
+        on the device instead of 48 GB, and device="meta" builds a weightless model for shape work."""
         preset = get_preset(name)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            with torch.device(device):
+            with torch.device(device), _default_dtype(dtype):
                 vae = F16AutoencoderKL(**preset.vae)
                 transformer = RFRFluxTransformer2DModel(**preset.transformer, rfr_mode=rfr_mode, rfr_scale=rfr_scale)
                 prompt = torch.randn(1, preset.prompt_tokens, preset.transformer["joint_attention_dim"])
@@ -242,6 +246,17 @@ class OP4KSR(nn.Module):
         index = {"_class_name": "OP4KSR", "name": self.name, "timestep": self.timestep, "guidance": self.guidance,
                  "scale": self.scale, "weights_sha256": digest, "model_id": f"{self.name}@{digest[:12]}"}
         (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    """Make `dtype` torch's default floating dtype inside the block (new parameters are created in it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _load_prompt_embeds(path: Path, device) -> dict[str, torch.Tensor]:

@@ -1,24 +1,30 @@
 """The backfill run: list -> skip done -> fetch/decode (CPU tasks) -> actor pool -> manifest.
 
 The driver holds only a bounded window of metadata rows: inputs are listed to Parquet in
-batches, Ray Data streams them, and manifest rows are written as they arrive.
+batches, Ray Data streams them, and manifest rows are written as they arrive. At the end the
+manifest is read back once (its metadata only) for the cost ledger and the report page.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.cost import Prices, build_ledger, cost_summary, read_manifest, write_ledger
+from pipeline.incremental import incremental_run
 from pipeline.layout import run_key
 from pipeline.listing import list_inputs, write_inputs_parquet
 from pipeline.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.runspec import RunSpec
+from pipeline.storage import normalise_uri
+from pipeline.telemetry import Telemetry
 
 MANIFEST_PART_ROWS = 1000
 
@@ -67,6 +73,9 @@ class RunSummary:
     bytes_out: int = 0
     flagged: int = 0
     dry_run: bool = False
+    cost: dict = field(default_factory=dict)  # pipeline.cost.cost_summary, plus the prices used
+    cost_uri: str = ""
+    report_uri: str = ""
 
 
 class ManifestWriter:
@@ -102,38 +111,79 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def run_backfill(spec: RunSpec, on_progress: Callable[[Progress], None] = lambda p: None) -> RunSummary:
-    """Process every input under spec.input that is not done; one manifest row per listed input."""
+def run_backfill(spec: RunSpec, on_progress: Callable[[Progress], None] = lambda p: None, *,
+                 prices: Prices | None = None, telemetry: Telemetry | None = None) -> RunSummary:
+    """Process every input under spec.input that is not done; one manifest row per listed input.
 
-    from pipeline.dataflow import build_dataset, quiet_ray_data
-
-    inputs, outputs = spec.input.open(), spec.output.open()
+    Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`), summary.json, report.html};
+    `telemetry` (default: none) gets the run's trace and metrics. Holds the output prefix's run
+    lock throughout; lists only inputs modified after spec.since when set; a run with no
+    failures moves the watermark (pipeline.incremental).
+    """
+    outputs = spec.output.open()
     outputs.check_writable()
+    with incremental_run(outputs, spec) as increment:
+        summary = _run(spec, increment.since, on_progress, prices, telemetry or Telemetry())
+        increment.finish(summary)
+    return summary
+
+
+def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices | None,
+         telemetry: Telemetry) -> RunSummary:
+    inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
-    listing = list_inputs(inputs, spec.extensions, limit=spec.limit)
+    listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"))
     progress = Progress(total=total)
     writer = ManifestWriter(outputs, spec.run_id)
     totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)
-    if total and not spec.dry_run:
-        with _ray_session(spec.ray_num_cpus):
-            quiet_ray_data()
-            dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "inputs.parquet")))
-            for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
-                rows = batch.to_dict("records")
-                writer.add(rows)
-                for row in rows:
-                    setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
-                    for name in ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out"):
-                        totals[name] += _number(row.get(name))
-                    totals["flagged"] += bool(row.get("flagged") is True)
-                on_progress(progress)
-    writer.close()
+    with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
+        actors_ended_at = time.time()
+        if total and not spec.dry_run:
+            actors_ended_at = _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress)
+        writer.close()
+        summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at)
+        telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
+                                     **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
+    return summary
+
+
+def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress) -> float:
+    """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
+    from pipeline.dataflow import build_dataset, quiet_ray_data
+
+    with _ray_session(spec.ray_num_cpus):
+        quiet_ray_data()
+        dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "inputs.parquet")), traceparent)
+        for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
+            rows = batch.to_dict("records")
+            writer.add(rows)
+            telemetry.record(rows)
+            for row in rows:
+                setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
+                for name in ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out"):
+                    totals[name] += _number(row.get(name))
+                totals["flagged"] += bool(row.get("flagged") is True)
+            on_progress(progress)
+        return time.time()  # the pool is released here, before Ray shuts down
+
+
+def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float) -> RunSummary:
+    """Cost ledger, summary.json and report.html for the finished run; actors are charged until `actors_ended_at`."""
+    from pipeline.html_report import write_report
+
     run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
-    summary = RunSummary(spec.run_id, total, progress.ok, progress.failed, progress.skipped,
+    run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
+    manifest = read_manifest(run_storage)
+    ledger = build_ledger(manifest, prices, run_ended_at=actors_ended_at)
+    summary = RunSummary(spec.run_id, progress.total, progress.ok, progress.failed, progress.skipped,
                          time.perf_counter() - progress.started, f"{run_uri}/manifest/",
-                         outputs.uri_for(run_key(spec.run_id, "summary.json")), dry_run=spec.dry_run, **totals)
+                         outputs.uri_for(run_key(spec.run_id, "summary.json")), dry_run=spec.dry_run, **totals,
+                         cost=cost_summary(ledger, prices),
+                         cost_uri=write_ledger(run_storage, ledger, prices),
+                         report_uri=run_storage.uri_for("report.html"))
     outputs.put(run_key(spec.run_id, "summary.json"), json.dumps(asdict(summary), indent=2).encode(), "application/json")
+    write_report(run_storage, asdict(summary), manifest, ledger, prices, spec.actor.report_threshold, inputs, outputs)
     return summary
 
 
@@ -143,13 +193,18 @@ def _number(value) -> float:
 
 @contextlib.contextmanager
 def _ray_session(num_cpus: float | None):
-    """Use the Ray already connected (a cluster, a test fixture), else start a local one for this run."""
+    """Use the Ray already connected (a cluster, a test fixture), else join the cluster RAY_ADDRESS
+    names (a Ray job's driver: `ray job submit`, KubeRay), else start a local one for this run."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    if os.environ.get("RAY_ADDRESS"):
+        # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
+        ray.init(log_to_driver=False, logging_level="WARNING")
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         yield
     finally:

@@ -31,14 +31,18 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def build_dataset(spec: RunSpec, inputs_uri: str) -> ray.data.Dataset:
-    """The lazy dataset of manifest records for one run."""
+def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
+    """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context)."""
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
     fetch = FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
-                                     spec.actor.output_format, spec.size))
+                                     spec.actor.output_format, spec.size, traceparent))
     pool = spec.pool
     return (
-        ray.data.read_parquet(path, filesystem=filesystem, columns=["key", "etag"])
+        ray.data.read_parquet(path, filesystem=filesystem)
+        .select_columns(["key", "etag"])
+        # one block per actor batch: pixels stay bounded in flight and results stream back
+        # batch by batch (a Parquet row group would otherwise be one block of thousands of rows)
+        .repartition(target_num_rows_per_block=pool.batch_size)
         .map(fetch, num_cpus=pool.decode_num_cpus)
         .map_batches(
             UpscaleActor,

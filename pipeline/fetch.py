@@ -35,6 +35,7 @@ class FetchContext:
     params_hash: str
     output_format: str
     size: SizePolicy
+    traceparent: str = ""  # the run span's W3C context, copied into every record (pipeline/telemetry.py)
 
 
 class FetchDecode:
@@ -54,18 +55,19 @@ class FetchDecode:
         inputs, outputs = self._stores()
         cpu0 = time.thread_time()
         record = new_record(row["key"], ctx.run_id, input_etag=row["etag"], model_id=ctx.model_id,
-                            params_hash=ctx.params_hash)
-        payload = None
+                            params_hash=ctx.params_hash, traceparent=ctx.traceparent or None, started_at=time.time())
+        payload, cpu_fetched = None, None
         try:
             record["output_key"] = output_image_key(row["key"], ctx.output_format)
             record["requests_get"] = 1
+            start = time.perf_counter()  # t_fetch: both GETs, the done check's and the input's
             if is_done(_read_report(outputs, report_key(row["key"])), row["etag"], ctx.model_id, ctx.params_hash):
-                record["status"] = "skipped"
+                record.update(status="skipped", t_fetch=time.perf_counter() - start)
             else:
-                start = time.perf_counter()
                 record["requests_get"] = 2
                 data = inputs.get(row["key"])
                 record.update(t_fetch=time.perf_counter() - start, bytes_in=len(data))
+                cpu_fetched = time.thread_time()
                 start = time.perf_counter()
                 image = decode_image(data, max_pixels=ctx.size.max_input_pixels)
                 height, width = plan_output_size(*image.size, scale=ctx.size.scale, long_side=ctx.size.long_side,
@@ -76,7 +78,9 @@ class FetchDecode:
         except Exception as err:  # noqa: BLE001 - a bad input is a failed row, not a failed run
             failed(record, err)
             record["output_key"] = record["output_key"] or None
-        record["cpu_seconds"] = time.thread_time() - cpu0
+        cpu_end = time.thread_time()
+        record.update(cpu_seconds=cpu_end - cpu0, cpu_fetch_seconds=(cpu_fetched or cpu_end) - cpu0,
+                      cpu_decode_seconds=None if cpu_fetched is None else cpu_end - cpu_fetched)
         return {**record, "payload": payload}
 
 

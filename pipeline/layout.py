@@ -9,15 +9,26 @@ from pipeline.storage import safe_key
 IMAGES, REPORTS, RUNS = "images/", "reports/", "runs/"
 
 
+class UnsafeKeyError(ValueError):
+    """An input key that cannot name an output under the output prefix (`..`, a leading `/`, ...)."""
+
+
+def _output_name(input_key: str) -> str:
+    try:
+        return safe_key(input_key)
+    except ValueError as err:  # S3 lists such keys; writing them could leave the prefix, so the input fails
+        raise UnsafeKeyError(f"input key cannot be written under the output prefix: {err}") from None
+
+
 def output_image_key(input_key: str, fmt: str) -> str:
-    """images/<input key with the output format's extension>."""
-    stem, _ = posixpath.splitext(safe_key(input_key))
+    """images/<input key with the output format's extension>; UnsafeKeyError for keys that could escape."""
+    stem, _ = posixpath.splitext(_output_name(input_key))
     return f"{IMAGES}{stem}{EXTENSIONS[fmt]}"
 
 
 def report_key(input_key: str) -> str:
     """reports/<input key>.json: its presence (with matching ids) marks the input as done."""
-    return f"{REPORTS}{safe_key(input_key)}.json"
+    return f"{REPORTS}{_output_name(input_key)}.json"
 
 
 def run_key(run_id: str, name: str) -> str:

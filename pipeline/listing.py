@@ -32,12 +32,21 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def list_inputs(
-    storage: Storage, extensions: Iterable[str] = IMAGE_EXTENSIONS, limit: int | None = None
+    storage: Storage,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    limit: int | None = None,
+    since: dt.datetime | None = None,
 ) -> Iterator[ObjectInfo]:
-    """Input objects with one of `extensions`, in key order, at most `limit` of them."""
+    """Input objects with one of `extensions`, in key order, at most `limit` of them.
+
+    `since` keeps objects modified after it. S3 has no server-side filter on time, so the
+    listing still walks the whole prefix; only what is kept is written and processed.
+    """
     if limit is not None and limit < 0:
         raise ValueError(f"limit={limit} must be 0 or more (None: no limit)")
     objects = storage.iter_objects(extensions=extensions)
+    if since is not None:
+        objects = (o for o in objects if o.last_modified > since)
     return objects if limit is None else itertools.islice(objects, limit)
 
 

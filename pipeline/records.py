@@ -32,7 +32,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("flagged", pa.bool_()),
     ("t_fetch", pa.float64()),
     ("t_decode", pa.float64()),
-    ("t_model", pa.float64()),
+    ("t_model", pa.float64()),            # wall seconds of the batch forward this image was in
     ("t_encode", pa.float64()),
     ("t_upload", pa.float64()),
     ("gpu_seconds", pa.float64()),        # device seconds of this image's share of the forward
@@ -43,6 +43,19 @@ MANIFEST_SCHEMA = pa.schema([
     ("requests_put", pa.int64()),
     ("actor_id", pa.string()),
     ("run_id", pa.string()),
+    # For the cost ledger and the traces (pipeline/cost.py, pipeline/telemetry.py, docs/COST.md):
+    ("traceparent", pa.string()),         # W3C trace context of the run span, carried driver -> workers -> driver
+    ("started_at", pa.float64()),         # unix seconds: the fetch stage began (t_fetch, t_decode follow it)
+    ("model_started_at", pa.float64()),   # unix seconds: this image's batch forward began (t_model long)
+    ("encode_started_at", pa.float64()),  # unix seconds: its encode began (t_encode, t_upload follow it)
+    ("cpu_fetch_seconds", pa.float64()),  # thread CPU seconds per CPU stage; cpu_seconds is their total
+    ("cpu_decode_seconds", pa.float64()),
+    ("cpu_encode_seconds", pa.float64()),
+    ("cpu_upload_seconds", pa.float64()),
+    ("device", pa.string()),              # the actor's torch device: cpu, cuda:0, ...
+    ("actor_started_at", pa.float64()),   # unix seconds: the actor began loading the model
+    ("actor_load_seconds", pa.float64()), # the actor's one-off costs, repeated on each of its rows
+    ("actor_warmup_seconds", pa.float64()),
 ])
 FIELDS = tuple(MANIFEST_SCHEMA.names)
 

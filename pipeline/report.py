@@ -18,25 +18,23 @@ def progress_printer(every_seconds: float = 5.0, stream=sys.stderr):
     return show
 
 
-def estimate_cost(summary, cfg) -> dict:
-    """USD by kind from the configured prices (DESIGN.md §5) for a finished or dry run."""
-    price = cfg.cost
-    return {"gpu_usd": summary.gpu_seconds / 3600 * float(price.gpu_hour_usd),
-            "cpu_usd": summary.cpu_seconds / 3600 * float(price.cpu_hour_usd)}
-
-
-def print_summary(summary, cfg, stream=sys.stdout) -> None:
-    """The run summary as an aligned table."""
-    cost = estimate_cost(summary, cfg)
+def print_summary(summary, cfg=None, stream=sys.stdout) -> None:
+    """The run summary as an aligned table, then its cost table (pipeline.cost) and the report page's uri."""
+    cost = summary.cost or {}
     rows = [("run", summary.run_id), ("inputs listed", summary.total), ("ok", summary.ok),
             ("failed", summary.failed), ("skipped (already done)", summary.skipped),
             ("flagged (periodic artifacts)", summary.flagged), ("wall seconds", f"{summary.seconds:.1f}"),
             ("device seconds", f"{summary.gpu_seconds:.2f}"), ("CPU seconds", f"{summary.cpu_seconds:.2f}"),
             ("MB in / out", f"{summary.bytes_in / 1e6:.2f} / {summary.bytes_out / 1e6:.2f}"),
-            ("cost USD (device + CPU)", f"{cost['gpu_usd'] + cost['cpu_usd']:.6f}"),
             ("manifest", summary.manifest_uri), ("summary", summary.summary_uri)]
     if summary.dry_run:
         rows.insert(1, ("mode", "dry run: listed only, nothing processed"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}", file=stream)
+    if cost:
+        from pipeline.cost import format_cost
+
+        print("\n" + format_cost(cost), file=stream)
+    if summary.report_uri:
+        print(f"\nreport: {summary.report_uri}", file=stream)

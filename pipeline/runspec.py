@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from actors.upscaler import ActorOptions, ModelSpec
 from op4ksr.presets import PRESETS
 from pipeline.fetch import SizePolicy
+from pipeline.incremental import parse_since
 from pipeline.records import params_hash
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
 
@@ -39,6 +40,9 @@ class RunSpec:
     dry_run: bool = False
     ray_num_cpus: float | None = None
     config_yaml: str = ""
+    since: str | None = None  # run.since as given: None, "last" or an ISO time (pipeline.incremental)
+    lock_ttl_seconds: float = 600.0
+    watermark_margin_seconds: float = 900.0
 
     @property
     def params_hash(self) -> str:
@@ -77,6 +81,11 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
 
     if not cfg.input.uri or not cfg.output.uri:
         raise ValueError("input.uri and output.uri must both be set (s3://bucket/prefix/ or a local folder)")
+    since = None if cfg.run.since in (None, "") else str(cfg.run.since)
+    parse_since(since)  # a ValueError naming run.since, before any work
+    if not float(cfg.run.lock_ttl_seconds) > 0 or float(cfg.run.watermark_margin_seconds) < 0:
+        raise ValueError(f"run.lock_ttl_seconds={cfg.run.lock_ttl_seconds} must be positive and "
+                         f"run.watermark_margin_seconds={cfg.run.watermark_margin_seconds} 0 or more")
     path = cfg.model.path
     model_storage = storage(path) if path.startswith("s3://") else None
     if path and not model_storage and path not in PRESETS:
@@ -106,4 +115,6 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
                     float(cfg.actors.num_gpus), float(cfg.actors.num_cpus), float(cfg.pipeline.decode_num_cpus))
     return RunSpec(run_id, storage(cfg.input.uri), storage(cfg.output.uri), tuple(cfg.input.extensions), model,
                    model_identity(cfg, read_index), actor, size, pool, cfg.run.limit, bool(cfg.run.dry_run),
-                   cfg.pipeline.ray_num_cpus, config_yaml)
+                   cfg.pipeline.ray_num_cpus, config_yaml, since=since,
+                   lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
+                   watermark_margin_seconds=float(cfg.run.watermark_margin_seconds))

@@ -190,6 +190,19 @@ class Storage(abc.ABC):
         """Store a local file under a `safe_key` key, streaming it rather than reading it whole."""
 
     @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Store `data` only if no object is at `key`: True if written, False if one was there.
+
+        Of writers racing for one key at most one gets True; the run lock
+        (`pipeline.incremental`) is built on it.
+        """
+
+    @abc.abstractmethod
+    def put_if_match(self, key: str, data: bytes, etag: str, content_type: str | None = None) -> bool:
+        """Replace the object at `key` only while its etag is `etag` (compare-and-swap): True if
+        written, False if it changed or is gone."""
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
 

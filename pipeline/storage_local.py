@@ -4,6 +4,10 @@
   Any rewrite changes the mtime, so the etag still tells a changed input from an unchanged one.
 - Writes go to a temp file in the same folder, are fsynced and renamed over the target, so a
   reader (or a rerun after a crash) sees the old object or the whole new one, never a part.
+- `put_if_absent` publishes its temp file with link(2), which fails on an existing name as
+  O_EXCL does but never shows a half-written file; `put_if_match` compares and replaces under an
+  flock on a hidden sidecar file, so it is exclusive between processes of one host (and NFS
+  clients with working locks).
 - Symlinks are not listed, and any key whose path resolves outside the folder is refused.
 - Listing holds the names of one folder at a time (it must sort them to match S3's order).
 """
@@ -11,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import shutil
 import tempfile
@@ -156,7 +161,29 @@ class LocalStorage(Storage):
         self._write_atomically(key, copy)
         self.stats.record("put", bytes_out=os.path.getsize(path))
 
-    def _write_atomically(self, key: str, write) -> None:
+    def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        written = self._write_atomically(key, lambda f: f.write(data), exclusive=True)
+        self.stats.record("put", bytes_out=len(data) if written else 0)
+        return written
+
+    def put_if_match(self, key: str, data: bytes, etag: str, content_type: str | None = None) -> bool:
+        target = self._path_for(key)
+        guard = os.path.join(os.path.dirname(target), f"{RESERVED_PREFIX}cas-{os.path.basename(target)}")
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            # The sidecar is never deleted: removing a lock file lets two processes lock two files.
+            with open(guard, "a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)  # released when the file is closed
+                current = self.head(key)
+                if current is None or current.etag != etag:
+                    return False
+                self.put(key, data, content_type)
+                return True
+        except OSError as exc:
+            raise StorageError(f"conditional write of {target} failed ({exc.strerror})") from None
+
+    def _write_atomically(self, key: str, write, exclusive: bool = False) -> bool:
+        """Write through a temp file; with `exclusive`, only if nothing is at `key` (else False)."""
         target = self._path_for(key)
         tmp = None
         try:
@@ -167,8 +194,15 @@ class LocalStorage(Storage):
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())  # the rename must not outlive the data in a crash
+            if exclusive:
+                try:
+                    os.link(tmp, target)  # the temp file is removed below
+                except FileExistsError:
+                    return False
+                return True
             os.replace(tmp, target)
             tmp = None
+            return True
         except OSError as exc:
             raise StorageError(f"writing {target} failed ({exc.strerror}): check the output folder") from None
         finally:

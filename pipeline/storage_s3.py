@@ -4,6 +4,10 @@ Retries: botocore's standard mode, `max_attempts` in total, with backoff, covers
 (SlowDown), 500/503 and connection errors up to the reply's headers. A body that breaks off
 mid-stream is outside botocore's retries, so `get`/`get_file` retry that themselves.
 Requests are counted per logical operation (one per list page), not per retried attempt.
+
+Conditional writes (`put_if_absent`, `put_if_match`) send `If-None-Match: *` / `If-Match`, which
+AWS S3 honours since 2024 (as do moto 5, MinIO and Ceph RGW). A server that answers them with
+501 NotImplemented gets a weaker fallback: check, write, read back (docs/DEPLOY.md).
 """
 
 from __future__ import annotations
@@ -210,6 +214,50 @@ class S3Storage(Storage):
             self._client().put_object(Bucket=self.bucket, Key=full, Body=body, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise self._error("put", key, exc) from None
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        if self.head(key) is not None:
+            return False  # the common case, and the only guard on a server that ignores If-None-Match
+        return self._put_conditional(key, data, content_type, IfNoneMatch="*")
+
+    def put_if_match(self, key: str, data: bytes, etag: str, content_type: str | None = None) -> bool:
+        return self._put_conditional(key, data, content_type, IfMatch=f'"{etag}"')
+
+    def _put_conditional(self, key: str, data: bytes, content_type: str | None, **condition) -> bool:
+        full = self._write_key(key)
+        extra = {"ContentType": content_type} if content_type else {}
+        self.stats.record("put", bytes_out=len(data))
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=full, Body=data, **extra, **condition)
+            return True
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            # 412: the condition is false; 409: a concurrent conditional write to the key won.
+            if _status(exc) == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            if "IfMatch" in condition and (code in _NOT_FOUND or _status(exc) == 404):
+                return False  # If-Match on a missing object
+            if code != "NotImplemented" and _status(exc) != 501:
+                raise self._error("conditional put", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("conditional put", key, exc) from None
+        return self._put_checked(key, data, content_type, condition.get("IfMatch", "").strip('"'))
+
+    def _put_checked(self, key: str, data: bytes, content_type: str | None, etag: str) -> bool:
+        """The fallback for servers without conditional writes: check, write, read back.
+
+        Two writers can still both pass the check within one round trip; the read-back makes
+        the earlier one see the later one's bytes and give way (each writer's data is unique).
+        """
+        current = self.head(key)
+        expected = current is not None and current.etag == etag if etag else current is None
+        if not expected:  # etag "": put_if_absent; else put_if_match
+            return False
+        self.put(key, data, content_type)
+        try:
+            return self.get(key) == data
+        except ObjectNotFoundError:
+            return False
 
     def delete(self, key: str) -> None:
         full = self._write_key(key)

@@ -168,12 +168,11 @@ def test_backfill_commands_name_configs_that_load(where, command):
 
 
 def test_entrypoints_parse_with_the_backfill_cli(rayjob, raycronjob):
-    backfill = pytest.importorskip("jobs.backfill")
-    parser = backfill.build_parser()
-    if "--since" not in parser._option_string_actions:
-        pytest.skip("op4ksr backfill has no --since option yet (issue 9)")
+    from jobs.backfill import build_parser
+
     for doc in (rayjob, raycronjob):
-        parser.parse_args(shlex.split(_ray_spec(doc)["entrypoint"])[2:])
+        args = build_parser().parse_args(shlex.split(_ray_spec(doc)["entrypoint"])[2:])
+        assert args.since == ("last" if doc is raycronjob else None)
 
 
 def test_nightly_is_the_one_off_job_plus_since_last(rayjob, raycronjob):

@@ -1,0 +1,216 @@
+"""Scoring SR methods on a benchmark folder (op4ksr.benchset layout): full-reference metrics on Y,
+the periodicity quality report, baselines, and the model run patch-free vs patch-based.
+
+Conventions (those of the SR literature, e.g. BasicSR): every output is quantised to 8 bits as it
+would be saved; PSNR and SSIM are computed on Y of BT.601 YCbCr (16..235), with `scale` pixels
+cropped from each border; SSIM uses an 11x11 Gaussian window of sigma 1.5.
+No no-reference metric (PIQE/NIQE) is computed: none is available offline here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from op4ksr.benchset import read_manifest
+from op4ksr.imageops import bicubic_resize
+
+TINY_TRAINED = Path(__file__).resolve().parent / "assets" / "tiny-trained"  # the shipped demo checkpoint
+
+
+@dataclass
+class BenchItem:
+    name: str
+    hr: torch.Tensor  # (1, 3, H, W) float in [0, 1]
+    lr: torch.Tensor  # (1, 3, h, w)
+
+
+def load_bench(bench: Path) -> tuple[dict, list[BenchItem]]:
+    """(manifest, items) of a benchmark folder."""
+    from op4ksr.training.data import read_image
+
+    manifest = read_manifest(bench)
+    items = [BenchItem(it["name"], read_image(bench / it["hr"]).float()[None] / 255,
+                       read_image(bench / it["lr"]).float()[None] / 255) for it in manifest["items"]]
+    return manifest, items
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """x in [0, 1] rounded to 8-bit levels, as the image would be saved."""
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def y_channel(x: torch.Tensor) -> np.ndarray:
+    """(H, W) float64 Y of BT.601 YCbCr in [16/255, 235/255] from x (1, 3, H, W) RGB in [0, 1]."""
+    r, g, b = x[0].double().numpy()
+    return (16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255
+
+
+def psnr_ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> tuple[float, float]:
+    """(PSNR dB, SSIM) on Y with `border` px cropped from each side."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a, b = y_channel(sr), y_channel(hr)
+    if border:
+        a, b = a[border:-border, border:-border], b[border:-border, border:-border]
+    psnr = peak_signal_noise_ratio(b, a, data_range=1.0)
+    ssim = structural_similarity(b, a, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False)
+    return float(psnr), float(ssim)
+
+
+def lanczos_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """x (1, 3, h, w) resized to size=(H, W) with Pillow's Lanczos (on 8-bit RGB)."""
+    from PIL import Image
+
+    arr = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    out = np.asarray(Image.fromarray(arr).resize((size[1], size[0]), Image.LANCZOS), dtype=np.float32) / 255
+    return torch.from_numpy(out).permute(2, 0, 1)[None]
+
+
+def _tile_starts(n: int, tile: int, stride: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile, stride))
+    return starts + [n - tile]
+
+
+def _ramp(length: int, fade: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """(length,) blending weight: rises over `fade` px where a neighbour tile overlaps, else flat."""
+    w = torch.ones(length)
+    if fade > 0:
+        ramp = (torch.arange(fade) + 0.5) / fade
+        if at_start:
+            w[:fade] = ramp
+        if at_end:
+            w[-fade:] = ramp.flip(0)
+    return w
+
+
+@torch.no_grad()
+def upscale_tiled(model, x_lr: torch.Tensor, size: tuple[int, int], tile: int, overlap: int) -> torch.Tensor:
+    """(1, 3, H, W): the model run patch-based, as earlier SR methods do: LR tiles of `tile` px that
+    share `overlap` px, each upscaled on its own, blended with linear ramps over the overlap."""
+    h, w = x_lr.shape[-2:]
+    H, W = size
+    if H % h or W % w or H // h != W // w:
+        raise ValueError(f"patch-based inference needs one integer scale; got {w}x{h} -> {W}x{H}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile overlap {overlap} must be in [0, tile={tile})")
+    s = H // h
+    out = torch.zeros(1, 3, H, W)
+    weight = torch.zeros(1, 1, H, W)
+    ys, xs = _tile_starts(h, tile, tile - overlap), _tile_starts(w, tile, tile - overlap)
+    for top in ys:
+        for left in xs:
+            th, tw = min(tile, h), min(tile, w)
+            patch = model.upscale(x_lr[..., top : top + th, left : left + tw], (th * s, tw * s)).cpu()
+            fade = overlap * s
+            wy = _ramp(th * s, fade, top > 0, top + th < h)
+            wx = _ramp(tw * s, fade, left > 0, left + tw < w)
+            wgt = (wy[:, None] * wx[None, :])[None, None]
+            out[..., top * s : (top + th) * s, left * s : (left + tw) * s] += patch * wgt
+            weight[..., top * s : (top + th) * s, left * s : (left + tw) * s] += wgt
+    return out / weight.clamp_min(1e-8)
+
+
+def run_method(method: str, item: BenchItem, model=None, tile: int = 32, overlap: int = 8) -> torch.Tensor:
+    """The 8-bit-quantised SR output (1, 3, H, W) of `method` for one benchmark item."""
+    size = tuple(item.hr.shape[-2:])
+    if method == "bicubic":
+        out = bicubic_resize(item.lr, size)
+    elif method == "lanczos":
+        out = lanczos_resize(item.lr, size)
+    elif method == "model":
+        out = model.upscale(item.lr, size).cpu()
+    elif method == "model-tiled":
+        out = upscale_tiled(model, item.lr, size, tile, overlap)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return quantise(out.float())
+
+
+def evaluate(items: list[BenchItem], methods: list[str], scale: int, model=None, tile: int = 32,
+             overlap: int = 8, period_px: int = 32, threshold: float = 0.1) -> tuple[list[dict], dict]:
+    """(rows, outputs): one metrics row per (image, method), and outputs[method][image] for pictures."""
+    from op4ksr.periodicity import quality_report
+
+    rows, outputs = [], {m: {} for m in methods}
+    for item in items:
+        for method in methods:
+            t0 = time.perf_counter()
+            sr = run_method(method, item, model, tile, overlap)
+            seconds = time.perf_counter() - t0
+            psnr, ssim = psnr_ssim_y(sr, item.hr, scale)
+            report = quality_report(sr, item.lr, period_px, threshold)[0].as_dict()
+            rows.append({"image": item.name, "method": method, "psnr_y": psnr, "ssim_y": ssim,
+                         "lr_consistency_psnr": report["lr_consistency_psnr"], "ap_excess": report["ap_excess"],
+                         "ap_score_out": report["ap_score_out"], "flagged": report["flagged"], "seconds": seconds})
+            outputs[method][item.name] = sr
+    return rows, outputs
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean of each metric per method (flagged as a fraction), in first-seen method order."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m]
+        mean = {k: float(np.mean([r[k] for r in sel])) for k in
+                ("psnr_y", "ssim_y", "lr_consistency_psnr", "ap_excess", "seconds")}
+        out.append({"method": m, "images": len(sel), **mean, "flagged": sum(r["flagged"] for r in sel) / len(sel)})
+    return out
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """The per-method summary as a Markdown table."""
+    head = "| method | images | PSNR-Y dB | SSIM-Y | LR-consistency PSNR dB | ap_excess | flagged | s/image |"
+    lines = [head, "|" + "---|" * 8]
+    for s in summary:
+        lines.append(f"| {s['method']} | {s['images']} | {s['psnr_y']:.2f} | {s['ssim_y']:.4f} | "
+                     f"{s['lr_consistency_psnr']:.2f} | {s['ap_excess']:.4f} | {s['flagged']:.0%} | {s['seconds']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def contact_sheet(items: list[BenchItem], outputs: dict, cell: int = 192) -> "Image.Image":
+    """A PIL image: one row per item; columns LR (nearest), each method's output, HR; labelled."""
+    from PIL import Image, ImageDraw
+
+    columns = ["LR"] + list(outputs) + ["HR"]
+    label_h = 14
+    sheet = Image.new("RGB", (cell * len(columns), (cell + label_h) * len(items)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, item in enumerate(items):
+        for col, name in enumerate(columns):
+            img = item.lr if name == "LR" else item.hr if name == "HR" else outputs[name][item.name]
+            arr = (img[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            tile = Image.fromarray(arr).resize((cell, cell), Image.NEAREST if name == "LR" else Image.LANCZOS)
+            y = row * (cell + label_h)
+            sheet.paste(tile, (col * cell, y + label_h))
+            draw.text((col * cell + 2, y + 1), f"{item.name}: {name}"[:32], fill="black")
+    return sheet
+
+
+def write_report(out: Path, rows: list[dict], items: list[BenchItem], outputs: dict, title: str,
+                 sheet_rows: int = 4) -> list[dict]:
+    """Write results.csv (per image), summary.csv, results.md and contact_sheet.png; returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows)
+    _write_csv(out / "results.csv", rows)
+    _write_csv(out / "summary.csv", summary)
+    (out / "results.md").write_text(f"# {title}\n\n{markdown_table(summary)}")
+    if sheet_rows > 0:
+        contact_sheet(items[:sheet_rows], outputs).save(out / "contact_sheet.png")
+    return summary

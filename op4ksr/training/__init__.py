@@ -1,0 +1,8 @@
+"""Training OP4KSR: config, data, trainable parts, checkpoints with train state, the loop.
+
+`train(TrainConfig(...))` runs in-process on one device; jobs/train.py runs it under Ray Train.
+"""
+from op4ksr.training.config import TrainConfig
+from op4ksr.training.loop import TrainHooks, TrainResult, build_model, loss_terms, train
+
+__all__ = ["TrainConfig", "TrainHooks", "TrainResult", "build_model", "loss_terms", "train"]

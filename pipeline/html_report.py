@@ -1,0 +1,193 @@
+"""runs/<id>/report.html: one self-contained page about a run, for people rather than Parquet readers.
+
+The page has the summary, the cost table and chart, the periodicity histogram, the flagged and
+failed images, and a contact sheet of input vs output crops at 100%. Everything is inline: CSS
+in a <style>, pictures as data: URIs, no script, so it opens from a bucket, a mail or a laptop.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import io
+
+import jinja2
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from pipeline.cost import Prices, cost_chart, describe_prices, stage_breakdown
+from pipeline.storage import Storage
+
+CONTACT_SHEET_IMAGES = 12
+CROP_PX = 48  # input pixels per side of a contact-sheet crop; the output crop covers the same region
+TABLE_ROWS = 50
+
+_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""\
+<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>op4ksr run {{ run_id }}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .7em; border-bottom: 1px solid #eee; }
+th { text-align: left; background: #f4f4f4; } td { font-variant-numeric: tabular-nums; }
+.kv th { width: 16em; } .note { color: #666; } img.chart { max-width: 100%; }
+.sheet { display: flex; flex-wrap: wrap; gap: 1.2em; }
+.sheet figure { margin: 0; border: 1px solid #ddd; padding: .5em; background: #fafafa; }
+.sheet img { image-rendering: pixelated; vertical-align: top; margin-right: .5em; }
+.sheet figcaption { font-size: 12px; max-width: 300px; overflow-wrap: anywhere; }
+.flagged { color: #b00; font-weight: bold; }
+</style></head>
+<body>
+<h1>op4ksr run {{ run_id }}</h1>
+<p class="note">Generated {{ generated }} from the run's manifest and cost ledger (cost.parquet).</p>
+
+<h2>Summary</h2>
+<table class="kv">{% for name, value in summary_rows %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>{% endfor %}</table>
+
+<h2>Cost</h2>
+<table class="kv">{% for name, value in cost_rows %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>{% endfor %}</table>
+<h3>By stage</h3>
+{{ breakdown_html | safe }}
+<img class="chart" alt="cost chart" src="{{ cost_chart }}">
+
+<h2>Periodicity</h2>
+<p>ap_excess: the output's periodicity at the token period above the input's own (DESIGN.md §3);
+images above {{ threshold }} are flagged.</p>
+{% if histogram %}<img class="chart" alt="ap_excess histogram" src="{{ histogram }}">
+{% else %}<p class="note">No processed images.</p>{% endif %}
+
+<h2>Flagged images ({{ flagged_count }})</h2>
+{% if flagged_html %}{{ flagged_html | safe }}{% else %}<p class="note">None.</p>{% endif %}
+
+<h2>Failed images ({{ failed_count }})</h2>
+{% if failed_html %}{{ failed_html | safe }}{% else %}<p class="note">None.</p>{% endif %}
+
+<h2>Contact sheet</h2>
+<p class="note">Input and output crops of the same region, both at 100% (one image pixel per screen pixel);
+flagged images first, at most {{ sheet_limit }}.</p>
+<div class="sheet">{% for item in sheet %}
+<figure><img alt="input crop" src="{{ item.input }}" width="{{ item.input_w }}" height="{{ item.input_h }}"><img
+ alt="output crop" src="{{ item.output }}" width="{{ item.output_w }}" height="{{ item.output_h }}">
+<figcaption>{{ item.key }}<br>{{ item.sizes }} · ap_excess {{ item.ap_excess }}
+{% if item.flagged %}<span class="flagged">flagged</span>{% endif %}</figcaption></figure>
+{% else %}<p class="note">No images to show.</p>{% endfor %}</div>
+</body></html>
+""")
+
+
+def render_report(summary: dict, manifest: pd.DataFrame, ledger: pd.DataFrame, prices: Prices,
+                  threshold: float, sheet: list[dict]) -> str:
+    """The page's HTML for a run's summary.json dict, manifest, ledger and contact-sheet items."""
+    cost = summary.get("cost") or {}
+    flagged = manifest[manifest["flagged"].fillna(False).astype(bool)].sort_values("ap_excess", ascending=False)
+    failed = manifest[manifest["status"] == "failed"]
+    return _TEMPLATE.render(
+        run_id=summary["run_id"], generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        summary_rows=_summary_rows(summary), cost_rows=_cost_rows(cost, prices),
+        breakdown_html=_table(stage_breakdown(ledger), {"amount": "{:.4g}", "usd": "{:.6f}", "share": "{:.1%}"}),
+        cost_chart=_data_uri(cost_chart(ledger, "prefix")), threshold=threshold,
+        histogram=_data_uri(periodicity_histogram(manifest["ap_excess"], threshold)) if manifest["ap_excess"].notna().any() else "",
+        flagged_count=len(flagged), flagged_html=_table(flagged[["key", "ap_excess", "ap_score_out", "ap_score_in",
+                                                                 "dominant_period_px", "lr_consistency_psnr"]].head(TABLE_ROWS),
+                                                        {c: "{:.4f}" for c in ("ap_excess", "ap_score_out", "ap_score_in")}
+                                                        | {"dominant_period_px": "{:.1f}", "lr_consistency_psnr": "{:.2f}"}),
+        failed_count=len(failed), failed_html=_table(failed[["key", "error_class", "error"]].head(TABLE_ROWS), {}),
+        sheet=sheet, sheet_limit=CONTACT_SHEET_IMAGES,
+    )
+
+
+def write_report(run_storage: Storage, summary: dict, manifest: pd.DataFrame, ledger: pd.DataFrame, prices: Prices,
+                 threshold: float, inputs: Storage, outputs: Storage) -> str:
+    """Render report.html into the run folder, reading a few input/output images for the contact sheet; its uri."""
+    sheet = contact_sheet(manifest, inputs, outputs)
+    html = render_report(summary, manifest, ledger, prices, threshold, sheet)
+    run_storage.put("report.html", html.encode("utf-8"), "text/html; charset=utf-8")
+    return run_storage.uri_for("report.html")
+
+
+def contact_sheet(manifest: pd.DataFrame, inputs: Storage, outputs: Storage,
+                  limit: int = CONTACT_SHEET_IMAGES, crop: int = CROP_PX) -> list[dict]:
+    """Input and output crops of the same central region, as PNG data URIs; flagged images first."""
+    ok = manifest[manifest["status"] == "ok"].assign(flag=lambda t: t["flagged"].fillna(False).astype(bool))
+    chosen = ok.sort_values(["flag", "ap_excess", "key"], ascending=[False, False, True]).head(limit)
+    items = []
+    for row in chosen.itertuples():
+        try:
+            source, result = _open(inputs.get(row.key)), _open(outputs.get(row.output_key))
+        except Exception:  # noqa: BLE001 - a missing or unreadable image leaves a gap, not a failed report
+            continue
+        side = min(crop, *source.size)
+        x0, y0 = (source.width - side) // 2, (source.height - side) // 2
+        sx, sy = result.width / source.width, result.height / source.height
+        small = source.crop((x0, y0, x0 + side, y0 + side))
+        large = result.crop((round(x0 * sx), round(y0 * sy), round((x0 + side) * sx), round((y0 + side) * sy)))
+        items.append({"key": row.key, "input": _data_uri(_png(small)), "output": _data_uri(_png(large)),
+                      "input_w": small.width, "input_h": small.height, "output_w": large.width, "output_h": large.height,
+                      "sizes": f"{row.input_size} → {row.output_size}", "flagged": row.flag,
+                      "ap_excess": "-" if pd.isna(row.ap_excess) else f"{row.ap_excess:.4f}"})
+    return items
+
+
+def periodicity_histogram(ap_excess: pd.Series, threshold: float) -> bytes:
+    """PNG: histogram of ap_excess with the flagging threshold marked."""
+    from matplotlib.figure import Figure
+
+    values = ap_excess.dropna().to_numpy(dtype=np.float64)
+    fig = Figure(figsize=(7, 2.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.hist(values, bins=min(40, max(5, len(values))), color="#4c72b0")
+    ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xlabel("ap_excess")
+    ax.set_ylabel("images")
+    ax.legend()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
+
+
+def _summary_rows(s: dict) -> list[tuple[str, str]]:
+    return [("inputs listed", s["total"]), ("ok", s["ok"]), ("failed", s["failed"]),
+            ("skipped (already done)", s["skipped"]), ("flagged (periodic artifacts)", s["flagged"]),
+            ("wall seconds", f"{s['seconds']:.1f}"), ("device seconds (forwards)", f"{s['gpu_seconds']:.2f}"),
+            ("CPU seconds", f"{s['cpu_seconds']:.2f}"),
+            ("MB in / out", f"{s['bytes_in'] / 1e6:.2f} / {s['bytes_out'] / 1e6:.2f}"),
+            ("manifest", s["manifest_uri"])]
+
+
+def _cost_rows(c: dict, prices: Prices) -> list[tuple[str, str]]:
+    if not c:
+        return [("cost", "not computed")]
+    return [("total USD", f"{c['total_usd']:.6f}"),
+            ("per ok image: mean / p50 / p95 USD",
+             f"{c['per_image_mean_usd']:.6f} / {c['per_image_p50_usd']:.6f} / {c['per_image_p95_usd']:.6f}"),
+            ("per delivered image, failures and skips included", f"{c['per_delivered_image_usd']:.6f}"),
+            ("device utilisation (forward / actor time)", f"{c['utilisation']:.1%}"),
+            ("device seconds: forward + warm-up + idle",
+             f"{c['device_forward_seconds']:.2f} + {c['device_warmup_seconds']:.2f} + {c['device_idle_seconds']:.2f}"),
+            ("prices", describe_prices(dataclasses.asdict(prices)))]
+
+
+def _table(frame: pd.DataFrame, formats: dict) -> str:
+    if frame.empty:
+        return ""
+    shown = frame.copy()
+    for column, fmt in formats.items():
+        shown[column] = shown[column].map(lambda v, f=fmt: "-" if pd.isna(v) else f.format(v))
+    return shown.to_html(index=False, border=0, escape=True, na_rep="-")
+
+
+def _open(data: bytes) -> Image.Image:
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    return image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert("RGB")
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

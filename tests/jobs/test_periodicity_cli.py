@@ -1,0 +1,72 @@
+"""`op4ksr periodicity` on a folder of generated images (one of them unreadable)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jobs import cli
+from jobs.periodicity import main
+from tests.synthetic_images import base_image, with_pattern
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small images: intra-op threads only add contention on a shared 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _save(x, path):
+    Image.fromarray((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qa")
+    _save(base_image("field", (160, 224), seed=0), d / "clean.png")
+    _save(with_pattern("field", (160, 224), 32, 0.04, "grid", seed=0), d / "grid.png")
+    (d / "broken.png").write_bytes(b"not an image")
+    return d
+
+
+def test_table_flags_the_grid_and_reports_the_broken_file(folder, capsys):
+    status = main([str(folder / n) for n in ("clean.png", "broken.png", "grid.png")])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err.count("\n") == 1 and "broken.png" in err
+    header, *rows = out.strip().splitlines()
+    assert header.split() == ["path", "size", "score", "dominant", "flagged"]
+    table = {r.split()[0].rsplit("/", 1)[-1]: r.split() for r in rows}
+    assert set(table) == {"clean.png", "grid.png"}
+    assert table["clean.png"][1] == "224x160" and table["clean.png"][-1] == "no"
+    assert table["grid.png"][3] == "32" and table["grid.png"][-1] == "yes"
+
+
+def test_json_lines(folder, capsys):
+    assert main([str(folder / "grid.png"), str(folder / "clean.png"), "--json", "--period", "32"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["flagged"] for r in rows] == [True, False]
+    assert rows[0]["dominant_period_px"] == 32 and rows[0]["period_px"] == 32
+    assert rows[0]["ap_score"] > rows[1]["ap_score"]
+    assert main([str(folder / "clean.png"), "--json", "--threshold", "-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["flagged"] is True
+
+
+def test_heatmap_png(folder, tmp_path, capsys):
+    assert main([str(folder / "grid.png"), "--heatmap", str(tmp_path / "maps")]) == 0
+    with Image.open(tmp_path / "maps" / "grid.autocorr.png") as im:
+        assert im.format == "PNG" and im.width > 200
+
+
+def test_registered_with_help(capsys):
+    assert cli.COMMANDS["periodicity"][0] == "jobs.periodicity"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["periodicity", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: op4ksr periodicity" in capsys.readouterr().out

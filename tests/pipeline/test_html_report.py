@@ -1,0 +1,210 @@
+"""report.html: self-contained, and rendered by a real headless Chromium without console errors.
+
+Chromium (Debian's `chromium`, which `make test` installs when it is missing and we are root)
+is driven over the DevTools protocol with websocket-client: exceptions, console errors, log
+errors and every network request the page makes are collected, then a screenshot is taken.
+"""
+import base64
+import dataclasses
+import html.parser
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from pipeline.backfill import RunSummary
+from pipeline.cost import Prices, build_ledger, cost_summary
+from pipeline.html_report import CONTACT_SHEET_IMAGES, write_report
+from pipeline.records import MANIFEST_SCHEMA, new_record
+from pipeline.storage import open_storage
+
+CHROMIUM = "/usr/bin/chromium"
+T0 = 1_780_000_000.0
+
+
+def _png(array) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "PNG")
+    return out.getvalue()
+
+
+def _run(tmp_path, count=14):
+    """A finished run on local storage: inputs, outputs, and the manifest rows that describe them."""
+    inputs, outputs = open_storage(str(tmp_path / "in")), open_storage(str(tmp_path / "out"))
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(count):
+        key = f"set{i % 2}/img <{i}>.png"  # a key that needs escaping in HTML
+        h, w = 40 + 8 * (i % 3), 64 - 8 * (i % 3)
+        inputs.put(key, _png(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)))
+        outputs.put(f"images/{key}", _png(rng.integers(0, 255, (4 * h, 4 * w, 3), dtype=np.uint8)))
+        excess = 0.02 * i
+        rows.append(new_record(key, "r1", status="ok", output_key=f"images/{key}", input_size=f"{w}x{h}",
+                               output_size=f"{4 * w}x{4 * h}", ap_excess=excess, ap_score_out=excess + 0.01,
+                               ap_score_in=0.01, dominant_period_px=32.0, lr_consistency_psnr=30.0,
+                               flagged=excess > 0.1, gpu_seconds=0.5, cpu_seconds=0.1, started_at=T0 + i,
+                               actor_id="n:1", actor_started_at=T0 - 5, actor_load_seconds=2.0,
+                               actor_warmup_seconds=1.0, requests_get=2, requests_put=2))
+    rows.append(new_record("bad.jpg", "r1", status="failed", error_class="ImageDecodeError",
+                           error="cannot identify image <html>", started_at=T0))
+    manifest = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA).to_pandas()
+    ledger = build_ledger(manifest, Prices(), run_ended_at=T0 + count + 5)
+    summary = RunSummary("r1", count + 1, count, 1, 0, 12.5, "file:///x/runs/r1/manifest/", "file:///x/summary.json",
+                         flagged=int(manifest["flagged"].sum()), cost=cost_summary(ledger, Prices()))
+    run = open_storage(str(tmp_path / "out" / "runs" / "r1"))
+    write_report(run, dataclasses.asdict(summary), manifest, ledger, Prices(), 0.1, inputs, outputs)
+    return tmp_path / "out" / "runs" / "r1" / "report.html"
+
+
+def test_a_run_with_nothing_processed_still_gets_a_page(tmp_path):
+    """A dry run or an empty catalog: an empty manifest, an empty ledger, a page that says so."""
+    manifest = MANIFEST_SCHEMA.empty_table().to_pandas()
+    ledger = build_ledger(manifest, Prices(), run_ended_at=T0)
+    summary = RunSummary("dry", 0, 0, 0, 0, 0.1, "m", "s", dry_run=True, cost=cost_summary(ledger, Prices()))
+    run, store = open_storage(str(tmp_path / "run")), open_storage(str(tmp_path / "io"))
+    write_report(run, dataclasses.asdict(summary), manifest, ledger, Prices(), 0.1, store, store)
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "No processed images." in page and "No images to show." in page
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+def test_report_is_one_self_contained_page(tmp_path):
+    page = _run(tmp_path).read_text()
+    links = _Links()
+    links.feed(page)
+    assert links.urls and all(url.startswith("data:image/png;base64,") for url in links.urls)
+    assert "script" not in links.tags and "link" not in links.tags
+    assert links.tags.count("figure") == CONTACT_SHEET_IMAGES
+    assert "set1/img &lt;13&gt;.png" in page and "<13>" not in page  # keys are escaped
+    assert "Flagged images (8)" in page and "Failed images (1)" in page and "cannot identify image &lt;html&gt;" in page
+    first_crop = Image.open(io.BytesIO(base64.b64decode(links.urls[2].split(",", 1)[1])))
+    assert first_crop.size[0] > 0  # the chart, the histogram, then the first contact-sheet crop
+
+
+# --- a small DevTools-protocol client -------------------------------------------------------------
+
+class _Chromium:
+    """Headless Chromium with a DevTools websocket; `load(url)` -> (problems, external requests)."""
+
+    def __init__(self, profile: Path):
+        import websocket
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1200,900", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.close()
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.next_id, self.events = 0, []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, event: str) -> None:
+        while not any(e.get("method") == event for e in self.events):
+            self.events.append(json.loads(self.ws.recv()))
+
+    def load(self, url: str) -> tuple[list[str], list[str]]:
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired")
+        self.call("Runtime.evaluate", expression="document.readyState")  # flushes events queued before it
+        problems, requests = [], []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                problems.append(f"exception: {details.get('exception', {}).get('description') or details['text']}")
+            elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                problems.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                problems.append(f"log: {params['entry']['text']}")
+            elif method == "Network.requestWillBeSent":
+                requests.append(params["request"]["url"])
+        external = [u for u in requests if not u.startswith(("data:", "file:"))]
+        return problems, external
+
+    def screenshot(self, path: Path) -> None:
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    def close(self) -> None:
+        if getattr(self, "ws", None):
+            self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium when run as root")
+    browser = _Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
+
+
+def test_report_renders_in_chromium_without_errors_or_requests(tmp_path, chromium):
+    page = _run(tmp_path)
+    problems, external = chromium.load(page.as_uri())
+    assert problems == [] and external == []
+    shot = tmp_path / "report.png"
+    chromium.screenshot(shot)
+    image = Image.open(shot)
+    assert image.width >= 900 and image.height > 2000  # the whole page, not one viewport
+    assert len(np.unique(np.asarray(image.convert("L")))) > 50  # charts and crops drew, not a blank page
+    if os.environ.get("OP4KSR_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["OP4KSR_SCREENSHOT_DIR"]) / "report.png")
+
+
+def test_the_browser_check_catches_script_errors_and_external_assets(tmp_path, chromium):
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><body><p>bad</p><img src="http://127.0.0.1:9/x.png">'
+                   '<script>console.error("boom-console"); throw new Error("boom-exception");</script></body></html>')
+    problems, external = chromium.load(bad.as_uri())
+    assert any("boom-console" in p for p in problems)
+    assert any("boom-exception" in p for p in problems)
+    assert external == ["http://127.0.0.1:9/x.png"]
