@@ -76,6 +76,7 @@ class RunSummary:
     cost: dict = field(default_factory=dict)  # pipeline.cost.cost_summary, plus the prices used
     cost_uri: str = ""
     report_uri: str = ""
+    estimate: dict = field(default_factory=dict)  # dry runs: pipeline.estimate.dry_run_estimate
 
 
 class ManifestWriter:
@@ -142,7 +143,13 @@ def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices |
         if total and not spec.dry_run:
             actors_ended_at = _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress)
         writer.close()
-        summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at)
+        estimate = {}
+        if spec.dry_run and total:
+            from pipeline.estimate import dry_run_estimate
+
+            estimate = dry_run_estimate(outputs, run_key(spec.run_id, "inputs.parquet"), spec.run_id,
+                                        spec.model_id, spec.params_hash)
+        summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at, estimate)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
                                      **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
     return summary
@@ -168,7 +175,8 @@ def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on
         return time.time()  # the pool is released here, before Ray shuts down
 
 
-def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float) -> RunSummary:
+def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float,
+            estimate: dict) -> RunSummary:
     """Cost ledger, summary.json and report.html for the finished run; actors are charged until `actors_ended_at`."""
     from pipeline.html_report import write_report
 
@@ -181,7 +189,7 @@ def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ende
                          outputs.uri_for(run_key(spec.run_id, "summary.json")), dry_run=spec.dry_run, **totals,
                          cost=cost_summary(ledger, prices),
                          cost_uri=write_ledger(run_storage, ledger, prices),
-                         report_uri=run_storage.uri_for("report.html"))
+                         report_uri=run_storage.uri_for("report.html"), estimate=estimate)
     outputs.put(run_key(spec.run_id, "summary.json"), json.dumps(asdict(summary), indent=2).encode(), "application/json")
     write_report(run_storage, asdict(summary), manifest, ledger, prices, spec.actor.report_threshold, inputs, outputs)
     return summary

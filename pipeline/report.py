@@ -29,6 +29,12 @@ def print_summary(summary, cfg=None, stream=sys.stdout) -> None:
             ("manifest", summary.manifest_uri), ("summary", summary.summary_uri)]
     if summary.dry_run:
         rows.insert(1, ("mode", "dry run: listed only, nothing processed"))
+        estimate = summary.estimate or {}
+        if "due" in estimate:
+            usd = estimate["estimated_usd"]
+            price = ("unknown: no finished run under this output prefix yet (try run.limit=20)" if usd is None
+                     else f"{usd:.4f} USD at {estimate['usd_per_image']:.6f} USD/image (run {estimate['basis_run']})")
+            rows[2:2] = [("due (not done yet)", estimate["due"]), ("estimated cost", price)]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}", file=stream)

@@ -87,8 +87,12 @@ def test_limit_and_dry_run(s3_server, s3_bucket, ray_local):
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
     dry = run_backfill(_spec(s3_server, s3_bucket, "dry", "run.dry_run=true"))
     assert dry.dry_run and dry.total == 4 and dry.ok == 0 and _keys(out, "images/") == []
+    assert dry.estimate["due"] == 4 and dry.estimate["estimated_usd"] is None  # no finished run to price from
     limited = run_backfill(_spec(s3_server, s3_bucket, "lim", "run.limit=2"))
     assert (limited.total, limited.ok) == (2, 2)
+    again = run_backfill(_spec(s3_server, s3_bucket, "dry-2", "run.dry_run=true"))
+    assert again.estimate["due"] == 2 and again.estimate["basis_run"] == "lim"
+    assert again.estimate["estimated_usd"] == pytest.approx(2 * limited.cost["total_usd"] / 2)
 
 
 def test_unwritable_output_is_a_clear_error_before_any_work(s3_server, s3_bucket):
