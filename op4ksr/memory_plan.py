@@ -27,8 +27,8 @@ MODES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 2}  # mode -> activat
 MODE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 IO_BYTES_PER_PX = 12  # x_up, float32 RGB, alive for the whole forward
 LIVE_TOKEN_VECTORS = 14  # per token in a block: stream, norm, q/k/v, attention out, 4d MLP (+ act)
-# vae._whole_stats converts the whole last-stage tensor to float64 and squares it (16 bytes per
-# element) before the strips run: at bf16 that costs more than the strips save (docs/GPU.md)
+# vae._whole_stats sums float64 moments (16 bytes per element: value and square) one band of rows
+# at a time, so like the strips they cost a fraction of the tensor, not the whole of it
 MOMENT_BYTES = 16
 WORKSPACE_BYTES = GIB // 4  # cuBLAS/cuDNN workspaces taken through the caching allocator
 CONTEXT_BYTES = GIB // 2  # the CUDA context, outside the allocator: device memory no tensor gets
@@ -114,8 +114,8 @@ def _decode_bytes_per_px(arch: Architecture, b: int, partitions: int) -> float:
     upsampler = (2 * e_in + e_in / 4) * b  # into the last stage: the nearest-upsampled copy, conv out, conv in
     finish = 3 * b + 2 * 3 * 4  # decoder output and two float32 temporaries of the [0, 1] mapping
     if partitions > 1:  # whole input and output, float64 moments, strip temporaries (float32 norms)
-        first_resnet = (e_in + e_out) * b + MOMENT_BYTES * e_in + (3 * e_in * b + 8 * e_in) / partitions
-        head = (e_out + arch.out_channels) * b + MOMENT_BYTES * e_out + (8 * e_out + ch[-1] * b) / partitions
+        first_resnet = (e_in + e_out) * b + (MOMENT_BYTES * e_in + 3 * e_in * b + 8 * e_in) / partitions
+        head = (e_out + arch.out_channels) * b + (MOMENT_BYTES * e_out + 8 * e_out + ch[-1] * b) / partitions
     else:  # first resnet: input, its norm, its SiLU; head: SiLU, the full-size upsampled copy, output
         first_resnet = 3 * e_in * b
         head = (e_out + ch[-1] + arch.out_channels) * b

@@ -135,8 +135,12 @@ def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, var: to
     return y.to(x.dtype)
 
 
-def _whole_stats(x: torch.Tensor, norm: nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    total, total_sq = _group_moments(x, norm.num_groups)
+def _whole_stats(x: torch.Tensor, norm: nn.GroupNorm, rows: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    # summed a band of rows at a time: a float64 copy of the whole tensor would cost 4-8x its size
+    total = total_sq = 0
+    for a in range(0, x.shape[-2], rows):
+        s, s2 = _group_moments(x[:, :, a : a + rows], norm.num_groups)
+        total, total_sq = total + s, total_sq + s2
     return _stats(total, total_sq, x[0].numel() // norm.num_groups)
 
 
