@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from op4ksr.inference import SHIPPED_CHECKPOINTS
 from jobs.common import config_from_args, model_from_config
 
 DESCRIPTION = """\
@@ -36,7 +37,8 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"op4ksr calibrate: --scales must be numbers separated by commas, got {args.scales!r}")
     extra = []
     if args.model:
-        extra.append(f"model.path={args.model}" if Path(args.model).exists() else f"model.preset={args.model}")
+        extra.append(f"model.path={args.model}" if Path(args.model).exists() or args.model in SHIPPED_CHECKPOINTS
+                   else f"model.preset={args.model}")
     cfg = config_from_args(args, extra)
 
     from op4ksr.calibrate import config_snippet, pick_scale, sweep_rfr

@@ -16,8 +16,9 @@ the flagged share (threshold report.threshold) per method; writes results.md, re
 (per image), summary.csv and contact_sheet.png under --out. No no-reference metric is
 computed (none runs offline here).
 
---model takes a checkpoint folder, a preset (tiny: random weights) or tiny-trained (the
-shipped demo checkpoint). rfr.mode/rfr.scale other than none override a checkpoint's RFR.
+--model takes a checkpoint folder, a training run folder (its latest checkpoint), a preset
+(tiny: random weights) or tiny-trained (the shipped demo checkpoint). rfr.mode/rfr.scale
+other than none override a checkpoint's RFR.
 
 examples:
   op4ksr eval --bench bench/heldout-x4 --model tiny-trained
@@ -38,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_model(name: str, cfg):
     from op4ksr.evaluate import TINY_TRAINED
     from op4ksr.inference import load_model
+    from op4ksr.training.state import latest_checkpoint
 
     source = str(TINY_TRAINED) if name == "tiny-trained" else name
+    if Path(source).is_dir() and not (Path(source) / "model_index.json").is_file() and latest_checkpoint(Path(source)):
+        source = str(latest_checkpoint(Path(source)))  # a training run folder: its latest checkpoint
     model = load_model(source, dtype=cfg.model.dtype, device=cfg.model.device, seed=cfg.model.seed,
                        rfr_mode=cfg.rfr.mode, rfr_scale=float(cfg.rfr.scale),
                        attention_backend=cfg.model.attention_backend)

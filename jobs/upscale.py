@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from op4ksr.inference import SHIPPED_CHECKPOINTS
 from jobs.common import config_from_args, model_from_config
 from jobs.config import to_yaml
 
@@ -44,7 +45,8 @@ def _overrides(args) -> list[str]:
     if args.long_side is not None:
         out.append(f"sr.long_side={args.long_side}")
     if args.model:
-        out.append(f"model.path={args.model}" if Path(args.model).exists() else f"model.preset={args.model}")
+        out.append(f"model.path={args.model}" if Path(args.model).exists() or args.model in SHIPPED_CHECKPOINTS
+                   else f"model.preset={args.model}")
     if args.format:
         out.append(f"output.format={args.format}")
     return out

@@ -14,6 +14,15 @@ from op4ksr.presets import PRESETS
 CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)
 
 
+# checkpoints shipped inside the package, addressable by name wherever a checkpoint path is taken
+SHIPPED_CHECKPOINTS = {"tiny-trained": Path(__file__).resolve().parent / "assets" / "tiny-trained"}
+
+
+def resolve_model_path(path: str) -> str:
+    """The checkpoint folder for `path`; the name of a shipped checkpoint maps to its folder."""
+    return str(SHIPPED_CHECKPOINTS[path]) if path in SHIPPED_CHECKPOINTS else path
+
+
 class OutputSizeError(ValueError):
     """The requested output is too small or too large for this run's limits."""
 
@@ -38,13 +47,15 @@ def load_model(
 ) -> OP4KSR:
     """The model named by `source`: a checkpoint folder, or a preset name (random seeded weights)."""
     torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
+    source = resolve_model_path(source)
     if source in PRESETS:
         model = OP4KSR.from_preset(source, seed=seed, dtype=torch_dtype, device=torch_device,
                                    rfr_mode=rfr_mode, rfr_scale=rfr_scale)
     elif Path(source).is_dir():
         model = OP4KSR.from_pretrained(source, dtype=torch_dtype, device=torch_device)
     else:
-        raise ValueError(f"model '{source}' is neither a checkpoint folder nor a preset ({', '.join(PRESETS)})")
+        raise ValueError(f"model '{source}' is neither a checkpoint folder nor a preset "
+                         f"({', '.join(PRESETS)}) nor a shipped checkpoint ({', '.join(SHIPPED_CHECKPOINTS)})")
     if attention_backend:
         model.transformer.set_attention_backend(attention_backend)
     model.decode_partitions = int(decode_partitions)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.upscaler import ActorOptions, ModelSpec
+from op4ksr.inference import resolve_model_path
 from op4ksr.presets import PRESETS
 from pipeline.fetch import SizePolicy
 from pipeline.incremental import parse_since
@@ -86,7 +87,7 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
     if not float(cfg.run.lock_ttl_seconds) > 0 or float(cfg.run.watermark_margin_seconds) < 0:
         raise ValueError(f"run.lock_ttl_seconds={cfg.run.lock_ttl_seconds} must be positive and "
                          f"run.watermark_margin_seconds={cfg.run.watermark_margin_seconds} 0 or more")
-    path = cfg.model.path
+    path = resolve_model_path(cfg.model.path) if cfg.model.path else ""
     model_storage = storage(path) if path.startswith("s3://") else None
     if path and not model_storage and path not in PRESETS:
         from pathlib import Path
