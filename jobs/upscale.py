@@ -64,13 +64,13 @@ def main(argv: list[str]) -> int:
 
     import op4ksr
     from pipeline.local_upscale import OutputOptions, find_jobs, upscale_paths
+    from pipeline.runspec import size_policy
 
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:
         raise SystemExit(f"op4ksr upscale: no image files found in {', '.join(paths)}")
     model = model_from_config(cfg)
-    options = OutputOptions(cfg.output.format, cfg.output.quality, cfg.output.png_compress_level,
-                            cfg.sr.scale, cfg.sr.long_side, cfg.sr.min_output_side, cfg.sr.max_output_megapixels)
+    options = OutputOptions(cfg.output.format, cfg.output.quality, cfg.output.png_compress_level, size_policy(cfg))
     provenance = {"version": op4ksr.__version__, "model_id": model.model_id}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "op4ksr-config.yaml").write_text(to_yaml(cfg))

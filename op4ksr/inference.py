@@ -1,6 +1,7 @@
 """Running the model on decoded image files: loading by name, output-size policy, batches."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -115,6 +116,22 @@ def plan_output_size(
             f"output {size[1]}x{size[0]} = {megapixels:.1f} MP is over sr.max_output_megapixels={max_megapixels:g}"
         )
     return size
+
+
+@dataclass(frozen=True)
+class SizePolicy:
+    """How output sizes are chosen and bounded (the sr.* config); one object for every caller."""
+
+    scale: float | None = 4
+    long_side: int | None = None
+    min_side: int = 32
+    max_megapixels: float = 40.0
+    max_input_pixels: int = 100_000_000
+
+    def plan(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) for an input of (height, width); OutputSizeError if out of limits."""
+        return plan_output_size(height, width, scale=self.scale, long_side=self.long_side,
+                                min_side=self.min_side, max_megapixels=self.max_megapixels)
 
 
 def upscale_batch(model: OP4KSR, images: list[DecodedImage], size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

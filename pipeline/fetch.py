@@ -11,19 +11,10 @@ import time
 from dataclasses import dataclass
 
 from op4ksr.imagefile import decode_image
-from op4ksr.inference import plan_output_size
+from op4ksr.inference import SizePolicy
 from pipeline.layout import output_image_key, report_key
 from pipeline.records import failed, is_done, new_record
 from pipeline.storage import ObjectNotFoundError, StorageSpec
-
-
-@dataclass(frozen=True)
-class SizePolicy:
-    scale: float | None = 4
-    long_side: int | None = None
-    min_side: int = 32
-    max_megapixels: float = 40.0
-    max_input_pixels: int = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -70,8 +61,7 @@ class FetchDecode:
                 cpu_fetched = time.thread_time()
                 start = time.perf_counter()
                 image = decode_image(data, max_pixels=ctx.size.max_input_pixels)
-                height, width = plan_output_size(*image.size, scale=ctx.size.scale, long_side=ctx.size.long_side,
-                                                 min_side=ctx.size.min_side, max_megapixels=ctx.size.max_megapixels)
+                height, width = ctx.size.plan(*image.size)
                 payload = pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL)
                 record.update(t_decode=time.perf_counter() - start, input_size=f"{image.size[1]}x{image.size[0]}",
                               output_size=f"{width}x{height}")

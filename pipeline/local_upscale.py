@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from op4ksr.imagefile import EXTENSIONS, decode_image, encode_image
-from op4ksr.inference import plan_output_size, upscale_batch
+from op4ksr.inference import SizePolicy, upscale_batch
 from op4ksr.model import OP4KSR
 
 
@@ -15,10 +15,7 @@ class OutputOptions:
     format: str = "png"
     quality: int = 95
     png_compress_level: int = 1
-    scale: float | None = 4
-    long_side: int | None = None
-    min_side: int = 32
-    max_megapixels: float = 40.0
+    size: SizePolicy = SizePolicy()
 
 
 @dataclass(frozen=True)
@@ -47,9 +44,8 @@ def find_jobs(inputs: Iterable[str], out_dir: Path, extensions: Iterable[str], f
 
 def upscale_file(model: OP4KSR, job: Job, options: OutputOptions, provenance: dict) -> None:
     """Decode, upscale and write one file; raises with a plain message on any failure."""
-    image = decode_image(job.source.read_bytes())
-    size = plan_output_size(*image.size, scale=options.scale, long_side=options.long_side,
-                            min_side=options.min_side, max_megapixels=options.max_megapixels)
+    image = decode_image(job.source.read_bytes(), max_pixels=options.size.max_input_pixels)
+    size = options.size.plan(*image.size)
     (rgb, alpha), = upscale_batch(model, [image], size)
     data = encode_image(rgb, image, options.format, alpha=alpha, quality=options.quality,
                         png_compress_level=options.png_compress_level, provenance=provenance)

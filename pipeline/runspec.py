@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.upscaler import ActorOptions, ModelSpec
-from op4ksr.inference import resolve_model_path
+from op4ksr.inference import SizePolicy, resolve_model_path
 from op4ksr.presets import PRESETS
-from pipeline.fetch import SizePolicy
 from pipeline.incremental import parse_since
 from pipeline.records import params_hash
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
@@ -62,6 +61,12 @@ def output_params(cfg) -> dict:
     return params
 
 
+def size_policy(cfg) -> SizePolicy:
+    """The output-size policy of a config's sr.* keys."""
+    return SizePolicy(None if cfg.sr.long_side else float(cfg.sr.scale), cfg.sr.long_side,
+                      int(cfg.sr.min_output_side), float(cfg.sr.max_output_megapixels))
+
+
 def model_identity(cfg, read_index) -> str:
     """model_id without loading weights: from the preset settings, or the checkpoint's model_index.json."""
     if not cfg.model.path:
@@ -110,8 +115,7 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
                          int(cfg.output.png_compress_level), float(cfg.report.threshold), cfg.report.period_px,
                          int(cfg.report.max_lag_multiple), tuple(tuple(s) for s in cfg.actors.warmup_shapes),
                          int(cfg.actors.upload_threads), params)
-    size = SizePolicy(None if cfg.sr.long_side else float(cfg.sr.scale), cfg.sr.long_side,
-                      int(cfg.sr.min_output_side), float(cfg.sr.max_output_megapixels))
+    size = size_policy(cfg)
     pool = PoolSpec(int(cfg.actors.min), int(cfg.actors.max), int(cfg.actors.batch_size),
                     float(cfg.actors.num_gpus), float(cfg.actors.num_cpus), float(cfg.pipeline.decode_num_cpus))
     return RunSpec(run_id, storage(cfg.input.uri), storage(cfg.output.uri), tuple(cfg.input.extensions), model,

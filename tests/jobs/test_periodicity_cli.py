@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from jobs import cli
@@ -13,13 +12,7 @@ from jobs.periodicity import main
 from tests.synthetic_images import base_image, with_pattern
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small images: intra-op threads only add contention on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _save(x, path):

@@ -28,13 +28,7 @@ SIZE = (192, 256)
 CLEAN_BASES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "field")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_threshold_is_set_from_the_eval():
