@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from op4ksr.inference import SHIPPED_CHECKPOINTS
+from op4ksr.presets import SHIPPED_CHECKPOINTS
 from jobs.common import config_from_args, model_from_config
 
 DESCRIPTION = """\

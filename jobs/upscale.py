@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from op4ksr.inference import SHIPPED_CHECKPOINTS
+from op4ksr.presets import SHIPPED_CHECKPOINTS
 from jobs.common import config_from_args, model_from_config
 from jobs.config import to_yaml
 

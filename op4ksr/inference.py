@@ -9,14 +9,10 @@ import torch
 from op4ksr.imagefile import DecodedImage, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.model import OP4KSR, output_size, parse_dtype
-from op4ksr.presets import PRESETS
+from op4ksr.presets import PRESETS, SHIPPED_CHECKPOINTS
 
 
 CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)
-
-
-# checkpoints shipped inside the package, addressable by name wherever a checkpoint path is taken
-SHIPPED_CHECKPOINTS = {"tiny-trained": Path(__file__).resolve().parent / "assets" / "tiny-trained"}
 
 
 def resolve_model_path(path: str) -> str:

@@ -6,6 +6,7 @@ FLUX.1-dev transformer sizes (19 double + 38 single blocks, width 3072) and the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,7 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+# checkpoints shipped inside the package, addressable by name wherever a checkpoint path is taken
+SHIPPED_CHECKPOINTS = {"tiny-trained": Path(__file__).resolve().parent / "assets" / "tiny-trained"}
