@@ -1,15 +1,15 @@
 """Running the model on decoded image files: loading by name, output-size policy, batches."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from op4ksr.imagefile import DecodedImage, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.model import OP4KSR, output_size, parse_dtype
+from op4ksr.model import OP4KSR, parse_dtype
 from op4ksr.presets import PRESETS, SHIPPED_CHECKPOINTS
+from op4ksr.sizing import OutputSizeError
 
 
 CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)
@@ -18,10 +18,6 @@ CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the
 def resolve_model_path(path: str) -> str:
     """The checkpoint folder for `path`; the name of a shipped checkpoint maps to its folder."""
     return str(SHIPPED_CHECKPOINTS[path]) if path in SHIPPED_CHECKPOINTS else path
-
-
-class OutputSizeError(ValueError):
-    """The requested output is too small or too large for this run's limits."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -91,43 +87,6 @@ def max_output_megapixels(
         raise OutputSizeError(f"{preset} in {dtype} does not fit a {float(device_memory_gb):g} GB GPU "
                               f"({plan.source}); use a GPU with more memory")
     return limit
-
-
-def plan_output_size(
-    height: int,
-    width: int,
-    *,
-    scale: float | None = 4,
-    long_side: int | None = None,
-    min_side: int = 32,
-    max_megapixels: float = 40.0,
-) -> tuple[int, int]:
-    """(H, W) for an input of (height, width) under the size policy; OutputSizeError if out of limits."""
-    size = output_size(height, width, scale=None if long_side else scale, long_side=long_side)
-    if min(size) < min_side:
-        raise OutputSizeError(f"output {size[1]}x{size[0]} has a side under the minimum of {min_side} px")
-    megapixels = size[0] * size[1] / 1e6
-    if megapixels > max_megapixels:
-        raise OutputSizeError(
-            f"output {size[1]}x{size[0]} = {megapixels:.1f} MP is over sr.max_output_megapixels={max_megapixels:g}"
-        )
-    return size
-
-
-@dataclass(frozen=True)
-class SizePolicy:
-    """How output sizes are chosen and bounded (the sr.* config); one object for every caller."""
-
-    scale: float | None = 4
-    long_side: int | None = None
-    min_side: int = 32
-    max_megapixels: float = 40.0
-    max_input_pixels: int = 100_000_000
-
-    def plan(self, height: int, width: int) -> tuple[int, int]:
-        """(H, W) for an input of (height, width); OutputSizeError if out of limits."""
-        return plan_output_size(height, width, scale=self.scale, long_side=self.long_side,
-                                min_side=self.min_side, max_megapixels=self.max_megapixels)
 
 
 def upscale_batch(model: OP4KSR, images: list[DecodedImage], size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -18,6 +18,7 @@ import torch.nn as nn
 from op4ksr.checkpoint import CheckpointError, files_sha256, load_component, save_component, weight_files
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
 from op4ksr.presets import get_preset
+from op4ksr.sizing import output_size
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from op4ksr.vae import F16AutoencoderKL
 
@@ -25,17 +26,6 @@ MODEL_INDEX = "model_index.json"
 PROMPT_EMBEDS = "prompt_embeds.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PACK = 2  # latent cells per token side (Flux packs 2x2 latent cells into one token)
-
-
-def output_size(height: int, width: int, scale: float | None = None, long_side: int | None = None) -> tuple[int, int]:
-    """(H, W) of the output for an input of (height, width): by `scale` or by `long_side`, never both."""
-    if (scale is None) == (long_side is None):
-        raise ValueError(f"give exactly one of scale={scale} and long_side={long_side}")
-    if long_side is not None:
-        scale = long_side / max(height, width)
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def pack_latents(z: torch.Tensor) -> torch.Tensor:

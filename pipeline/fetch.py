@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from op4ksr.imagefile import decode_image
-from op4ksr.inference import SizePolicy
+from op4ksr.sizing import SizePolicy
 from pipeline.layout import output_image_key, report_key
 from pipeline.records import failed, is_done, new_record
 from pipeline.storage import ObjectNotFoundError, StorageSpec

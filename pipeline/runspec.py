@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.upscaler import ActorOptions, ModelSpec
-from op4ksr.inference import SizePolicy, resolve_model_path
+from op4ksr.inference import resolve_model_path
+from op4ksr.sizing import SizePolicy
 from op4ksr.presets import PRESETS
 from pipeline.incremental import parse_since
 from pipeline.records import params_hash

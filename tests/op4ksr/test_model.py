@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from op4ksr.checkpoint import CheckpointError
-from op4ksr.model import OP4KSR, output_size, pack_latents, unpack_latents
+from op4ksr.model import OP4KSR, pack_latents, unpack_latents
+from op4ksr.sizing import output_size
 
 
 @pytest.fixture(scope="module")
