@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import pandas as pd
+import pyarrow as pa
 import torch
 
 import op4ksr
@@ -26,7 +26,7 @@ from op4ksr.imageops import bicubic_resize
 from op4ksr.inference import load_model
 from op4ksr.periodicity import quality_report
 from pipeline.layout import report_key
-from pipeline.records import FIELDS, failed
+from pipeline.records import FIELDS, MANIFEST_SCHEMA, failed
 from pipeline.storage import StorageSpec
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
@@ -71,7 +71,7 @@ def materialise_checkpoint(spec: StorageSpec) -> str:
 
 
 class UpscaleActor:
-    """Holds one warm model; `__call__(batch DataFrame) -> DataFrame` of manifest records."""
+    """Holds one warm model; `__call__(table of fetched records) -> table of manifest records`."""
 
     def __init__(self, model: ModelSpec, options: ActorOptions):
         self.started_at = time.time()  # the cost ledger charges the device from here (docs/COST.md)
@@ -101,8 +101,8 @@ class UpscaleActor:
         _synchronize(self.model.device)
         return time.perf_counter() - start
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        records = batch.to_dict("records")
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        records = batch.to_pylist()
         todo = [r for r in records if r["status"] is None]
         by_size: dict[str, list[dict]] = {}
         for record in todo:
@@ -116,7 +116,7 @@ class UpscaleActor:
         for record in records:
             record.pop("payload", None)
             record.update(self.actor_fields)
-        return pd.DataFrame(records, columns=list(FIELDS))
+        return pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in records], schema=MANIFEST_SCHEMA)
 
     def _run_group(self, group: list[dict], size: tuple[int, int]) -> list:
         try:

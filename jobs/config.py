@@ -112,6 +112,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"run.limit={cfg.run.limit} must be 0 or more")
     for key, (lowest, allowed) in _LOWER_BOUNDS.items():
         value = OmegaConf.select(cfg, key)
+        if value is None and key in _NULLABLE:
+            continue
         if not (float(value) >= lowest if allowed else float(value) > lowest):
             rule = "must be positive" if not allowed else f"must be at least {lowest}" if lowest else "must be 0 or more"
             raise ConfigError(f"{key}={value} {rule}")
@@ -126,7 +128,10 @@ def validate(cfg: DictConfig) -> None:
 _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, True),
                  "sr.max_output_megapixels": (0, False), "actors.num_gpus": (0, True), "actors.num_cpus": (0, False),
                  "actors.upload_threads": (1, True), "pipeline.decode_num_cpus": (0, False),
+                 "pipeline.fetch_tasks": (1, True), "pipeline.fetch_threads": (1, True),
                  "report.threshold": (0, True)}
+
+_NULLABLE = {"pipeline.fetch_tasks"}  # null means a default derived from other keys
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -162,8 +162,8 @@ def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on
     with _ray_session(spec.ray_num_cpus):
         quiet_ray_data()
         dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "inputs.parquet")), traceparent)
-        for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
-            rows = batch.to_dict("records")
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            rows = batch.to_pylist()
             writer.add(rows)
             telemetry.record(rows)
             for row in rows:

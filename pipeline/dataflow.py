@@ -26,6 +26,10 @@ def arrow_filesystem(spec: StorageSpec, uri: str) -> tuple[pafs.FileSystem, str]
 def quiet_ray_data() -> None:
     """Our own progress line replaces Ray Data's progress bars and periodic INFO dumps."""
     import logging
+    import warnings
+
+    # A run smaller than pipeline.fetch_tasks blocks gets fewer fetch tasks: expected, not a problem.
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -34,21 +38,23 @@ def quiet_ray_data() -> None:
 def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
     """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context)."""
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
-    fetch = FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
-                                     spec.actor.output_format, spec.size, traceparent))
     pool = spec.pool
+    fetch = FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
+                                     spec.actor.output_format, spec.size, traceparent, pool.fetch_threads))
     return (
         ray.data.read_parquet(path, filesystem=filesystem)
         .select_columns(["key", "etag"])
         # one block per actor batch: pixels stay bounded in flight and results stream back
         # batch by batch (a Parquet row group would otherwise be one block of thousands of rows)
         .repartition(target_num_rows_per_block=pool.batch_size)
-        .map(fetch, num_cpus=pool.decode_num_cpus)
+        # a bounded number of fetch tasks: unbounded, they take every CPU and the actors wait
+        .map_batches(fetch, batch_size=pool.batch_size, batch_format="pyarrow", num_cpus=pool.decode_num_cpus,
+                     compute=ray.data.TaskPoolStrategy(size=pool.fetch_tasks))
         .map_batches(
             UpscaleActor,
             fn_constructor_args=(spec.model, spec.actor),
             batch_size=pool.batch_size,
-            batch_format="pandas",
+            batch_format="pyarrow",
             num_gpus=pool.num_gpus or None,
             num_cpus=pool.num_cpus,
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,

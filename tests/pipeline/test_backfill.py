@@ -132,3 +132,10 @@ def test_sigkill_mid_run_then_rerun_leaves_no_gaps_and_no_duplicates(s3_server, 
     assert len(images) == count and len(reports) == count
     for key in images:  # every image is whole
         Image.open(io.BytesIO(out.get(key))).load()
+
+
+@pytest.mark.parametrize("overrides,expected", [([], (2, 4)), (["actors.max=3"], (6, 4)),
+                                                (["pipeline.fetch_tasks=5", "pipeline.fetch_threads=1"], (5, 1))])
+def test_fetch_tasks_default_to_two_per_actor(s3_server, overrides, expected):
+    pool = _spec(s3_server, "any-bucket", "r", *overrides).pool
+    assert (pool.fetch_tasks, pool.fetch_threads) == expected

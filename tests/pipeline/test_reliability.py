@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tifffile
@@ -22,7 +23,7 @@ from PIL import Image
 from jobs.config import ConfigError, load_config, to_yaml
 from op4ksr import png16
 from pipeline.backfill import run_backfill
-from pipeline.fetch import FetchContext, FetchDecode, SizePolicy
+from pipeline.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode, SizePolicy
 from pipeline.layout import UnsafeKeyError, output_image_key, report_key
 from pipeline.runspec import build_run_spec
 from pipeline.storage import S3Credentials, StorageError, StorageSpec, open_storage
@@ -69,12 +70,14 @@ def test_fetch_turns_every_bad_input_into_one_failed_record(tmp_path):
         inputs.put(case.key, case.data)
     fetch = FetchDecode(FetchContext(inputs.spec, StorageSpec(str(tmp_path / "out")), "r", "m", "p", "png",
                                      SizePolicy(max_megapixels=3.0)))
-    for case in cases:
-        record = fetch({"key": case.key, "etag": "e"})
+    # one block through the stage as Ray calls it: rows fetched on threads, one record per row, in order
+    block = fetch(pa.table({"key": [case.key for case in cases], "etag": ["e"] * len(cases)}))
+    assert block.schema == FETCHED_SCHEMA and block.column("key").to_pylist() == [case.key for case in cases]
+    for case, record in zip(cases, block.to_pylist()):
         assert (record["status"], record["error_class"]) == ("failed", case.error_class), case.key
         assert re.search(case.message, record["error"]) and record["payload"] is None
     for key, message in HOSTILE_KEYS.items():  # never fetched: the key alone fails the input
-        record = fetch({"key": key, "etag": "e"})
+        record = fetch.fetch_one({"key": key, "etag": "e"})
         assert (record["status"], record["error_class"], record["output_key"]) == ("failed", "UnsafeKeyError", None)
         assert re.search(message, record["error"]) and record["requests_get"] is None
     assert not (tmp_path / "out").exists()
@@ -108,6 +111,8 @@ def test_object_store_faults_are_retried_a_bounded_number_of_times(s3_server, s3
     ("actors.num_cpus=0", "actors.num_cpus=0 must be positive"),
     ("actors.upload_threads=0", "actors.upload_threads=0 must be at least 1"),
     ("pipeline.decode_num_cpus=0", "pipeline.decode_num_cpus=0 must be positive"),
+    ("pipeline.fetch_tasks=0", "pipeline.fetch_tasks=0 must be at least 1"),
+    ("pipeline.fetch_threads=0", "pipeline.fetch_threads=0 must be at least 1"),
     ("report.threshold=-0.5", "report.threshold=-0.5 must be 0 or more"),
     ("input.extensions=[]", "input.extensions is empty"),
 ])

@@ -132,7 +132,7 @@ def test_the_fetch_stage_copies_the_run_context_into_the_record(tmp_path):
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
                        SizePolicy(), traceparent)
-    record = FetchDecode(ctx)({"key": "a.png", "etag": "e"})
+    record = FetchDecode(ctx).fetch_one({"key": "a.png", "etag": "e"})
     assert record["status"] is None and record["traceparent"] == traceparent
     assert record["started_at"] > T0 and record["t_fetch"] > 0 and record["t_decode"] > 0
     assert record["cpu_seconds"] == pytest.approx(record["cpu_fetch_seconds"] + record["cpu_decode_seconds"])
