@@ -57,6 +57,7 @@ class ActorOptions:
     warmup_shapes: tuple[tuple[int, int], ...] = ()
     upload_threads: int = 4
     params_hash: str = ""
+    torch_threads: int | None = None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
 
 
 def materialise_checkpoint(spec: StorageSpec) -> str:
@@ -76,6 +77,8 @@ class UpscaleActor:
     def __init__(self, model: ModelSpec, options: ActorOptions):
         self.started_at = time.time()  # the cost ledger charges the device from here (docs/COST.md)
         start = time.perf_counter()
+        if options.torch_threads:
+            torch.set_num_threads(options.torch_threads)
         source = materialise_checkpoint(model.storage) if model.storage else model.source
         self.model = load_model(source, dtype=model.dtype, device=model.device, seed=model.seed,
                                 rfr_mode=model.rfr_mode, rfr_scale=model.rfr_scale,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -23,6 +24,10 @@ import numpy as np
 from PIL import Image
 
 INPUT_SIDE = 64  # --input-side; 64x64 in -> 256x256 out: ~0.1 s of work per image, the worst case for overheads
+
+
+# the actor's torch threads: as many as the bare loop's torch uses (Ray's default would be 1)
+TORCH_THREADS = os.cpu_count()
 
 
 def _png(seed: int, side: int | None = None) -> bytes:
@@ -45,7 +50,7 @@ def _setup(server, count: int, bucket_suffix: str):
         store.put(f"img-{i:06d}.png", _png(i))
     cfg = load_config([], [f"input.uri=s3://{bucket}/in/", f"output.uri=s3://{bucket}/out/",
                            f"storage.endpoint_url={server.endpoint_url}", "pipeline.ray_num_cpus=4",
-                           "actors.batch_size=4"])
+                           "actors.batch_size=4", f"actors.torch_threads={TORCH_THREADS}"])
     return cfg, store
 
 
@@ -188,8 +193,8 @@ def main() -> None:
     import torch
 
     skip = set(filter(None, args.skip.split(",")))
-    report = {"bench": "pipeline_cpu", "machine": f"{platform.machine()} {__import__('os').cpu_count()} cores",
-              "torch": torch.__version__, "ray": ray.__version__, "preset": "tiny",
+    report = {"bench": "pipeline_cpu", "machine": f"{platform.machine()} {os.cpu_count()} cores",
+              "torch": torch.__version__, "ray": ray.__version__, "preset": "tiny", "torch_threads": TORCH_THREADS,
               "input": f"{INPUT_SIDE}x{INPUT_SIDE} png", "output": f"{4 * INPUT_SIDE}x{4 * INPUT_SIDE} png"}
     if "throughput" not in skip:
         report["throughput"] = _child("throughput", args.images)

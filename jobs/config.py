@@ -127,11 +127,12 @@ def validate(cfg: DictConfig) -> None:
 # key -> (lowest value, whether the lowest itself is allowed)
 _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, True),
                  "sr.max_output_megapixels": (0, False), "actors.num_gpus": (0, True), "actors.num_cpus": (0, False),
-                 "actors.upload_threads": (1, True), "pipeline.decode_num_cpus": (0, False),
+                 "actors.upload_threads": (1, True), "actors.torch_threads": (1, True),
+                 "pipeline.decode_num_cpus": (0, False),
                  "pipeline.fetch_tasks": (1, True), "pipeline.fetch_threads": (1, True),
                  "report.threshold": (0, True)}
 
-_NULLABLE = {"pipeline.fetch_tasks"}  # null means a default derived from other keys
+_NULLABLE = {"pipeline.fetch_tasks", "actors.torch_threads"}  # null: the default configs/default.yaml describes
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -117,7 +117,8 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
     actor = ActorOptions(storage(cfg.output.uri), cfg.output.format, int(cfg.output.quality),
                          int(cfg.output.png_compress_level), float(cfg.report.threshold), cfg.report.period_px,
                          int(cfg.report.max_lag_multiple), tuple(tuple(s) for s in cfg.actors.warmup_shapes),
-                         int(cfg.actors.upload_threads), params)
+                         int(cfg.actors.upload_threads), params,
+                         int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None)
     size = size_policy(cfg)
     fetch_tasks = cfg.pipeline.fetch_tasks or 2 * int(cfg.actors.max)
     pool = PoolSpec(int(cfg.actors.min), int(cfg.actors.max), int(cfg.actors.batch_size),

@@ -1,0 +1,79 @@
+"""The actor's contract, called in-process as Ray would call it: a block of fetched records in,
+manifest records out (no pixels), the image and then its report written by the actor itself."""
+import io
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from actors.upscaler import ActorOptions, ModelSpec, UpscaleActor
+from op4ksr.sizing import SizePolicy
+from pipeline.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
+from pipeline.records import MANIFEST_SCHEMA
+from pipeline.storage import StorageSpec
+
+
+def _png(width, height, colour):
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def fetched(tmp_path):
+    """A fetched block of three inputs of two sizes and one bad input, as the fetch stage makes it."""
+    (tmp_path / "in").mkdir()
+    for name, data in {"a.png": _png(16, 12, "red"), "b.png": _png(16, 12, "blue"),
+                       "c.png": _png(12, 16, "green"), "bad.png": b"not an image"}.items():
+        (tmp_path / "in" / name).write_bytes(data)
+    ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
+                       SizePolicy(min_side=8))
+    return FetchDecode(ctx)(pa.table({"key": ["a.png", "b.png", "c.png", "bad.png"], "etag": ["e"] * 4}))
+
+
+@pytest.fixture
+def restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_block_becomes_manifest_records_with_images_then_reports(tmp_path, fetched, restore_torch_threads):
+    assert fetched.schema == FETCHED_SCHEMA
+    options = ActorOptions(StorageSpec(str(tmp_path / "out")), warmup_shapes=((32, 32),), params_hash="p",
+                           torch_threads=1)
+    actor = UpscaleActor(ModelSpec("tiny"), options)
+    assert torch.get_num_threads() == 1 and actor.warmup_seconds > 0
+
+    out = actor(fetched)
+    assert out.schema == MANIFEST_SCHEMA and "payload" not in out.column_names  # no pixels go back
+    records = {r["key"]: r for r in out.to_pylist()}
+    assert [records[k]["status"] for k in ("a.png", "b.png", "c.png", "bad.png")] == ["ok", "ok", "ok", "failed"]
+    for key, (width, height) in {"a.png": (64, 48), "c.png": (48, 64)}.items():
+        record = records[key]
+        with Image.open(tmp_path / "out" / record["output_key"]) as image:
+            assert image.size == (width, height)
+        report = json.loads((tmp_path / "out" / "reports" / f"{key}.json").read_text())
+        assert report["status"] == "ok" and report["output_size"] == f"{width}x{height}"
+        assert record["gpu_seconds"] > 0 and record["cpu_encode_seconds"] > 0 and record["actor_id"] == actor.actor_id
+    # the two 16x12 inputs shared one forward: each is charged half of it
+    assert records["a.png"]["t_model"] == records["b.png"]["t_model"]
+    assert records["a.png"]["gpu_seconds"] == pytest.approx(records["a.png"]["t_model"] / 2)
+    assert records["bad.png"]["error_class"] and not (tmp_path / "out" / "reports" / "bad.png.json").exists()
+
+
+def test_a_forward_that_fails_fails_its_images_and_not_the_batch(tmp_path, fetched, monkeypatch):
+    actor = UpscaleActor(ModelSpec("tiny"), ActorOptions(StorageSpec(str(tmp_path / "out"))))
+
+    def out_of_memory(x, size):
+        if size == (64, 48):  # the 12x16 input's group only
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(x, size)
+
+    original = actor.model.upscale
+    monkeypatch.setattr(actor.model, "upscale", out_of_memory)
+    records = {r["key"]: r for r in actor(fetched).to_pylist()}
+    assert records["c.png"]["status"] == "failed" and "out of memory" in records["c.png"]["error"]
+    assert records["a.png"]["status"] == records["b.png"]["status"] == "ok"
