@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.cost import Prices, build_ledger, cost_summary, read_manifest, write_ledger
 from pipeline.incremental import incremental_run
-from pipeline.layout import run_key
+from pipeline.layout import output_image_key, run_key
 from pipeline.listing import list_inputs, write_inputs_parquet
 from pipeline.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.runspec import RunSpec
@@ -134,7 +135,8 @@ def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices |
     inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
     listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
-    total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"))
+    total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
+                                 output_key=functools.partial(output_image_key, fmt=spec.actor.output_format))
     progress = Progress(total=total)
     writer = ManifestWriter(outputs, spec.run_id)
     totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)

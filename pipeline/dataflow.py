@@ -43,7 +43,7 @@ def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.
                                      spec.actor.output_format, spec.size, traceparent, pool.fetch_threads))
     return (
         ray.data.read_parquet(path, filesystem=filesystem)
-        .select_columns(["key", "etag"])
+        .select_columns(["key", "etag", "collides_with"])
         # one block per actor batch: pixels stay bounded in flight and results stream back
         # batch by batch (a Parquet row group would otherwise be one block of thousands of rows)
         .repartition(target_num_rows_per_block=pool.batch_size)

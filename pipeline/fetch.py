@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from op4ksr.imagefile import decode_image
 from op4ksr.sizing import SizePolicy
-from pipeline.layout import output_image_key, report_key
+from pipeline.layout import OutputKeyCollisionError, output_image_key, report_key
 from pipeline.records import MANIFEST_SCHEMA, failed, is_done, new_record
 from pipeline.storage import ObjectNotFoundError, Storage, StorageSpec
 
@@ -55,7 +55,8 @@ class FetchDecode:
         self.ctx = ctx
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.select(["key", "etag"]).to_pylist()
+        """A block of input rows (key, etag, collides_with: inputs.parquet's columns) -> records."""
+        rows = batch.to_pylist()
         threads = max(1, min(self.ctx.threads, len(rows)))
         if threads == 1:
             records = [self.fetch_one(row) for row in rows]
@@ -65,7 +66,7 @@ class FetchDecode:
         return pa.Table.from_pylist(records, schema=FETCHED_SCHEMA)
 
     def fetch_one(self, row: dict) -> dict:
-        """The record (+ payload) of one input row {key, etag}."""
+        """The record (+ payload) of one input row {key, etag[, collides_with]}."""
         ctx = self.ctx
         inputs, outputs = _open(ctx.input), _open(ctx.output)
         cpu0 = time.thread_time()
@@ -73,7 +74,12 @@ class FetchDecode:
                             params_hash=ctx.params_hash, traceparent=ctx.traceparent or None, started_at=time.time())
         payload, cpu_fetched = None, None
         try:
-            record["output_key"] = output_image_key(row["key"], ctx.output_format)
+            output_key = output_image_key(row["key"], ctx.output_format)
+            if row.get("collides_with"):  # that output is the other input's: this row writes nothing
+                raise OutputKeyCollisionError(
+                    f"its output {output_key} is already the output of {row['collides_with']} (listed first); "
+                    f"rename one of them, or narrow input.extensions")
+            record["output_key"] = output_key
             record["requests_get"] = 1
             start = time.perf_counter()  # t_fetch: both GETs, the done check's and the input's
             if is_done(_read_report(outputs, report_key(row["key"])), row["etag"], ctx.model_id, ctx.params_hash):

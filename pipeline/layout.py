@@ -13,6 +13,10 @@ class UnsafeKeyError(ValueError):
     """An input key that cannot name an output under the output prefix (`..`, a leading `/`, ...)."""
 
 
+class OutputKeyCollisionError(ValueError):
+    """Two inputs map to one output key (`a.jpg`, `a.png` -> images/a.png): the later one is refused."""
+
+
 def _output_name(input_key: str) -> str:
     try:
         return safe_key(input_key)

@@ -2,6 +2,12 @@
 
 Nothing here holds the whole catalog: listing yields one S3 page at a time and the Parquet
 writer receives bounded batches, so a million keys cost the same memory as ten thousand.
+
+Two inputs can name the same output (`a.jpg` and `a.png` both become `images/a.png` when the
+extension is replaced). The listing marks the later one with the key it `collides_with`, so
+the fetch stage fails it with a clear error instead of letting it overwrite the first image.
+Keys are listed in order and such pairs sit close together, so a bounded window of recent
+output keys finds them (COLLISION_WINDOW keys apart at most).
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ import datetime as dt
 import itertools
 import os
 import tempfile
-from typing import Iterable, Iterator
+from collections import OrderedDict
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,8 +32,10 @@ INPUTS_SCHEMA = pa.schema(
         ("size", pa.int64()),
         ("etag", pa.string()),
         ("last_modified", pa.timestamp("us", tz="UTC")),
+        ("collides_with", pa.string()),  # the earlier input key with the same output key (null: none)
     ]
 )
+COLLISION_WINDOW = 10_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -51,27 +60,55 @@ def list_inputs(
 
 
 def write_inputs_parquet(
-    objects: Iterable[ObjectInfo], storage: Storage, key: str, batch_rows: int = 10_000
+    objects: Iterable[ObjectInfo], storage: Storage, key: str, batch_rows: int = 10_000,
+    output_key: Callable[[str], str] | None = None,
 ) -> int:
     """Stream `objects` to a Parquet file at `key` in `storage` (INPUTS_SCHEMA); returns the row count.
 
     At most `batch_rows` rows are held at once. The file is built on local disk and uploaded
-    whole, so a half-written inputs.parquet never appears in storage.
+    whole, so a half-written inputs.parquet never appears in storage. With `output_key` (input
+    key -> output key), rows whose output an earlier row already claims get `collides_with`.
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows={batch_rows} must be at least 1")
+    collisions = _Collisions(output_key) if output_key else None
     fd, path = tempfile.mkstemp(prefix="op4ksr-inputs-", suffix=".parquet")
     os.close(fd)
     try:
         rows = 0
         with pq.ParquetWriter(path, INPUTS_SCHEMA) as writer:
             for batch in _batches(objects, batch_rows):
-                writer.write_batch(_to_record_batch(batch))
+                collides = collisions.check(batch) if collisions else [None] * len(batch)
+                writer.write_batch(_to_record_batch(batch, collides))
                 rows += len(batch)
         storage.put_file(key, path, content_type="application/vnd.apache.parquet")
         return rows
     finally:
         os.remove(path)
+
+
+class _Collisions:
+    """Remembers the last COLLISION_WINDOW output keys and which input claimed each."""
+
+    def __init__(self, output_key: Callable[[str], str]):
+        self.output_key = output_key
+        self.claimed: OrderedDict[str, str] = OrderedDict()  # output key -> the input key that claimed it
+
+    def check(self, objects: list[ObjectInfo]) -> list[str | None]:
+        """For each object, the earlier input key whose output it would overwrite, or None."""
+        return [self._check(obj.key) for obj in objects]
+
+    def _check(self, key: str) -> str | None:
+        try:
+            out = self.output_key(key)
+        except ValueError:  # an unsafe key: the fetch stage fails it on its own
+            return None
+        first = self.claimed.get(out)
+        if first is None:
+            self.claimed[out] = key
+            if len(self.claimed) > COLLISION_WINDOW:
+                self.claimed.popitem(last=False)
+        return first
 
 
 def _batches(objects: Iterable[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
@@ -80,7 +117,7 @@ def _batches(objects: Iterable[ObjectInfo], size: int) -> Iterator[list[ObjectIn
         yield batch
 
 
-def _to_record_batch(batch: list[ObjectInfo]) -> pa.RecordBatch:
+def _to_record_batch(batch: list[ObjectInfo], collides: list[str | None]) -> pa.RecordBatch:
     return pa.record_batch(
         [
             pa.array([o.key for o in batch], pa.string()),
@@ -90,6 +127,7 @@ def _to_record_batch(batch: list[ObjectInfo]) -> pa.RecordBatch:
             pa.array([(o.last_modified - _EPOCH) // _MICROSECOND for o in batch], pa.int64()).cast(
                 INPUTS_SCHEMA.field("last_modified").type
             ),
+            pa.array(collides, pa.string()),
         ],
         schema=INPUTS_SCHEMA,
     )

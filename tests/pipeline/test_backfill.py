@@ -139,3 +139,29 @@ def test_sigkill_mid_run_then_rerun_leaves_no_gaps_and_no_duplicates(s3_server, 
 def test_fetch_tasks_default_to_two_per_actor(s3_server, overrides, expected):
     pool = _spec(s3_server, "any-bucket", "r", *overrides).pool
     assert (pool.fetch_tasks, pool.fetch_threads) == expected
+
+
+def test_inputs_that_share_an_output_key_fail_the_later_one_and_overwrite_nothing(s3_server, s3_bucket, ray_local):
+    """A master TIFF and its JPEG proxy both map to images/p1.png: the first listed is upscaled,
+    the other fails naming it, and a rerun says the same without redoing anything."""
+    jpeg, tiff = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (16, 8), "red").save(jpeg, "JPEG")
+    Image.new("RGB", (8, 8), "blue").save(tiff, "TIFF")
+    client = s3_server.client()  # raw puts: S3 takes x//y.png, our storage only writes normalised keys
+    for key, data in [("p1.jpg", jpeg.getvalue()), ("p1.tif", tiff.getvalue()), ("x//y.png", _png(8, 8, 1)),
+                      ("x/y.png", _png(8, 8, 2))]:
+        client.put_object(Bucket=s3_bucket, Key=f"in/{key}", Body=data)
+    out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
+
+    summary = run_backfill(_spec(s3_server, s3_bucket, "run-1", "sr.min_output_side=8"))
+    assert (summary.total, summary.ok, summary.failed) == (4, 2, 2)
+    rows = {r["key"]: r for r in _manifest(out, "run-1")}
+    for later, first, output in [("p1.tif", "p1.jpg", "images/p1.png"), ("x/y.png", "x//y.png", "images/x/y.png")]:
+        assert rows[later]["error_class"] == "OutputKeyCollisionError" and rows[later]["output_key"] is None
+        assert f"already the output of {first}" in rows[later]["error"] and output in rows[later]["error"]
+        assert rows[first]["status"] == "ok" and rows[first]["output_key"] == output
+    assert Image.open(io.BytesIO(out.get("images/p1.png"))).size == (64, 32)  # the JPEG's, 16x8 upscaled
+    assert _keys(out, "reports/") == ["reports/p1.jpg.json", "reports/x/y.png.json"]
+
+    again = run_backfill(_spec(s3_server, s3_bucket, "run-2", "sr.min_output_side=8"))
+    assert (again.ok, again.failed, again.skipped) == (0, 2, 2)

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import pipeline.listing
+from pipeline.layout import output_image_key
 from pipeline.listing import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.storage import ObjectInfo, open_storage
 
@@ -63,7 +65,8 @@ def test_inputs_parquet_streams_100k_rows_in_bounded_memory(tmp_path):
     assert table.num_rows == n and table.schema.equals(INPUTS_SCHEMA)
     last = table.slice(n - 1).to_pylist()[0]
     assert last == {"key": f"catalog/{n - 1:08d} photo.jpg", "size": 1000 + n - 1,
-                    "etag": f"{n - 1:032x}", "last_modified": EPOCH + dt.timedelta(seconds=n - 1)}
+                    "etag": f"{n - 1:032x}", "last_modified": EPOCH + dt.timedelta(seconds=n - 1),
+                    "collides_with": None}
 
 
 def test_inputs_parquet_of_an_empty_listing_has_the_schema_and_no_rows(tmp_path):
@@ -89,3 +92,23 @@ def test_inputs_parquet_round_trips_through_s3(s3_server, s3_bucket):
 def test_batch_rows_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="batch_rows"):
         write_inputs_parquet(iter(()), open_storage(str(tmp_path)), "x.parquet", batch_rows=0)
+
+
+def _collisions(tmp_path, keys):
+    objects = [ObjectInfo(k, 1, "e", EPOCH) for k in keys]
+    storage = open_storage(str(tmp_path))
+    write_inputs_parquet(objects, storage, "inputs.parquet", batch_rows=2,
+                         output_key=lambda key: output_image_key(key, "png"))
+    return pq.read_table(storage.uri_for("inputs.parquet")).column("collides_with").to_pylist()
+
+
+def test_an_input_whose_output_an_earlier_input_claims_is_marked(tmp_path):
+    # a.jpg and a.png -> images/a.png; x//y.png and x/y.png -> images/x/y.png; ../z.png is unsafe
+    keys = ["../z.png", "a.jpg", "a.png", "a.tif", "b.png", "x//y.png", "x/y.png"]
+    assert _collisions(tmp_path, keys) == [None, None, "a.jpg", "a.jpg", None, None, "x//y.png"]
+
+
+def test_collisions_are_found_within_a_bounded_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline.listing, "COLLISION_WINDOW", 2)  # remembers the last 2 output keys
+    assert _collisions(tmp_path, ["a.jpg", "b.png", "a.png"]) == [None, None, "a.jpg"]
+    assert _collisions(tmp_path, ["a.jpg", "b.png", "c.png", "a.png"]) == [None, None, None, None]
