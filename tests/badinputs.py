@@ -58,7 +58,7 @@ def corpus() -> list[BadInput]:
     jpeg, png = encode(noise(48, 64, 1), "JPEG", quality=90), encode(noise(48, 64, 2), "PNG")
     return [
         BadInput("bad/zero-byte.jpg", b"", "ImageDecodeError", r"file is empty \(0 bytes\)"),
-        BadInput("bad/truncated.jpg", jpeg[: len(jpeg) // 2], "ImageDecodeError", r"corrupt or truncated image"),
+        BadInput("bad/truncated-jpeg.jpg", jpeg[: len(jpeg) // 2], "ImageDecodeError", r"corrupt or truncated image"),
         BadInput("bad/truncated.png", png[: len(png) // 2], "ImageDecodeError", r"corrupt or truncated image"),
         BadInput("bad/error-page.jpg", HTML_ERROR_PAGE, "ImageDecodeError", r"an HTML/text page \(\d+ bytes\)"),
         BadInput("bad/bomb.png", png_bomb(), "ImageTooLargeError", r"declares 10000\.0 MP, over the limit of 100\.0 MP \(a decompression bomb\)"),
@@ -90,7 +90,7 @@ def multi_frame() -> dict[str, bytes]:
     frames = [Image.fromarray(flat(24, 32, c)) for c in FRAME_COLOURS]
     files = {}
     for name, fmt, options in (("animated.gif", "GIF", {"duration": 100, "loop": 0}),
-                               ("animated.png", "PNG", {"duration": 100}),
+                               ("apng.png", "PNG", {"duration": 100}),
                                ("pages.tif", "TIFF", {})):
         out = io.BytesIO()
         frames[0].save(out, fmt, save_all=True, append_images=frames[1:], **options)

@@ -64,7 +64,7 @@ def test_extreme_aspect_ratio_is_allowed_while_both_output_limits_hold():
         plan_output_size(16, 10000, scale=4, max_megapixels=2)
 
 
-@pytest.mark.parametrize("name", ["animated.gif", "animated.png", "pages.tif"])
+@pytest.mark.parametrize("name", ["animated.gif", "apng.png", "pages.tif"])
 def test_multi_frame_files_use_the_first_frame_and_say_so(name):
     image = decode_image(multi_frame()[name])
     assert image.info == {"source_frames": 3, "frame_used": 0}
