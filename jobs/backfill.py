@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
 
     from pipeline.backfill import run_backfill
     from pipeline.cost import prices_from_config
+    from pipeline.dataflow import ActorStartTimeout
     from pipeline.incremental import RunLockedError
     from pipeline.report import print_summary, progress_printer
     from pipeline.session import run_session
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> int:
     try:
         with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
             summary = run_backfill(spec, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
-    except (ValueError, RunLockedError) as err:
+    except (ValueError, RunLockedError, ActorStartTimeout) as err:
         raise SystemExit(f"op4ksr backfill: {err}") from None
     print_summary(summary, cfg)
     return 0 if summary.failed == 0 else 1

@@ -159,13 +159,12 @@ def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices |
 
 def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress) -> float:
     """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
-    from pipeline.dataflow import build_dataset, quiet_ray_data
+    from pipeline.dataflow import build_dataset, configure_ray_data, iter_records
 
     with _ray_session(spec.ray_num_cpus):
-        quiet_ray_data()
+        configure_ray_data(spec.pool)
         dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "inputs.parquet")), traceparent)
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            rows = batch.to_pylist()
+        for rows in iter_records(dataset, spec.pool):
             writer.add(rows)
             telemetry.record(rows)
             for row in rows:

@@ -1,12 +1,14 @@
 """The Ray Data plan: read inputs.parquet -> fetch/decode tasks -> UpscaleActor pool."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import pyarrow.fs as pafs
 import ray
 
 from actors.upscaler import UpscaleActor
 from pipeline.fetch import FetchContext, FetchDecode
-from pipeline.runspec import RunSpec
+from pipeline.runspec import PoolSpec, RunSpec
 from pipeline.storage import StorageSpec
 
 
@@ -23,16 +25,39 @@ def arrow_filesystem(spec: StorageSpec, uri: str) -> tuple[pafs.FileSystem, str]
     return pafs.S3FileSystem(**options), uri[len("s3://"):]
 
 
-def quiet_ray_data() -> None:
-    """Our own progress line replaces Ray Data's progress bars and periodic INFO dumps."""
+class ActorStartTimeout(RuntimeError):
+    """The actor pool's minimum did not start in time: the cluster has no room for it."""
+
+
+def configure_ray_data(pool: PoolSpec) -> None:
+    """This driver's Ray Data settings: our own progress line instead of Ray Data's bars and
+    periodic INFO dumps, and a bounded wait for the actor pool (unbounded, a run on a cluster
+    with no free GPU would wait for ever)."""
     import logging
     import warnings
 
     # A run smaller than pipeline.fetch_tasks blocks gets fewer fetch tasks: expected, not a problem.
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # Nothing runs until actors.min actors are loaded and warm; measured, this costs no time
+    # to the first batch (docs/PERFORMANCE.md), and a pool that cannot start fails the run.
+    context.wait_for_min_actors_s = pool.start_timeout_s
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dict]]:
+    """The dataset's manifest records, a block at a time; ActorStartTimeout if the pool cannot start."""
+    try:
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            yield batch.to_pylist()
+    except ray.exceptions.GetTimeoutError as err:
+        if "starting actors" not in str(err):
+            raise
+        raise ActorStartTimeout(
+            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU each did not "
+            f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
+            f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
 
 
 def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:

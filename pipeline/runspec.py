@@ -26,6 +26,7 @@ class PoolSpec:
     decode_num_cpus: float = 0.25
     fetch_tasks: int = 2  # fetch/decode tasks at once
     fetch_threads: int = 4  # inputs fetched at once within one task
+    start_timeout_s: float = 1800.0  # until actors.min actors are up, or the run fails
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
     fetch_tasks = cfg.pipeline.fetch_tasks or 2 * int(cfg.actors.max)
     pool = PoolSpec(int(cfg.actors.min), int(cfg.actors.max), int(cfg.actors.batch_size),
                     float(cfg.actors.num_gpus), float(cfg.actors.num_cpus), float(cfg.pipeline.decode_num_cpus),
-                    int(fetch_tasks), int(cfg.pipeline.fetch_threads))
+                    int(fetch_tasks), int(cfg.pipeline.fetch_threads), float(cfg.actors.start_timeout_s))
     return RunSpec(run_id, storage(cfg.input.uri), storage(cfg.output.uri), tuple(cfg.input.extensions), model,
                    model_identity(cfg, read_index), actor, size, pool, cfg.run.limit, bool(cfg.run.dry_run),
                    cfg.pipeline.ray_num_cpus, config_yaml, since=since,

@@ -165,3 +165,15 @@ def test_inputs_that_share_an_output_key_fail_the_later_one_and_overwrite_nothin
 
     again = run_backfill(_spec(s3_server, s3_bucket, "run-2", "sr.min_output_side=8"))
     assert (again.ok, again.failed, again.skipped) == (0, 2, 2)
+
+
+def test_an_actor_pool_the_cluster_cannot_place_fails_the_run_in_time(s3_server, s3_bucket, ray_local):
+    from pipeline.dataflow import ActorStartTimeout
+
+    _catalog(s3_server, s3_bucket, count=1)
+    spec = _spec(s3_server, s3_bucket, "no-gpu", "actors.num_gpus=1", "actors.start_timeout_s=2")  # no GPU here
+    for _ in range(2):  # the first failure released the run lock: the second run fails the same way
+        start = time.perf_counter()
+        with pytest.raises(ActorStartTimeout, match=r"1 model actor\(s\) of 1 GPU .* actors.start_timeout_s=2"):
+            run_backfill(spec)
+        assert time.perf_counter() - start < 60

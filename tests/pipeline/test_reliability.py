@@ -112,6 +112,7 @@ def test_object_store_faults_are_retried_a_bounded_number_of_times(s3_server, s3
     ("actors.upload_threads=0", "actors.upload_threads=0 must be at least 1"),
     ("pipeline.decode_num_cpus=0", "pipeline.decode_num_cpus=0 must be positive"),
     ("pipeline.fetch_tasks=0", "pipeline.fetch_tasks=0 must be at least 1"),
+    ("actors.start_timeout_s=0", "actors.start_timeout_s=0 must be positive"),
     ("pipeline.fetch_threads=0", "pipeline.fetch_threads=0 must be at least 1"),
     ("report.threshold=-0.5", "report.threshold=-0.5 must be 0 or more"),
     ("input.extensions=[]", "input.extensions is empty"),
