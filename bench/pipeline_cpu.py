@@ -103,10 +103,9 @@ def _bare_loop(spec, count: int) -> dict:
     import pyarrow as pa
 
     from actors.upscaler import UpscaleActor
-    from pipeline.fetch import FetchContext, FetchDecode
+    from pipeline.dataflow import fetch_stage
 
-    fetch = FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
-                                     spec.actor.output_format, spec.size, threads=1))
+    fetch = fetch_stage(spec, threads=1)
     keys = [f"img-{i:06d}.png" for i in range(count)]
     etags = {obj.key: obj.etag for obj in spec.input.open().iter_objects()}
     start = time.perf_counter()

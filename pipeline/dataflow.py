@@ -60,12 +60,18 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
 
 
+def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None) -> FetchDecode:
+    """The fetch/decode callable of a run (`threads`: pipeline.fetch_threads unless given)."""
+    return FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
+                                    spec.actor.output_format, spec.size, traceparent,
+                                    threads or spec.pool.fetch_threads))
+
+
 def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
     """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context)."""
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
     pool = spec.pool
-    fetch = FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
-                                     spec.actor.output_format, spec.size, traceparent, pool.fetch_threads))
+    fetch = fetch_stage(spec, traceparent)
     return (
         ray.data.read_parquet(path, filesystem=filesystem)
         .select_columns(["key", "etag", "collides_with"])

@@ -57,12 +57,8 @@ class FetchDecode:
     def __call__(self, batch: pa.Table) -> pa.Table:
         """A block of input rows (key, etag, collides_with: inputs.parquet's columns) -> records."""
         rows = batch.to_pylist()
-        threads = max(1, min(self.ctx.threads, len(rows)))
-        if threads == 1:
-            records = [self.fetch_one(row) for row in rows]
-        else:
-            with ThreadPoolExecutor(threads, thread_name_prefix="fetch") as pool:
-                records = list(pool.map(self.fetch_one, rows))
+        with ThreadPoolExecutor(max(1, min(self.ctx.threads, len(rows))), thread_name_prefix="fetch") as pool:
+            records = list(pool.map(self.fetch_one, rows))
         return pa.Table.from_pylist(records, schema=FETCHED_SCHEMA)
 
     def fetch_one(self, row: dict) -> dict:

@@ -7,8 +7,8 @@ from typing import Callable, Iterable, Iterator
 
 from op4ksr.imagefile import EXTENSIONS, decode_image, encode_image
 from op4ksr.inference import upscale_batch
-from op4ksr.sizing import SizePolicy
 from op4ksr.model import OP4KSR
+from op4ksr.sizing import SizePolicy
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from actors.upscaler import ActorOptions, ModelSpec
 from op4ksr.inference import resolve_model_path
-from op4ksr.sizing import SizePolicy
 from op4ksr.presets import PRESETS
+from op4ksr.sizing import SizePolicy
 from pipeline.incremental import parse_since
 from pipeline.records import params_hash
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
