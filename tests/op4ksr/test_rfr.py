@@ -9,6 +9,7 @@ from op4ksr.model import image_ids
 from op4ksr.presets import get_preset
 from op4ksr.rope import RFRPosEmbed, rfr_axis_thetas, rope_frequencies
 from op4ksr.transformer import RFRFluxTransformer2DModel
+from tests.tolerance import FORWARD_ATOL, assert_forwards_close
 
 TINY = get_preset("tiny").transformer
 
@@ -22,14 +23,15 @@ def _inputs(seed=0):
                 timestep=torch.tensor([0.7]), guidance=torch.tensor([1.0]), img_ids=ids, txt_ids=torch.zeros(5, 3))
 
 
-def test_scale_one_equals_stock_diffusers_exactly():
+def test_scale_one_equals_stock_diffusers():
     torch.manual_seed(0)
     stock = FluxTransformer2DModel(**TINY).eval()
     for mode in ("none", "base", "ntk"):
         ours = RFRFluxTransformer2DModel(**TINY, rfr_mode=mode, rfr_scale=1.0).eval()
         ours.load_state_dict(stock.state_dict())
         with torch.no_grad():
-            assert torch.equal(ours(**_inputs()).sample, stock(**_inputs()).sample), mode
+            # the same arithmetic as stock; two model objects, so within the stated tolerance
+            assert_forwards_close(ours(**_inputs()).sample, stock(**_inputs()).sample)
 
 
 @pytest.mark.parametrize("mode,scale", [("base", 4.0), ("base", 0.5), ("ntk", 3.0)])
@@ -57,12 +59,13 @@ def test_rfr_changes_the_output_and_survives_save_load(tmp_path):
     plain = RFRFluxTransformer2DModel(**TINY).eval()
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert not torch.equal(model(**_inputs()).sample, plain(**_inputs()).sample)
+        assert (model(**_inputs()).sample - plain(**_inputs()).sample).abs().max() > 100 * FORWARD_ATOL
     model.save_pretrained(tmp_path)
     again = RFRFluxTransformer2DModel.from_pretrained(tmp_path)
     assert (again.config.rfr_mode, again.config.rfr_scale) == ("base", 4.0)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
     with torch.no_grad():
-        assert torch.equal(again(**_inputs()).sample, model(**_inputs()).sample)
+        assert_forwards_close(again(**_inputs()).sample, model(**_inputs()).sample)
 
 
 def test_bad_rfr_settings_are_refused():
