@@ -2,23 +2,25 @@
 
 The driver holds only a bounded window of metadata rows: inputs are listed to Parquet in
 batches, Ray Data streams them, and manifest rows are written as they arrive. At the end the
-manifest is read back once (its metadata only) for the cost ledger and the report page.
+manifest is streamed back (its metadata only, a batch at a time: pipeline/finish.py) for the
+cost ledger, the summary and the report page.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import functools
-import json
 import os
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.cost import Prices, build_ledger, cost_summary, read_manifest, write_ledger
+from pipeline.cost import Prices
+from pipeline.finish import FinishRecord, finish_run
 from pipeline.incremental import incremental_run
 from pipeline.layout import output_image_key, run_key
 from pipeline.listing import list_inputs, write_inputs_parquet
@@ -27,7 +29,10 @@ from pipeline.runspec import RunSpec
 from pipeline.storage import normalise_uri
 from pipeline.telemetry import Telemetry
 
-MANIFEST_PART_ROWS = 1000
+MANIFEST_FIRST_PART_ROWS = 1000
+MANIFEST_MAX_PART_ROWS = 500_000
+MANIFEST_PART_SECONDS = 600.0
+ROW_GROUP_ROWS = 1000
 
 
 @dataclass
@@ -81,31 +86,64 @@ class RunSummary:
 
 
 class ManifestWriter:
-    """Appends records to runs/<id>/manifest/part-NNNNN.parquet, one part per MANIFEST_PART_ROWS."""
+    """Appends records to runs/<id>/manifest/part-NNNNN.parquet; parts grow with the run.
 
-    def __init__(self, storage, run_id: str):
+    The first part holds MANIFEST_FIRST_PART_ROWS rows and each next one twice its predecessor, up
+    to MANIFEST_MAX_PART_ROWS, so a 10 M-row run is about 30 objects rather than 10,000 tiny ones
+    and a small run still has its first rows in storage early. A part is built on local disk a
+    row group at a time (memory: one row group) and uploaded whole when it is full or
+    MANIFEST_PART_SECONDS old, which bounds what a killed run's manifest lacks (its reports
+    still say what was done).
+    """
+
+    def __init__(self, storage, run_id: str, first_rows: int = MANIFEST_FIRST_PART_ROWS,
+                 max_rows: int = MANIFEST_MAX_PART_ROWS, part_seconds: float = MANIFEST_PART_SECONDS):
         self.storage, self.run_id = storage, run_id
+        self.part_rows, self.max_rows, self.part_seconds = first_rows, max_rows, part_seconds
         self.buffer: list[dict] = []
         self.parts = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._path, self._rows, self._opened = "", 0, 0.0
 
     def add(self, records: list[dict]) -> None:
         self.buffer += records
-        while len(self.buffer) >= MANIFEST_PART_ROWS:
-            self._flush(self.buffer[:MANIFEST_PART_ROWS])
-            self.buffer = self.buffer[MANIFEST_PART_ROWS:]
+        while len(self.buffer) >= min(ROW_GROUP_ROWS, self.part_rows - self._rows):
+            take = min(ROW_GROUP_ROWS, self.part_rows - self._rows)
+            self._write(self.buffer[:take])
+            self.buffer = self.buffer[take:]
+            if self._rows >= self.part_rows:
+                self._upload()
+        if self._writer is not None and time.monotonic() - self._opened > self.part_seconds:
+            self._write(self.buffer)
+            self.buffer = []
+            self._upload()
 
     def close(self) -> None:
-        if self.buffer or self.parts == 0:
-            self._flush(self.buffer)
+        if self.buffer or (self.parts == 0 and self._writer is None):
+            self._write(self.buffer)
         self.buffer = []
+        if self._writer is not None:
+            self._upload()
 
-    def _flush(self, rows: list[dict]) -> None:
-        table = pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows], schema=MANIFEST_SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        self.storage.put(run_key(self.run_id, f"manifest/part-{self.parts:05d}.parquet"),
-                         sink.getvalue().to_pybytes(), "application/vnd.apache.parquet")
+    def _write(self, rows: list[dict]) -> None:
+        if self._writer is None:
+            fd, self._path = tempfile.mkstemp(prefix="op4ksr-manifest-", suffix=".parquet")
+            os.close(fd)
+            self._writer, self._rows, self._opened = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0, time.monotonic()
+        self._writer.write_table(pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows],
+                                                      schema=MANIFEST_SCHEMA))
+        self._rows += len(rows)
+
+    def _upload(self) -> None:
+        self._writer.close()
+        try:
+            self.storage.put_file(run_key(self.run_id, f"manifest/part-{self.parts:05d}.parquet"), self._path,
+                                  "application/vnd.apache.parquet")
+        finally:
+            os.remove(self._path)
+        self._writer = None
         self.parts += 1
+        self.part_rows = min(2 * self.part_rows, self.max_rows)
 
 
 def new_run_id() -> str:
@@ -178,22 +216,14 @@ def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on
 
 def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float,
             estimate: dict) -> RunSummary:
-    """Cost ledger, summary.json and report.html for the finished run; actors are charged until `actors_ended_at`."""
-    from pipeline.html_report import write_report
-
+    """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
+    (pipeline/finish.py); actors are charged until `actors_ended_at`."""
     run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
     run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
-    manifest = read_manifest(run_storage)
-    ledger = build_ledger(manifest, prices, run_ended_at=actors_ended_at)
-    summary = RunSummary(spec.run_id, progress.total, progress.ok, progress.failed, progress.skipped,
-                         time.perf_counter() - progress.started, f"{run_uri}/manifest/",
-                         outputs.uri_for(run_key(spec.run_id, "summary.json")), dry_run=spec.dry_run, **totals,
-                         cost=cost_summary(ledger, prices),
-                         cost_uri=write_ledger(run_storage, ledger, prices),
-                         report_uri=run_storage.uri_for("report.html"), estimate=estimate)
-    outputs.put(run_key(spec.run_id, "summary.json"), json.dumps(asdict(summary), indent=2).encode(), "application/json")
-    write_report(run_storage, asdict(summary), manifest, ledger, prices, spec.actor.report_threshold, inputs, outputs)
-    return summary
+    record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
+                          progress.total)
+    record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
+    return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
 
 
 def _number(value) -> float:

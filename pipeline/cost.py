@@ -13,7 +13,6 @@ import io
 import json
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
