@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.cost import Prices
+from pipeline.done_index import DoneIndex, DueSplit
 from pipeline.finish import FinishRecord, finish_run
 from pipeline.incremental import incremental_run
 from pipeline.layout import output_image_key, run_key
-from pipeline.listing import list_inputs, write_inputs_parquet
+from pipeline.listing import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.runspec import RunSpec
 from pipeline.storage import normalise_uri
@@ -172,22 +173,28 @@ def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices |
          telemetry: Telemetry) -> RunSummary:
     inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
+    writer = ManifestWriter(outputs, spec.run_id)
+    # Inputs earlier runs' manifests prove done get their `skipped` rows here; the rest are due.
+    due = DueSplit(DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id), outputs,
+                   run_key(spec.run_id, "due.parquet"), spec,
+                   None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
     listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
-                                 output_key=functools.partial(output_image_key, fmt=spec.actor.output_format))
-    progress = Progress(total=total)
-    writer = ManifestWriter(outputs, spec.run_id)
+                                 output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
+                                 on_batch=due)
+    due_rows = due.close(INPUTS_SCHEMA)
+    progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped)
     totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
         actors_ended_at = time.time()
-        if total and not spec.dry_run:
+        if due_rows and not spec.dry_run:
             actors_ended_at = _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
             from pipeline.estimate import dry_run_estimate
 
-            estimate = dry_run_estimate(outputs, run_key(spec.run_id, "inputs.parquet"), spec.run_id,
+            estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
                                         spec.model_id, spec.params_hash)
         summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at, estimate)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
@@ -201,7 +208,7 @@ def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on
 
     with _ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
-        dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "inputs.parquet")), traceparent)
+        dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "due.parquet")), traceparent)
         for rows in iter_records(dataset, spec.pool):
             writer.add(rows)
             telemetry.record(rows)
