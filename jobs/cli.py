@@ -19,6 +19,7 @@ COMMANDS = {
     "calibrate": ("jobs.calibrate", "sweep the RFR scale on sample images and pick the one with the least artifacts"),
     "demo": ("jobs.demo", "run the backfill on sample images with an embedded S3 server and the tiny model"),
     "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
+    "report": ("jobs.report", "rebuild a run's cost.parquet, summary.json and report.html from its manifest"),
 }
 
 

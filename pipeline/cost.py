@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -200,48 +199,6 @@ def read_ledger(run_storage: Storage, prices: Prices | None = None) -> tuple[pd.
     return table.to_pandas(), Prices(**json.loads((table.schema.metadata or {})[b"op4ksr.prices"]))
 
 
-@dataclasses.dataclass
-class CostReport:
-    """What `op4ksr cost` shows for a set of runs: their ledger, totals, groups and the projection."""
-
-    runs: list[str]              # run folder uris
-    ledger: pd.DataFrame
-    summary: dict                # cost_summary
-    groups: pd.DataFrame         # group_costs
-    listed: int                  # distinct input keys listed by the runs
-    remaining: int               # listed keys with no ok or skipped row in any run
-    projected_usd: float         # remaining x USD per delivered image so far
-
-
-def catalog_runs(open_storage: Callable[[str], Storage], output_uri: str) -> list[Storage]:
-    """The run folders (runs/<id>/ with a manifest) under a backfill's output uri, oldest first."""
-    runs = open_storage(_child(output_uri, "runs"))
-    ids = sorted({o.key.split("/", 1)[0] for o in runs.iter_objects(extensions=[".parquet"]) if "/manifest/" in o.key})
-    if not ids:
-        raise ValueError(f"{runs.spec.uri}: no runs with a manifest; give the output.uri of a backfill")
-    return [open_storage(_child(output_uri, f"runs/{run_id}")) for run_id in ids]
-
-
-def cost_report(runs: list[Storage], by: str = "run_id", prices: Prices | None = None) -> CostReport:
-    """Ledgers of `runs` together (repriced with `prices` if given), grouped `by` run_id, month or prefix."""
-    ledgers, price_sets, listed = [], set(), set()
-    for run in runs:
-        ledger, run_prices = read_ledger(run, prices)
-        ledgers.append(ledger)
-        price_sets.add(run_prices)
-        try:
-            inputs = pq.read_table(io.BytesIO(run.get("inputs.parquet")), columns=["key"])
-            listed.update(inputs["key"].to_pylist())
-        except ObjectNotFoundError:
-            pass  # an older or foreign run folder: it lists nothing
-    ledger = pd.concat(ledgers, ignore_index=True) if ledgers else build_ledger(pd.DataFrame(), Prices())
-    summary = cost_summary(ledger, price_sets.pop() if len(price_sets) == 1 else None)
-    done = set(ledger.loc[ledger["status"].isin(["ok", "skipped"]), "key"])
-    remaining = len(listed - done)
-    return CostReport([r.spec.uri for r in runs], ledger, summary, group_costs(ledger, by), len(listed), remaining,
-                      remaining * summary["per_delivered_image_usd"])
-
-
 def cost_summary(ledger: pd.DataFrame, prices: Prices | None) -> dict:
     """Totals for summary.json and the tables: USD by kind and by stage, per-image statistics, utilisation."""
     return LedgerTotals.of(ledger).summary(prices)
@@ -329,10 +286,6 @@ def _months(m: pd.DataFrame) -> pd.Series:
     from_run = m["run_id"].astype("string").str.extract(r"^(\d{4})(\d{2})\d{2}T")
     fallback = (from_run[0] + "-" + from_run[1]).fillna("unknown")
     return months.where(stamps.notna(), fallback).astype(object)
-
-
-def _child(uri: str, name: str) -> str:
-    return uri.rstrip("/") + "/" + name + ("/" if uri.startswith("s3://") else "")
 
 
 def _prefix(key) -> str:

@@ -16,21 +16,24 @@ import dataclasses
 import json
 import os
 import tempfile
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from omegaconf import OmegaConf
 
 from pipeline.cost import (LEDGER_SCHEMA, Prices, actor_activity, build_ledger, combine_actor_activity,
-                           normalise_manifest)
+                           normalise_manifest, prices_from_config)
 from pipeline.html_report import DIGEST_COLUMNS, ReportDigest, write_report_digest
 from pipeline.ledger_totals import LedgerTotals
-from pipeline.manifest_scan import BATCH_ROWS, scan_manifest
+from pipeline.manifest_scan import BATCH_ROWS, manifest_parts, scan_manifest
 from pipeline.records import STATUSES
 from pipeline.storage import ObjectNotFoundError, Storage
 
 FINISH_KEY = "finish.json"
+DEFAULT_THRESHOLD = 0.04  # configs/default.yaml report.threshold, for a run folder without its config
 _ACTOR_COLUMNS = ["key", "actor_id", "gpu_seconds", "actor_started_at", "actor_load_seconds", "actor_warmup_seconds",
                   "started_at", "t_fetch", "t_decode", "model_started_at", "t_model", "encode_started_at", "t_encode",
                   "t_upload", "ap_excess"]
@@ -80,9 +83,7 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
     try:
         schema = LEDGER_SCHEMA.with_metadata({"op4ksr.prices": json.dumps(dataclasses.asdict(prices))})
         with pq.ParquetWriter(path, schema) as writer:
-            for batch in scan_manifest(run_storage, batch_rows=batch_rows):
-                manifest = normalise_manifest(batch.to_pandas())
-                ledger = build_ledger(manifest, prices, record.actors_ended_at, actors=activity)
+            for manifest, ledger in ledger_batches(run_storage, prices, record.actors_ended_at, activity, batch_rows):
                 writer.write_table(pa.Table.from_pandas(ledger, schema=schema, preserve_index=False))
                 totals.add(ledger)
                 digest.add(manifest.reindex(columns=DIGEST_COLUMNS))
@@ -94,6 +95,16 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
     run_storage.put("summary.json", json.dumps(summary, indent=2).encode(), "application/json")
     write_report_digest(run_storage, summary, digest, totals, prices, threshold, inputs, outputs)
     return summary
+
+
+def ledger_batches(run_storage: Storage, prices: Prices, run_ended_at: float | None,
+                   activity: pd.DataFrame | None = None, batch_rows: int = BATCH_ROWS):
+    """(manifest batch, its priced ledger rows) over the run's manifest; `activity`: the first pass's, if done."""
+    if activity is None:
+        activity = _first_pass(run_storage, batch_rows)[0]
+    for batch in scan_manifest(run_storage, batch_rows=batch_rows):
+        manifest = normalise_manifest(batch.to_pandas())
+        yield manifest, build_ledger(manifest, prices, run_ended_at, actors=activity)
 
 
 def _first_pass(run_storage: Storage, batch_rows: int) -> tuple[pd.DataFrame | None, tuple[float, float, int]]:
@@ -129,3 +140,26 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],
             "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
             "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate}
+
+
+def rebuild_run(open_storage: Callable[[str], Storage], run_uri: str, prices: Prices | None = None) -> dict:
+    """`op4ksr report`: redo a run's finish phase from its manifest; returns the new summary.json's dict.
+
+    The run's own config.yaml gives the report threshold, the input and output prefixes (for the
+    contact sheet) and, unless `prices` are given, the prices. `open_storage(uri)` opens a uri
+    with the caller's storage settings.
+    """
+    run = open_storage(run_uri)
+    manifest_parts(run)  # a clear error now if this is no run folder
+    try:
+        cfg = OmegaConf.create(run.get("config.yaml").decode("utf-8"))
+    except ObjectNotFoundError:
+        cfg = OmegaConf.create({})
+    if prices is None:
+        prices = prices_from_config(cfg) if OmegaConf.select(cfg, "cost.gpu_hour_usd") is not None else Prices()
+    output_uri = run.spec.uri.rstrip("/").rsplit("/runs/", 1)[0] + "/"
+    outputs = open_storage(output_uri)
+    input_uri = OmegaConf.select(cfg, "input.uri")
+    inputs = open_storage(input_uri) if input_uri else outputs  # no config: the contact sheet stays empty
+    threshold = float(OmegaConf.select(cfg, "report.threshold", default=DEFAULT_THRESHOLD))
+    return finish_run(run, FinishRecord.load(run), prices, threshold, inputs, outputs)
