@@ -83,7 +83,7 @@ def _hashes(keys: pa.Array, etags: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _runs_storage(outputs: Storage) -> Storage | None:
     """The output prefix's runs/ folder as a storage, or None when there is none yet."""
-    runs = dataclasses.replace(outputs.spec, uri=normalise_uri(outputs.uri_for(RUNS))).open()
+    runs = dataclasses.replace(outputs.spec, uri=normalise_uri(outputs.spec.uri.rstrip("/") + "/" + RUNS)).open()
     if not runs.spec.is_s3 and not os.path.isdir(runs.spec.uri):
         return None
     return runs

@@ -135,7 +135,7 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
     total = counts["total"] if record.listed is None else record.listed
     return {"run_id": record.run_id, "total": total, "ok": counts["ok"], "failed": counts["failed"],
             "skipped": counts["skipped"], "seconds": record.seconds,
-            "manifest_uri": run_storage.uri_for("manifest/"), "summary_uri": run_storage.uri_for("summary.json"),
+            "manifest_uri": run_storage.uri_for("summary.json").rsplit("/", 1)[0] + "/manifest/", "summary_uri": run_storage.uri_for("summary.json"),
             "gpu_seconds": float(counts["gpu_seconds"]), "cpu_seconds": float(counts["cpu_seconds"]),
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],
             "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
