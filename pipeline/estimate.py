@@ -1,7 +1,8 @@
 """The dry run's estimate: how many listed inputs are due, and what they would cost.
 
-Nothing is processed. Each listed input's report is read (in parallel, a bounded batch at a
-time) to decide whether it is done; the price per image comes from the most recent finished
+Nothing is processed. The inputs the done-index (pipeline/done_index.py) proves done are not
+due; for the rest (runs/<id>/due.parquet) each report is read (in parallel, a bounded batch at
+a time) to decide whether it is done; the price per image comes from the most recent finished
 run under the same output prefix, because on a new model or card nothing else is honest.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ BATCH_ROWS = 1000
 
 
 def count_due(outputs, inputs_key: str, model_id: str, params_hash: str, threads: int = 16) -> int:
-    """How many rows of runs/<id>/inputs.parquet have no matching report yet."""
+    """How many rows of an input list (runs/<id>/due.parquet: what the done-index did not cover) have no
+    matching report yet."""
     table = pq.ParquetFile(io.BytesIO(outputs.get(inputs_key)))
 
     def done(row: dict) -> bool:

@@ -73,6 +73,8 @@ def _segments(storage: Storage, start_after: str | None) -> Iterator[ObjectInfo 
             yield obj
         if folder is None:
             return
+        if after is not None and folder + _PAST_FOLDER <= after:  # listed from the start again
+            raise ValueError(f"{storage!r} ignored start_after={after!r}: it cannot be listed in parallel")
         yield folder, (after if after and after.startswith(folder) else folder)
         after = folder + _PAST_FOLDER
 
