@@ -12,7 +12,8 @@ listing (a Storage whose iter_objects pages through generated keys in 100 folder
 in a fresh child process, so its peak RSS (ru_maxrss) is its own:
 - listing: list_inputs -> write_inputs_parquet, sequential (workers=1) and fanned out;
 - done-index: DoneIndex.build over the run's manifest, then every listed key looked up (the rerun's join);
-- report: pipeline.finish.rebuild_run, what `op4ksr report RUN_URI` runs.
+- report: pipeline.finish.rebuild_run, what `op4ksr report RUN_URI` runs;
+- cost: what `op4ksr cost --catalog` runs over that output prefix (after the report wrote cost.parquet).
 """
 from __future__ import annotations
 
@@ -157,6 +158,18 @@ def measure_report(folder: str) -> dict:
             "cost_parquet_mb": os.path.getsize(os.path.join(folder, "runs", "bench", "cost.parquet")) / 2**20}
 
 
+def measure_cost(folder: str) -> dict:
+    """`op4ksr cost --catalog` over the output prefix (the run's cost.parquet, written by the report child)."""
+    from pipeline.catalog_cost import catalog_runs, cost_report
+    from pipeline.storage import open_storage
+
+    start = time.perf_counter()
+    report = cost_report(catalog_runs(open_storage, folder), "month")
+    chart = report.totals.chart("month")
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "images": report.summary["images"],
+            "chart_kb": len(chart) / 1024}
+
+
 def measure_done_index(folder: str, rows: int) -> dict:
     import pyarrow as pa
 
@@ -212,6 +225,7 @@ def main() -> None:
     if args.child:
         kind, folder, rows = args.child[0], args.child[1], int(args.child[2])
         result = {"make": lambda: make_run(folder, rows), "report": lambda: measure_report(folder),
+                  "cost": lambda: measure_cost(folder),
                   "done-index": lambda: measure_done_index(folder, rows),
                   "listing": lambda: measure_listing(folder, rows, float(args.child[3]), int(args.child[4]))}[kind]()
         print(json.dumps(result))
@@ -222,6 +236,7 @@ def main() -> None:
             entry = {"rows": rows, "make": _child(["make", folder, str(rows)])}
             if args.only in (None, "report"):
                 entry["report"] = _child(["report", folder, str(rows)])
+                entry["cost_catalog"] = _child(["cost", folder, str(rows)])
             if args.only in (None, "done-index"):
                 entry["done_index"] = _child(["done-index", folder, str(rows)])
             if args.only in (None, "listing"):
