@@ -14,7 +14,6 @@ sorted, and a listing batch is looked up with a binary search. Two different inp
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -25,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.layout import RUNS, output_image_key
-from pipeline.manifest_scan import scan_parquet
+from pipeline.layout import output_image_key
+from pipeline.manifest_scan import runs_storage, scan_parquet
 from pipeline.records import new_record
-from pipeline.storage import Storage, normalise_uri
+from pipeline.storage import Storage
 
 INDEX_COLUMNS = ["key", "status", "input_etag", "model_id", "params_hash"]
 _HASH_KEYS = ("op4ksr-done-hi-1", "op4ksr-done-lo-2")  # two 16-byte SipHash keys: 2 x 64 bits
@@ -48,7 +47,7 @@ class DoneIndex:
     def build(cls, outputs: Storage, model_id: str, params_hash: str, exclude_run: str = "") -> DoneIndex:
         """The index of every run's manifest under `outputs`' runs/ (but `exclude_run`'s)."""
         his, los = [], []
-        runs = _runs_storage(outputs)
+        runs = runs_storage(outputs)
         parts = [] if runs is None else sorted(
             o.key for o in runs.iter_objects(extensions=[".parquet"])
             if "/manifest/" in o.key and not o.key.startswith(f"{exclude_run}/"))
@@ -79,14 +78,6 @@ def _hashes(keys: pa.Array, etags: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     joined = pc.binary_join_element_wise(keys, pc.fill_null(etags, ""), "\x00")
     values = np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
     return tuple(pd.util.hash_array(values, hash_key=k, categorize=False) for k in _HASH_KEYS)
-
-
-def _runs_storage(outputs: Storage) -> Storage | None:
-    """The output prefix's runs/ folder as a storage, or None when there is none yet."""
-    runs = dataclasses.replace(outputs.spec, uri=normalise_uri(outputs.spec.uri.rstrip("/") + "/" + RUNS)).open()
-    if not runs.spec.is_s3 and not os.path.isdir(runs.spec.uri):
-        return None
-    return runs
 
 
 class DueSplit:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 
 from pipeline.layout import report_key
+from pipeline.manifest_scan import runs_storage
 from pipeline.records import is_done
 from pipeline.storage import ObjectNotFoundError, StorageError
 
@@ -41,11 +42,13 @@ def count_due(outputs, inputs_key: str, model_id: str, params_hash: str, threads
 
 def last_cost_per_image(outputs, exclude_run: str) -> tuple[float | None, str | None]:
     """(USD per delivered image, run id) of the newest finished run with delivered images, else (None, None)."""
-    summaries = sorted((o.key for o in outputs.iter_objects() if o.key.startswith("runs/")
-                        and o.key.endswith("/summary.json") and f"/{exclude_run}/" not in f"/{o.key}"), reverse=True)
+    runs = runs_storage(outputs)  # listing runs/ alone: the images and reports may be millions of keys
+    summaries = [] if runs is None else sorted(
+        (o.key for o in runs.iter_objects() if o.key.endswith("/summary.json") and not o.key.startswith(f"{exclude_run}/")),
+        reverse=True)
     for key in summaries:
         try:
-            summary = json.loads(outputs.get(key))
+            summary = json.loads(runs.get(key))
         except (StorageError, ValueError):
             continue
         total_usd = (summary.get("cost") or {}).get("total_usd")

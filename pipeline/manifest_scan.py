@@ -11,6 +11,7 @@ holds one batch, never one object.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from typing import Iterable, Iterator
@@ -18,10 +19,19 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import Storage
+from pipeline.layout import RUNS
+from pipeline.storage import Storage, normalise_uri
 
 MANIFEST_FOLDER = "manifest/"
 BATCH_ROWS = 65_536
+
+
+def runs_storage(outputs: Storage) -> Storage | None:
+    """The output prefix's runs/ folder as a storage (listing it lists no image or report), or None if there is none."""
+    runs = dataclasses.replace(outputs.spec, uri=normalise_uri(outputs.spec.uri.rstrip("/") + "/" + RUNS)).open()
+    if not runs.spec.is_s3 and not os.path.isdir(runs.spec.uri):
+        return None
+    return runs
 
 
 def manifest_parts(run_storage: Storage) -> list[str]:
