@@ -2,8 +2,8 @@
 
 usage:
   python bench/catalog_scale.py --rows 1000000,2000000            # all three measurements per size
-  python bench/catalog_scale.py --rows 10000000 --only report     # one measurement
-  python bench/catalog_scale.py --rows 2000000 --list-latency-ms 50 --workers 8
+  python bench/catalog_scale.py --rows 10000000 --only report     # one measurement (report: + cost --catalog)
+  python bench/catalog_scale.py --rows 2000000 --list-latency-ms 50 --listing-workers 1,8
 
 No images: a synthetic run folder on local disk (manifest parts sized as ManifestWriter sizes
 them, rows shaped like a real run's: 95% ok, 4% skipped, 1% failed, 16 actors) and a synthetic
@@ -217,9 +217,10 @@ def _versions() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1000000,2000000")
-    parser.add_argument("--only", choices=("listing", "done-index", "report"))
+    parser.add_argument("--only", default="report,done-index,listing",
+                        help="comma list of report (with cost), done-index, listing")
     parser.add_argument("--list-latency-ms", type=float, default=50.0)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--listing-workers", default="1,8", help="listing threads to measure: 1 is sequential")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -234,14 +235,16 @@ def main() -> None:
     for rows in (int(r) for r in args.rows.split(",")):
         with tempfile.TemporaryDirectory(prefix="op4ksr-scale-") as folder:
             entry = {"rows": rows, "make": _child(["make", folder, str(rows)])}
-            if args.only in (None, "report"):
+            only = args.only.split(",")
+            if "report" in only:
                 entry["report"] = _child(["report", folder, str(rows)])
                 entry["cost_catalog"] = _child(["cost", folder, str(rows)])
-            if args.only in (None, "done-index"):
+            if "done-index" in only:
                 entry["done_index"] = _child(["done-index", folder, str(rows)])
-            if args.only in (None, "listing"):
+            if "listing" in only:
                 latency = str(args.list_latency_ms / 1000)
-                entry["listing"] = [_child(["listing", folder, str(rows), latency, str(w)]) for w in (1, args.workers)]
+                entry["listing"] = [_child(["listing", folder, str(rows), latency, w])
+                                    for w in args.listing_workers.split(",")]
             results["sizes"].append(entry)
             print(json.dumps(entry), file=sys.stderr, flush=True)
     results["load_avg_at_end"] = os.getloadavg()
