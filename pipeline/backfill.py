@@ -107,6 +107,8 @@ class ManifestWriter:
         self._path, self._rows, self._opened = "", 0, 0.0
 
     def add(self, records: list[dict]) -> None:
+        if records and self._rows == 0 and not self.buffer:
+            self._opened = time.monotonic()  # the part's first row: its age counts from here
         self.buffer += records
         while len(self.buffer) >= min(ROW_GROUP_ROWS, self.part_rows - self._rows):
             take = min(ROW_GROUP_ROWS, self.part_rows - self._rows)
@@ -114,7 +116,9 @@ class ManifestWriter:
             self.buffer = self.buffer[take:]
             if self._rows >= self.part_rows:
                 self._upload()
-        if self._writer is not None and time.monotonic() - self._opened > self.part_seconds:
+                if self.buffer:
+                    self._opened = time.monotonic()
+        if (self.buffer or self._rows) and time.monotonic() - self._opened > self.part_seconds:
             self._write(self.buffer)
             self.buffer = []
             self._upload()
@@ -130,7 +134,7 @@ class ManifestWriter:
         if self._writer is None:
             fd, self._path = tempfile.mkstemp(prefix="op4ksr-manifest-", suffix=".parquet")
             os.close(fd)
-            self._writer, self._rows, self._opened = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0, time.monotonic()
+            self._writer, self._rows = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0
         self._writer.write_table(pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows],
                                                       schema=MANIFEST_SCHEMA))
         self._rows += len(rows)
@@ -142,7 +146,7 @@ class ManifestWriter:
                                   "application/vnd.apache.parquet")
         finally:
             os.remove(self._path)
-        self._writer = None
+        self._writer, self._rows = None, 0
         self.parts += 1
         self.part_rows = min(2 * self.part_rows, self.max_rows)
 

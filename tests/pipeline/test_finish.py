@@ -122,6 +122,16 @@ def test_manifest_parts_grow_and_keep_every_row_in_order(tmp_path):
         [r["key"] for r in rows]
 
 
+def test_a_part_is_uploaded_once_it_is_old_enough_even_if_not_full(tmp_path):
+    writer = ManifestWriter(open_storage(str(tmp_path)), "r1", first_rows=1000, part_seconds=0.0)
+    rows = _records(12)
+    writer.add(rows[:5])  # the part opened now is already past its age: uploaded with what it has
+    writer.add(rows[5:])
+    writer.close()
+    parts = sorted((tmp_path / "runs" / "r1" / "manifest").iterdir())
+    assert [pq.read_metadata(p).num_rows for p in parts] == [5, 7]
+
+
 def test_report_command_rebuilds_a_run_and_reprices_it(tmp_path, capsys):
     from jobs.cli import main
 
