@@ -1,7 +1,9 @@
 """The run's input list: a streaming listing of the input prefix, saved as `inputs.parquet`.
 
 Nothing here holds the whole catalog: listing yields one S3 page at a time and the Parquet
-writer receives bounded batches, so a million keys cost the same memory as ten thousand.
+writer receives bounded batches, so a million keys cost the same memory as ten thousand. Past
+its first FAN_OUT_AFTER_KEYS keys a listing goes on with one thread per top-level folder
+(pipeline/listing_fanout.py), in the same order.
 
 Two inputs can name the same output (`a.jpg` and `a.png` both become `images/a.png` when the
 extension is replaced). The listing marks the later one with the key it `collides_with`, so
