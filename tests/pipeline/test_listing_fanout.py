@@ -1,5 +1,6 @@
 """Listing fanned out over folders gives exactly the sequential listing (keys, order, since, limit)."""
 import datetime as dt
+import itertools
 import os
 import time
 
@@ -84,3 +85,24 @@ def test_a_failing_folder_listing_raises_in_the_consumer(tmp_path, small_pages, 
     monkeypatch.setattr(type(storage), "iter_objects", broken)
     with pytest.raises(OSError, match="many/"):
         list(iter_fanned_out(storage, None, 2))
+
+
+def test_folders_past_the_memory_window_wait_on_disk_and_leave_nothing_behind(tmp_path, small_pages, monkeypatch):
+    storage = open_storage(str(tmp_path / "in"))
+    _fill(storage)
+    spills = tmp_path / "tmp"
+    spills.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spills))
+    made = []
+    real_spill = pipeline.listing_fanout._Spill.__init__
+
+    def counting(self):
+        real_spill(self)
+        made.append(self.path)
+
+    monkeypatch.setattr(pipeline.listing_fanout._Spill, "__init__", counting)
+    assert _keys(iter_fanned_out(storage, None, 4)) == _keys(storage.iter_objects())
+    assert made and list(spills.iterdir()) == []  # the many/ folder spilled; every file read and removed
+    cut = list(itertools.islice(iter_fanned_out(storage, None, 4), 5))  # a limit: the rest is abandoned
+    assert _keys(cut) == _keys(storage.iter_objects())[:5]
+    assert list(spills.iterdir()) == []
