@@ -15,12 +15,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from pipeline.cost import Prices, price
 from pipeline.finish import ledger_batches
 from pipeline.ledger_totals import LedgerTotals
-from pipeline.manifest_scan import BATCH_ROWS, local_copy, scan_parquet
+from pipeline.manifest_scan import BATCH_ROWS, local_copy, open_parquet, scan_parquet
 from pipeline.storage import Storage
 
 _DONE = ("ok", "skipped")
@@ -76,7 +75,7 @@ def run_ledger(run: Storage, prices: Prices | None) -> Iterator[tuple[Iterator[p
         yield (ledger for _, ledger in ledger_batches(run, rebuilt, None)), rebuilt
         return
     with local_copy(run, "cost.parquet") as path:
-        ledger = pq.ParquetFile(path)
+        ledger = open_parquet(path)
         own = Prices(**json.loads((ledger.schema_arrow.metadata or {})[b"op4ksr.prices"]))
         batches = (b.to_pandas() for b in ledger.iter_batches(batch_size=BATCH_ROWS))
         yield (batches, own) if prices is None else ((price(b, prices) for b in batches), prices)

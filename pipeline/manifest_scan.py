@@ -58,13 +58,19 @@ def local_copy(storage: Storage, key: str) -> Iterator[str]:
         os.remove(path)
 
 
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file read through a 1 MiB buffer: with pyarrow's defaults (column chunks read whole
+    and pre-buffered) RSS grew with the file, by 200 MB over a 105 MB cost.parquet (measured)."""
+    return pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+
+
 def scan_parquet(storage: Storage, keys: Iterable[str], columns: Iterable[str] | None = None,
                  batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Record batches of the Parquet objects `keys`, one after the other, with those of `columns` each has."""
     wanted = None if columns is None else list(columns)
     for key in keys:
         with local_copy(storage, key) as path:
-            reader = pq.ParquetFile(path)
+            reader = open_parquet(path)
             names = reader.schema_arrow.names
             present = None if wanted is None else [c for c in wanted if c in names]
             yield from reader.iter_batches(batch_size=batch_rows, columns=present)
