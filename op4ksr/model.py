@@ -193,7 +193,7 @@ class OP4KSR(nn.Module):
         finally:
             torch.random.set_rng_state(generator_state)
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
-                    name=name, model_id=f"preset:{name}:seed{seed}:rfr-{rfr_mode}-{rfr_scale:g}")
+                    name=name, model_id=f"preset:{name}:seed{seed}")
         return model.to(dtype).eval()
 
     @classmethod
@@ -222,6 +222,24 @@ class OP4KSR(nn.Module):
                     name=index.get("name", root.name), model_id=model_id)
         return model.to(device=device, dtype=dtype).eval()
 
+    # --- inference options --------------------------------------------------------------------
+
+    def inference_options(self) -> dict:
+        """The inference options in effect, as a checkpoint saves them (op4ksr.loading.SAVED_OPTIONS)."""
+        cfg = self.transformer.config
+        return {"rfr_mode": cfg.rfr_mode, "rfr_scale": float(cfg.rfr_scale)}
+
+    def configure(self, options) -> "OP4KSR":
+        """Apply an op4ksr.loading.InferenceOptions (None fields keep the saved values); returns self."""
+        current = self.inference_options()
+        wanted = current | options.overrides()
+        if (wanted["rfr_mode"], wanted["rfr_scale"]) != (current["rfr_mode"], current["rfr_scale"]):
+            self.transformer.set_rfr(wanted["rfr_mode"], float(wanted["rfr_scale"]))
+        if options.attention_backend:
+            self.transformer.set_attention_backend(options.attention_backend)
+        self.decode_partitions = int(options.decode_partitions)
+        return self
+
     def save_pretrained(self, path: str | Path) -> None:
         """Write the checkpoint folder: model_index.json, vae/, transformer/, prompt_embeds."""
         from safetensors.torch import save_file
@@ -234,7 +252,8 @@ class OP4KSR(nn.Module):
                    "pooled": self.pooled_embeds.detach().float().cpu().contiguous()}, str(root / PROMPT_EMBEDS))
         digest = _weights_digest(root)
         index = {"_class_name": "OP4KSR", "name": self.name, "timestep": self.timestep, "guidance": self.guidance,
-                 "scale": self.scale, "weights_sha256": digest, "model_id": f"{self.name}@{digest[:12]}"}
+                 "scale": self.scale, "weights_sha256": digest, "model_id": f"{self.name}@{digest[:12]}",
+                 "inference": self.inference_options()}
         (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 

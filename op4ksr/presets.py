@@ -75,3 +75,5 @@ def get_preset(name: str) -> Preset:
 
 # checkpoints shipped inside the package, addressable by name wherever a checkpoint path is taken
 SHIPPED_CHECKPOINTS = {"tiny-trained": Path(__file__).resolve().parent / "assets" / "tiny-trained"}
+# the model a command runs when none is named: trained weights, never a random preset
+DEFAULT_MODEL = "tiny-trained"
