@@ -205,6 +205,19 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def group_of(image: str) -> str:
+    """'textures' for the generated textures of op4ksr.benchset, else 'photos'."""
+    return "textures" if image.startswith("texture-") else "photos"
+
+
+def summarise_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """summarise() of the photos and of the textures apart: {'photos': [...], 'textures': [...]}."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(group_of(r["image"]), []).append(r)
+    return {g: summarise(sel) for g, sel in sorted(groups.items())}
+
+
 def markdown_table(summary: list[dict]) -> str:
     """The per-method summary as a Markdown table."""
     head = ("| method | images | PSNR-Y dB | SSIM-Y | LR-consistency PSNR dB (min) | max colour error | ap_excess "
@@ -251,7 +264,8 @@ def write_report(out: Path, rows: list[dict], items: list[BenchItem], outputs: d
     summary = summarise(rows)
     _write_csv(out / "results.csv", rows)
     _write_csv(out / "summary.csv", summary)
-    (out / "results.md").write_text(f"# {title}\n\n{markdown_table(summary)}")
+    groups = "".join(f"\n## {g}\n\n{markdown_table(part)}" for g, part in summarise_groups(rows).items())
+    (out / "results.md").write_text(f"# {title}\n\n{markdown_table(summary)}{groups}")
     if sheet_rows > 0:
         contact_sheet(items[:sheet_rows], outputs).save(out / "contact_sheet.png")
     return summary
