@@ -169,3 +169,20 @@ def test_evaluation_methods_with_a_fidelity_step():
     assert model.fidelity == Fidelity("adain")  # the method's step is for that call only
     torch.testing.assert_close(raw, run_method("model+none", item, model))
     assert colour_error(run_method("model", item, model), hr) < colour_error(raw, hr)
+
+
+def test_the_shipped_checkpoint_meets_the_issue_14_targets_on_a_held_out_photo(one_torch_thread):
+    # coffee is in offline:heldout (never trained on); x4 antialiased-bicubic LR, the saved defaults
+    import skimage.data
+
+    from op4ksr.evaluate import colour_error, psnr_ssim_y, quantise
+
+    hr = torch.from_numpy(skimage.data.coffee()[100:228, 200:392].copy()).permute(2, 0, 1)[None].float() / 255
+    x_lr = bicubic_resize(hr, (32, 48))
+    model = load_model(ModelSpec(source="tiny-trained", device="cpu"))
+    assert model.fidelity.mode != "none"  # the checkpoint's saved default
+    out = quantise(model.upscale(x_lr, (128, 192)))
+    bicubic = quantise(bicubic_resize(x_lr, (128, 192)))
+    assert psnr_ssim_y(out, hr, 4)[0] >= psnr_ssim_y(bicubic, hr, 4)[0]
+    assert psnr(bicubic_resize(out, (32, 48)), x_lr).item() >= 30
+    assert colour_error(out, hr) <= 0.03
