@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from op4ksr.imageops import bicubic_resize
 from op4ksr.inference import load_model
 from op4ksr.periodicity import quality_report
 from pipeline.layout import report_key
+from pipeline.materialise import materialise_checkpoint
 from pipeline.records import FIELDS, MANIFEST_SCHEMA, failed
 from pipeline.storage import StorageSpec
 
@@ -58,17 +58,6 @@ class ActorOptions:
     upload_threads: int = 4
     params_hash: str = ""
     torch_threads: int | None = None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
-
-
-def materialise_checkpoint(spec: StorageSpec) -> str:
-    """A local folder holding a copy of the checkpoint under an object-store prefix."""
-    storage = spec.open()
-    local = tempfile.mkdtemp(prefix="op4ksr-model-")
-    for obj in storage.iter_objects():
-        target = os.path.join(local, *obj.key.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        storage.get_file(obj.key, target)
-    return local
 
 
 class UpscaleActor:
