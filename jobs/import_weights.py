@@ -46,14 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str], credentials=None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     cfg = config_from_args(args)
     from op4ksr.checkpoint import CheckpointError
     from op4ksr.importing import ImportSpec, LoraError, import_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="op4ksr-import-") as scratch:
-        fetch = _Fetcher(cfg, Path(scratch), credentials)
+        fetch = _Fetcher(cfg, Path(scratch))
         try:
             local_out = Path(scratch) / "out" if _remote(args.out) else Path(args.out)
             spec = ImportSpec(
@@ -77,16 +77,18 @@ def _remote(path: str | None) -> bool:
 
 
 class _Fetcher:
-    """Local Paths for PATH arguments: s3:// prefixes (or objects) copied under `scratch`, labelled by their uri."""
+    """Local Paths for PATH arguments: s3:// prefixes (or objects) copied under `scratch`, labelled by their uri.
 
-    def __init__(self, cfg, scratch: Path, credentials):
-        self.cfg, self.scratch, self.credentials, self.labels = cfg, scratch, credentials, {}
+    Credentials come from the standard AWS chain, as for every job."""
+
+    def __init__(self, cfg, scratch: Path):
+        self.cfg, self.scratch, self.labels = cfg, scratch, {}
 
     def storage(self, uri: str):
         from pipeline.storage import StorageSpec, normalise_uri
 
         s = self.cfg.storage
-        return StorageSpec(normalise_uri(uri), s.endpoint_url, s.region, int(s.max_attempts), self.credentials)
+        return StorageSpec(normalise_uri(uri), s.endpoint_url, s.region, int(s.max_attempts))
 
     def __call__(self, path: str | None) -> Path | None:
         if path is None:
