@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
     from op4ksr.checkpoint import CheckpointError
     from op4ksr.importing import ImportSpec, LoraError, import_checkpoint
+    from pipeline.storage import StorageError
 
     with tempfile.TemporaryDirectory(prefix="op4ksr-import-") as scratch:
         fetch = _Fetcher(cfg, Path(scratch))
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
             index = import_checkpoint(spec)
             if _remote(args.out):
                 _upload(fetch.storage(args.out), local_out)
-        except (CheckpointError, LoraError, ValueError, FileNotFoundError) as err:
+        except (CheckpointError, LoraError, StorageError, ValueError, FileNotFoundError) as err:
             raise SystemExit(f"op4ksr import: {err}") from None
     print(f"wrote {args.out}: model_id {index['model_id']} (vae stride {index['source']['vae_stride']}, "
           f"{len(index['source']['loras'])} LoRA adapter(s) merged)", file=sys.stderr)

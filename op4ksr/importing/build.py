@@ -53,6 +53,8 @@ class _Plan:
     transformer: RFRFluxTransformer2DModel  # meta device
     vae: F16AutoencoderKL  # meta device
     adapters: list[LoraAdapter]
+    transformer_deltas: dict  # weight key -> LoRA pairs (op4ksr.importing.lora.merged_deltas)
+    vae_deltas: dict
     pipeline: bool  # the base is a FluxPipeline folder (its text encoders give the prompt embeddings)
 
 
@@ -64,10 +66,8 @@ def import_checkpoint(spec: ImportSpec) -> dict:
     plan = _plan(spec)
     embeds, pooled, text = _prompt(spec, plan)
     spec.out.mkdir(parents=True, exist_ok=True)
-    t_deltas = merged_deltas(plan.adapters, _shapes(plan.transformer), "transformer", "transformer")
-    v_deltas = merged_deltas(plan.adapters, _shapes(plan.vae), "vae.encoder", "VAE")
-    copy_component(plan.transformer, plan.transformer_dir, spec.out / "transformer", dtype, t_deltas)
-    copy_component(plan.vae, plan.vae_dir, spec.out / "vae", dtype, v_deltas)
+    copy_component(plan.transformer, plan.transformer_dir, spec.out / "transformer", dtype, plan.transformer_deltas)
+    copy_component(plan.vae, plan.vae_dir, spec.out / "vae", dtype, plan.vae_deltas)
     from safetensors.torch import save_file
 
     save_file({"encoder_hidden_states": embeds.contiguous(), "pooled": pooled.contiguous()}, str(spec.out / PROMPT_EMBEDS))
@@ -107,9 +107,10 @@ def _plan(spec: ImportSpec) -> _Plan:
         raise CheckpointError(f"transformer in_channels={transformer.config.in_channels} does not fit the VAE's "
                               f"latent_channels={vae.config.latent_channels} (needs 4x)")
     adapters = [a for path in spec.loras for a in read_lora(path, _label(spec, path))]
-    merged_deltas(adapters, _shapes(transformer), "transformer", "transformer")  # refuse a mismatch before any work
-    merged_deltas(adapters, _shapes(vae), "vae.encoder", "VAE")
-    return _Plan(transformer_dir, vae_dir, transformer, vae, adapters, pipeline)
+    # a mismatching LoRA is refused here, before any work
+    transformer_deltas = merged_deltas(adapters, _shapes(transformer), "transformer", "transformer")
+    vae_deltas = merged_deltas(adapters, _shapes(vae), "vae.encoder", "VAE")
+    return _Plan(transformer_dir, vae_dir, transformer, vae, adapters, transformer_deltas, vae_deltas, pipeline)
 
 
 def _prompt(spec: ImportSpec, plan: _Plan):
