@@ -61,6 +61,8 @@ class LoraAdapter:
 def read_lora(path: Path, label: str | None = None) -> list[LoraAdapter]:
     """The adapters stored at `path` (a file or folder in a known format); LoraError naming the known ones."""
     label = label or str(path)
+    if path.name == PEFT_FILE and (path.parent / PEFT_CONFIG).is_file():
+        path = path.parent  # a peft adapter's weights file: its config is beside it
     if path.is_dir():
         if any((path / name / PEFT_CONFIG).is_file() for name in OMGSR_ADAPTERS):
             return [_read_peft(path / name, label, "omgsr", target)

@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from op4ksr.checkpoint import CheckpointError, load_state_dict
 from op4ksr.importing import ImportSpec, LoraError, import_checkpoint
+from op4ksr.importing.lora import read_lora
 from op4ksr.model import OP4KSR
 from tests import public_flux
 from tests.tolerance import assert_forwards_close
@@ -131,6 +132,10 @@ def test_omgsr_lora_merges_into_transformer_and_vae_encoder_as_peft_does(public)
     index, model = _import(root, "omgsr", loras=(root / "lora-omgsr",))
     assert [(l["format"], l["target"], l["scales"]) for l in index["source"]["loras"]] == [
         ("omgsr", "transformer", [1.0]), ("omgsr", "vae.encoder", [2.0])]
+    flux_adapter = root / "lora-omgsr" / "flux_adapter"
+    for path in (flux_adapter, flux_adapter / "adapter_model.safetensors"):  # a plain peft adapter: the transformer
+        (peft,) = read_lora(path)
+        assert (peft.format, peft.target) == ("peft", "transformer") and len(peft.pairs) == index["source"]["loras"][0]["modules"]
     # OMGSR's own loading (infer/omgsr_f_infer_model.py): PeftModel.from_pretrained + merge_and_unload
     transformer = PeftModel.from_pretrained(copy.deepcopy(pipe.transformer), root / "lora-omgsr" / "flux_adapter")
     _same_transformer_output(model.transformer, transformer.merge_and_unload().eval())
