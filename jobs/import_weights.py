@@ -108,9 +108,19 @@ class _Fetcher:
             parent.get_file(name, str(target / name))
             local = target / name
         else:
-            local = Path(materialise_checkpoint(self.storage(path), str(target)))
+            spec = self.storage(path)
+            local = Path(materialise_checkpoint(spec, str(target), keep=_needed(spec.open())))
         self.labels[str(local)] = path
         return local
+
+
+def _needed(storage):
+    """For a FluxPipeline prefix, skip root-level files but model_index.json: a Hugging Face
+    FLUX.1 repository also holds the original-format weights there (flux1-dev.safetensors,
+    ae.safetensors: 24 GB the importer does not read)."""
+    if storage.exists("model_index.json"):
+        return lambda key: "/" in key or key == "model_index.json"
+    return None
 
 
 def _upload(spec, folder: Path) -> None:

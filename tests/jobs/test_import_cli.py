@@ -101,3 +101,20 @@ def test_backfill_runs_on_a_checkpoint_imported_to_s3(public, aws_env, s3_bucket
     report = json.loads(store.get("out/reports/img-0.png.json"))
     assert report["model_id"] == index["model_id"] and report["period_px"] == 8  # stride 2, 2 levels: 4 px x 2
     assert Image.open(io.BytesIO(store.get("out/images/img-0.png"))).size == (64, 48)
+
+
+def test_a_pipeline_prefix_is_fetched_without_its_root_level_original_weights(aws_env, s3_bucket, tmp_path):
+    from jobs.import_weights import _needed
+    from pipeline.materialise import materialise_checkpoint
+    from pipeline.storage import StorageSpec
+
+    store = aws_env.open_storage(f"s3://{s3_bucket}/FLUX.1-dev/")
+    for key in ("model_index.json", "flux1-dev.safetensors", "ae.safetensors", "transformer/config.json"):
+        store.put(key, b"{}")
+    spec = StorageSpec(f"s3://{s3_bucket}/FLUX.1-dev/", aws_env.endpoint_url)
+    local = Path(materialise_checkpoint(spec, str(tmp_path / "dl"), keep=_needed(store)))
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "model_index.json", "transformer/config.json"]
+    bare = aws_env.open_storage(f"s3://{s3_bucket}/bare/")
+    bare.put("config.json", b"{}")
+    assert _needed(bare) is None  # a transformer folder keeps its root-level weights
