@@ -118,3 +118,35 @@ def test_a_pipeline_prefix_is_fetched_without_its_root_level_original_weights(aw
     bare = aws_env.open_storage(f"s3://{s3_bucket}/bare/")
     bare.put("config.json", b"{}")
     assert _needed(bare) is None  # a transformer folder keeps its root-level weights
+
+
+def _doc_commands(name: str) -> list[str]:
+    """Every `op4ksr NAME ...` command line (with its continuations) in docs/MODELS.md's code blocks."""
+    lines = (Path(__file__).resolve().parents[2] / "docs" / "MODELS.md").read_text().splitlines()
+    found, in_code = [], False
+    for number, line in enumerate(lines):
+        in_code = not in_code if line.startswith("```") else in_code
+        if in_code and line.startswith(f"op4ksr {name} "):
+            command, following = line, iter(lines[number + 1:])
+            while command.endswith("\\"):
+                command = command[:-1] + " " + next(following).strip()
+            if "[--" not in command:  # not the synopsis
+                found.append(command)
+    return found
+
+
+def test_the_commands_in_docs_models_parse():
+    import shlex
+
+    from jobs.config import load_config
+    from jobs.import_weights import build_parser
+
+    imports, backfills = _doc_commands("import"), _doc_commands("backfill")
+    assert len(imports) >= 6 and len(backfills) >= 1
+    for command in imports:
+        args = build_parser().parse_intermixed_args(shlex.split(command)[2:])
+        assert args.base and args.out and all("=" in o for o in args.overrides)
+    for command in backfills:
+        words = shlex.split(command)[2:]
+        configs = [words[i + 1] for i, w in enumerate(words) if w == "--config"]
+        load_config(configs, [w for w in words if "=" in w])
