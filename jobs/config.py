@@ -11,6 +11,7 @@ from typing import Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from op4ksr.errors import UserError
 from pipeline.storage import redact_url
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -20,7 +21,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 OPEN_SECTIONS = ("cost.presets",)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config the user wrote is wrong; the message says which key and what to do."""
 
 
@@ -92,13 +93,13 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "output.format", ("png", "jpeg", "webp", "tiff"))
     _choice(cfg, "model.preset", ("tiny", "flux-dev"))
     _choice(cfg, "model.dtype", ("float32", "bfloat16", "float16"))
-    _choice(cfg, "rfr.mode", ("none", "base", "ntk"))
+    _choice(cfg, "rfr.mode", (None, "none", "base", "ntk"))
     _choice(cfg, "telemetry.exporter", ("none", "console", "file", "otlp"))
     if cfg.sr.long_side is not None and int(cfg.sr.long_side) <= 0:
         raise ConfigError(f"sr.long_side={cfg.sr.long_side} must be a positive number of pixels")
     if cfg.sr.long_side is None and not float(cfg.sr.scale) > 0:
         raise ConfigError(f"sr.scale={cfg.sr.scale} must be positive")
-    if not float(cfg.rfr.scale) > 0:
+    if cfg.rfr.scale is not None and not float(cfg.rfr.scale) > 0:
         raise ConfigError(f"rfr.scale={cfg.rfr.scale} must be positive")
     if not 1 <= int(cfg.output.quality) <= 100:
         raise ConfigError(f"output.quality={cfg.output.quality} must be within 1..100")
