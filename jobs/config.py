@@ -113,8 +113,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"run.limit={cfg.run.limit} must be 0 or more")
     for key, (lowest, allowed) in _LOWER_BOUNDS.items():
         value = OmegaConf.select(cfg, key)
-        if value is None and key in _NULLABLE:
+        if value is None and key in _NULLABLE or value == "auto" and key in _AUTO:
             continue
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number" + (" or auto" if key in _AUTO else ""))
         if not (float(value) >= lowest if allowed else float(value) > lowest):
             rule = "must be positive" if not allowed else f"must be at least {lowest}" if lowest else "must be 0 or more"
             raise ConfigError(f"{key}={value} {rule}")
@@ -135,6 +137,7 @@ _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, Tr
                  "report.threshold": (0, True)}
 
 _NULLABLE = {"pipeline.fetch_tasks", "actors.torch_threads"}  # null: the default configs/default.yaml describes
+_AUTO = {"sr.max_output_megapixels"}  # auto: planned from the GPU's memory (jobs/specs.py)
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -36,10 +36,26 @@ def model_spec(cfg, source: str | None = None) -> ModelSpec:
                      seed=int(cfg.model.seed), options=inference_options(cfg))
 
 
-def size_policy(cfg) -> SizePolicy:
-    """The output-size policy of a config's sr.* keys."""
+def size_policy(cfg, gpu_actors: bool = False) -> SizePolicy:
+    """The output-size policy of a config's sr.* keys; `gpu_actors`: the model runs on other machines' GPUs."""
     return SizePolicy(None if cfg.sr.long_side else float(cfg.sr.scale), cfg.sr.long_side,
-                      int(cfg.sr.min_output_side), float(cfg.sr.max_output_megapixels))
+                      int(cfg.sr.min_output_side), max_output_megapixels(cfg, gpu_actors))
+
+
+def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
+    """sr.max_output_megapixels as a number: `auto` plans from the GPU's memory (op4ksr/memory_plan.py)
+    for the model.preset sizes: this machine's GPU, or sr.device_memory_gb; 40 on a CPU."""
+    value = cfg.sr.max_output_megapixels
+    if value != "auto":
+        return float(value)
+    if gpu_actors and cfg.sr.device_memory_gb is None:
+        raise ConfigError("sr.max_output_megapixels=auto plans for the actors' GPUs, which this driver cannot see: "
+                          "set sr.device_memory_gb (e.g. 80 for an H100)")
+    from op4ksr.inference import max_output_megapixels as planned
+
+    return planned("auto", preset=cfg.model.preset, dtype=cfg.model.dtype, device=cfg.model.device,
+                   device_memory_gb=cfg.sr.device_memory_gb, decode_partitions=int(cfg.model.vae_decode_partitions),
+                   attention_backend=cfg.model.attention_backend)
 
 
 def output_params(cfg, options: dict) -> dict:
@@ -120,7 +136,7 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
         actor=actor_options(cfg, output, params_hash(output_params(cfg, options))),
-        size=size_policy(cfg), pool=pool_spec(cfg), limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
+        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0), pool=pool_spec(cfg), limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
         watermark_margin_seconds=float(cfg.run.watermark_margin_seconds))
