@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -216,6 +217,10 @@ def _ray_session(num_cpus: float | None):
         # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
         ray.init(log_to_driver=False, logging_level="WARNING")
     else:
+        # Ray's token authentication stays on (its default for a new local cluster); only its notice
+        # that it is on is dropped, so a run prints op4ksr's own lines
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         yield

@@ -49,6 +49,9 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # to the first batch (docs/PERFORMANCE.md), and a pool that cannot start fails the run.
     context.wait_for_min_actors_s = pool.start_timeout_s
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
+    logging.getLogger("ray.data._internal.progress").addFilter(
+        lambda record: not record.getMessage().startswith("Progress bars disabled"))
 
 
 def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dict]]:
