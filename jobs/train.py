@@ -60,8 +60,9 @@ def _absolute(train_cfg):
         return str(Path(p).resolve()) if p and not p.startswith("offline:") else p
 
     resume = train_cfg.resume if train_cfg.resume in ("auto", "never") else fix(train_cfg.resume)
+    init = fix(train_cfg.init_path) if Path(train_cfg.init_path).exists() else train_cfg.init_path  # or a name
     return train_cfg.replace(data=fix(train_cfg.data), output_dir=fix(train_cfg.output_dir),
-                             init_path=fix(train_cfg.init_path), resume=resume)
+                             init_path=init, resume=resume)
 
 
 def run_with_ray(train_cfg, cfg) -> None:

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from op4ksr.checkpoint import CheckpointError, files_sha256, load_component, save_component, weight_files
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
-from op4ksr.presets import get_preset
+from op4ksr.presets import get_preset, preset_model_id
 from op4ksr.sizing import output_size
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from op4ksr.vae import F16AutoencoderKL
@@ -193,7 +193,7 @@ class OP4KSR(nn.Module):
         finally:
             torch.random.set_rng_state(generator_state)
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
-                    name=name, model_id=f"preset:{name}:seed{seed}")
+                    name=name, model_id=preset_model_id(name, seed))
         return model.to(dtype).eval()
 
     @classmethod

@@ -21,12 +21,12 @@ class TrainConfig:
 
     data: str  # folder of HR images, or offline:train / offline:heldout
     output_dir: str
-    # model to start from: a checkpoint folder, else the preset with seeded random weights
+    # model to start from (op4ksr.loading): a checkpoint or run folder or shipped name, else the preset
     init_path: str = ""
     preset: str = "tiny"
     preset_seed: int = 0
-    rfr_mode: str = "none"
-    rfr_scale: float = 1.0
+    rfr_mode: str | None = None  # None: the starting model's saved RFR
+    rfr_scale: float | None = None
     # what trains
     objective: str = "sr"
     transformer: str = "full"
@@ -109,7 +109,8 @@ class TrainConfig:
         values = {k: v for k, v in t.items() if k in own}
         values.update(
             init_path=cfg["model"]["path"] or "", preset=cfg["model"]["preset"], preset_seed=int(cfg["model"]["seed"]),
-            rfr_mode=cfg["rfr"]["mode"], rfr_scale=float(cfg["rfr"]["scale"]), scale=scale,
+            rfr_mode=cfg["rfr"]["mode"], rfr_scale=None if cfg["rfr"]["scale"] is None else float(cfg["rfr"]["scale"]),
+            scale=scale,
             pixel_loss=loss["pixel"], charbonnier_eps=float(loss["charbonnier_eps"]),
             lambda_ap=float(loss["lambda_ap"]), ap_period=loss["ap_period"],
             degrade=DegradeConfig.from_dict({**cfg["degrade"], "scale": scale}),

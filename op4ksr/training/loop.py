@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from op4ksr.loading import InferenceOptions, ModelSpec, load_model
 from op4ksr.model import OP4KSR
 from op4ksr.training.config import TrainConfig
 from op4ksr.training.data import HRImages, sample_batch
@@ -56,18 +57,11 @@ class Objective(nn.Module):
 
 
 def build_model(cfg: TrainConfig, device: torch.device | str) -> OP4KSR:
-    """The starting model: cfg.init_path (a checkpoint, or a run folder: its latest checkpoint), else
-    the preset's seeded random weights; RFR from cfg."""
-    if cfg.init_path:
-        path = Path(cfg.init_path)
-        if not (path / "model_index.json").is_file() and latest_checkpoint(path) is not None:
-            path = latest_checkpoint(path)
-        model = OP4KSR.from_pretrained(path, device=device)
-        if (cfg.rfr_mode, cfg.rfr_scale) != ("none", 1.0):
-            model.transformer.set_rfr(cfg.rfr_mode, cfg.rfr_scale)
-        return model
-    return OP4KSR.from_preset(cfg.preset, seed=cfg.preset_seed, device=device, rfr_mode=cfg.rfr_mode,
-                              rfr_scale=cfg.rfr_scale)
+    """The starting model through the one loader (op4ksr.loading): cfg.init_path (a checkpoint, a run
+    folder: its latest checkpoint, a shipped name), else the preset's seeded random weights; RFR from cfg."""
+    spec = ModelSpec(source=cfg.init_path or cfg.preset, seed=cfg.preset_seed, device=str(device),
+                     options=InferenceOptions(rfr_mode=cfg.rfr_mode, rfr_scale=cfg.rfr_scale))
+    return load_model(spec)
 
 
 def pixel_loss(x: torch.Tensor, y: torch.Tensor, kind: str, eps: float) -> torch.Tensor:

@@ -30,3 +30,18 @@ def test_unknown_key_in_a_file_is_rejected(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config(["does-not-exist"])
+
+
+def test_max_output_megapixels_auto_plans_or_says_what_is_missing():
+    from jobs.specs import max_output_megapixels
+    from op4ksr.memory_plan import load_plan
+
+    on_cpu = load_config([], ["sr.max_output_megapixels=auto", "model.device=cpu"])
+    assert max_output_megapixels(on_cpu) == 40.0  # CPU: the fixed limit
+    h100 = load_config([], ["sr.max_output_megapixels=auto", "model.preset=flux-dev", "model.dtype=bfloat16",
+                            "sr.device_memory_gb=80"])
+    assert max_output_megapixels(h100, gpu_actors=True) == load_plan("flux-dev", "bfloat16").max_output_megapixels(80)
+    with pytest.raises(ConfigError, match="set sr.device_memory_gb"):
+        max_output_megapixels(load_config([], ["sr.max_output_megapixels=auto"]), gpu_actors=True)
+    with pytest.raises(ConfigError, match="sr.max_output_megapixels='big' must be a number or auto"):
+        load_config([], ["sr.max_output_megapixels=big"])

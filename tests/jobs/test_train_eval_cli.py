@@ -10,9 +10,11 @@ from PIL import Image
 from jobs import bench_build, eval as eval_job, train as train_job
 from jobs.cli import main as cli_main
 from op4ksr.benchset import texture
-from op4ksr.evaluate import psnr_ssim_y, upscale_tiled
+from op4ksr.evaluate import psnr_ssim_y
+from op4ksr.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
 from op4ksr.model import OP4KSR
+from op4ksr.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_help_and_bad_input(capsys):
         with pytest.raises(SystemExit) as exit_info:
             module.main(["--help"])
         assert exit_info.value.code == 0 and prog in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="manifest.json is missing"):
+    with pytest.raises(UserError, match="manifest.json is missing"):
         eval_job.main(["--bench", "/nonexistent", "--model", "tiny"])
 
 
