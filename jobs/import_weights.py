@@ -6,7 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jobs.common import config_from_args
+from jobs.common import add_config_arguments, config_from_args
+from jobs.specs import storage_spec
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Build an OP4KSR checkpoint from public weights: a FluxPipeline folder (FLUX.1-dev,
@@ -41,33 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=4, help="default output / input size (default 4)")
     p.add_argument("--name", default="", help="model name (default: the base folder's name)")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="weights dtype")
-    p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. storage.endpoint_url=...")
+    add_config_arguments(p)
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     cfg = config_from_args(args)
-    from op4ksr.checkpoint import CheckpointError
-    from op4ksr.importing import ImportSpec, LoraError, import_checkpoint
-    from pipeline.storage import StorageError
+    from op4ksr.importing import ImportSpec, import_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="op4ksr-import-") as scratch:
         fetch = _Fetcher(cfg, Path(scratch))
-        try:
-            local_out = Path(scratch) / "out" if _remote(args.out) else Path(args.out)
-            spec = ImportSpec(
-                base=fetch(args.base), out=local_out, vae=fetch(args.vae), vae_stride=args.vae_stride,
-                loras=tuple(fetch(p) for p in args.lora), prompt=args.prompt, prompt_embeds=fetch(args.prompt_embeds),
-                max_sequence_length=args.max_sequence_length, timestep=args.timestep, guidance=args.guidance,
-                scale=args.scale, name=args.name, dtype=args.dtype, decode_shift=args.decode_shift,
-                labels=tuple(fetch.labels.items()))
-            index = import_checkpoint(spec)
-            if _remote(args.out):
-                _upload(fetch.storage(args.out), local_out)
-        except (CheckpointError, LoraError, StorageError, ValueError, FileNotFoundError) as err:
-            raise SystemExit(f"op4ksr import: {err}") from None
+        local_out = Path(scratch) / "out" if _remote(args.out) else Path(args.out)
+        spec = ImportSpec(
+            base=fetch(args.base), out=local_out, vae=fetch(args.vae), vae_stride=args.vae_stride,
+            loras=tuple(fetch(p) for p in args.lora), prompt=args.prompt, prompt_embeds=fetch(args.prompt_embeds),
+            max_sequence_length=args.max_sequence_length, timestep=args.timestep, guidance=args.guidance,
+            scale=args.scale, name=args.name, dtype=args.dtype, decode_shift=args.decode_shift,
+            labels=tuple(fetch.labels.items()))
+        index = import_checkpoint(spec)  # a UserError names the bad input; the CLI prints it as one line
+        if _remote(args.out):
+            _upload(storage_spec(cfg, args.out), local_out)
     print(f"wrote {args.out}: model_id {index['model_id']} (vae stride {index['source']['vae_stride']}, "
           f"{len(index['source']['loras'])} LoRA adapter(s) merged)", file=sys.stderr)
     return 0
@@ -85,30 +81,24 @@ class _Fetcher:
     def __init__(self, cfg, scratch: Path):
         self.cfg, self.scratch, self.labels = cfg, scratch, {}
 
-    def storage(self, uri: str):
-        from pipeline.storage import StorageSpec, normalise_uri
-
-        s = self.cfg.storage
-        return StorageSpec(normalise_uri(uri), s.endpoint_url, s.region, int(s.max_attempts))
-
     def __call__(self, path: str | None) -> Path | None:
         if path is None:
             return None
         if not _remote(path):
             if not Path(path).exists():
-                raise FileNotFoundError(f"{path}: no such file or folder")
+                raise UserError(f"{path}: no such file or folder")
             return Path(path)
         from pipeline.materialise import materialise_checkpoint
 
         target = self.scratch / f"in-{len(self.labels)}"
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.endswith(".safetensors"):  # one object: fetch its parent prefix's object by key
-            parent = self.storage(path[: -len(name)]).open()
+            parent = storage_spec(self.cfg, path[: -len(name)]).open()
             target.mkdir(parents=True)
             parent.get_file(name, str(target / name))
             local = target / name
         else:
-            spec = self.storage(path)
+            spec = storage_spec(self.cfg, path)
             local = Path(materialise_checkpoint(spec, str(target), keep=_needed(spec.open())))
         self.labels[str(local)] = path
         return local

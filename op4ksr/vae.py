@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.configuration_utils import register_to_config
 
+from op4ksr.errors import UserError
+
 
 class UpsampleConv2d(nn.Conv2d):
     """A Conv2d that first upsamples its input (nearest); same parameters as a plain Conv2d.
@@ -107,7 +109,7 @@ class F16AutoencoderKL(AutoencoderKL):
     def set_decode_shift(self, shift: bool) -> None:
         """Turn UltraFlux's 1-px decode shift on or off; it exists only for the stride-2 (F16) layout."""
         if shift and self.config.input_stride != 2:
-            raise ValueError(f"decode_shift needs a stride-2 (F16) VAE; this one has input_stride={self.config.input_stride}")
+            raise UserError(f"decode_shift needs a stride-2 (F16) VAE; this one has input_stride={self.config.input_stride}")
         self.decoder.conv_out.shift = bool(shift)
 
     @property

@@ -5,6 +5,7 @@ import os
 import tempfile
 from typing import Callable
 
+from op4ksr.errors import UserError
 from pipeline.storage import StorageSpec
 
 
@@ -21,5 +22,5 @@ def materialise_checkpoint(spec: StorageSpec, into: str | None = None, keep: Cal
         storage.get_file(obj.key, target)
         found = True
     if not found:
-        raise FileNotFoundError(f"{spec.uri}: no objects under this prefix; check the uri")
+        raise UserError(f"{spec.uri}: no objects under this prefix; check the uri")
     return local

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import op4ksr
 from op4ksr.checkpoint import CheckpointError
+from op4ksr.errors import UserError
 from op4ksr.importing.components import copy_component, meta_component, read_public_config
 from op4ksr.importing.lora import LoraAdapter, merged_deltas, read_lora
 from op4ksr.importing.prompt import default_max_sequence_length, encode_prompt, read_prompt_embeds
@@ -81,7 +82,7 @@ def _plan(spec: ImportSpec) -> _Plan:
     """Every check that needs no weights: layout, configs, keys and shapes, LoRA modules and shapes."""
     base = spec.base
     if not 0 < spec.timestep <= 1:
-        raise ValueError(f"--timestep {spec.timestep}: t* must be in (0, 1]")
+        raise UserError(f"--timestep {spec.timestep}: t* must be in (0, 1]")
     if (base / "model_index.json").is_file():
         index = json.loads((base / "model_index.json").read_text())
         if index.get("_class_name") != PIPELINE_CLASS:
@@ -100,9 +101,11 @@ def _plan(spec: ImportSpec) -> _Plan:
     vae_config = read_public_config(vae_dir, VAE_CLASS)
     stride = spec.vae_stride or int(vae_config.get("stride", 1))  # stock AutoencoderKL configs have no stride: 8x
     if stride not in (1, 2):
-        raise ValueError(f"VAE stride {stride} (from {'--vae-stride' if spec.vae_stride else 'its config'}): use 1 or 2")
+        raise UserError(f"VAE stride {stride} (from {'--vae-stride' if spec.vae_stride else 'its config'}): use 1 or 2")
     vae = meta_component(F16AutoencoderKL, {**vae_config, "input_stride": stride})
-    vae.set_decode_shift(spec.decode_shift)  # refuses the shift on an 8x VAE
+    if spec.decode_shift and stride != 2:
+        raise UserError(f"--decode-shift needs a stride-2 (F16) VAE; this one has stride {stride}")
+    vae.set_decode_shift(spec.decode_shift)
     if transformer.config.in_channels != 4 * vae.config.latent_channels:
         raise CheckpointError(f"transformer in_channels={transformer.config.in_channels} does not fit the VAE's "
                               f"latent_channels={vae.config.latent_channels} (needs 4x)")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from op4ksr.errors import UserError
 from op4ksr.importing.tensorfile import read_header, read_tensor
 
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
@@ -37,7 +38,7 @@ KNOWN_FORMATS = (f"diffusers ({DIFFUSERS_FILE}, keys transformer.*.lora_A/lora_B
 PEFT_PREFIX = "base_model.model."
 
 
-class LoraError(ValueError):
+class LoraError(UserError):
     """A LoRA adapter that cannot be merged: unknown format, or it does not match the base model."""
 
 

@@ -44,7 +44,7 @@ def encode_prompt(base: Path, prompt: str, max_sequence_length: int) -> tuple[to
     from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
     if not 1 <= max_sequence_length <= T5_MAX_TOKENS:
-        raise ValueError(f"max_sequence_length={max_sequence_length} must be 1..{T5_MAX_TOKENS}")
+        raise CheckpointError(f"--max-sequence-length {max_sequence_length}: T5 takes 1..{T5_MAX_TOKENS} tokens")
     check_text_parts(base)
     local = dict(local_files_only=True)
     weights = dict(local, use_safetensors=True, dtype="auto")

@@ -19,6 +19,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from op4ksr.checkpoint import CheckpointError
+
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
           "BOOL": torch.bool}
@@ -41,17 +43,17 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
         (length,) = struct.unpack("<Q", raw)
         try:
             header = json.loads(f.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a safetensors file ({err})") from None
+            raise CheckpointError(f"{path}: not a safetensors file ({err})") from None
     metadata = header.pop("__metadata__", None) or {}
     tensors = {}
     for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
         if entry["dtype"] not in DTYPES:
-            raise ValueError(f"{path}: tensor {name} has dtype {entry['dtype']}, which the importer does not read")
+            raise CheckpointError(f"{path}: tensor {name} has dtype {entry['dtype']}, which the importer does not read")
         begin, end = entry["data_offsets"]
         tensors[name] = TensorInfo(path, DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + length + begin, end - begin)
     return tensors, metadata
@@ -63,7 +65,7 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
     with open(info.path, "rb") as f:
         f.seek(info.start)
         if f.readinto(memoryview(data.numpy())) != info.nbytes:
-            raise ValueError(f"{info.path}: truncated (a tensor ends past the end of the file)")
+            raise CheckpointError(f"{info.path}: truncated (a tensor ends past the end of the file)")
     return data.view(info.dtype).reshape(info.shape)
 
 

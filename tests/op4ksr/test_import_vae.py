@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from op4ksr.errors import UserError
 from op4ksr.importing import ImportSpec, import_checkpoint
 from op4ksr.loading import InferenceOptions, ModelSpec, load_model, resolved_options
 from op4ksr.model import OP4KSR
@@ -94,7 +95,7 @@ def test_vae_stride_flag_overrides_the_config(public):
     assert OP4KSR.from_pretrained(public / "f8").vae_factor == 2  # 2 levels of 2x: the stock layout
     assert _import(public, "stock-as-f16", vae_stride=2)["source"]["vae_stride"] == 2
     assert OP4KSR.from_pretrained(public / "stock-as-f16").vae_factor == 4
-    with pytest.raises(ValueError, match="decode_shift needs a stride-2"):
+    with pytest.raises(UserError, match="--decode-shift needs a stride-2"):
         _import(public, "f8-shift", decode_shift=True)
 
 
