@@ -19,7 +19,9 @@ from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
 from pipeline.training_data import build_stream, list_hr_images, shard_batches
 from pipeline.training_store import CheckpointStore
 
-STREAM_MARGIN = 2  # draws made available per draw needed: room for skipped inputs, cut only when consumed
+# draws made available per draw needed (plus a constant): room for skipped inputs; the stream is
+# lazy, so draws that are never consumed are never fetched or cut
+STREAM_MARGIN, STREAM_EXTRA = 4, 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +121,7 @@ def run_training(cfg: TrainConfig, launch: Launch, *, stream: bool | None = None
         step, _ = _resume_step(cfg, store)
         per_step = cfg.batch_size * launch.workers
         datasets["train"] = build_stream(keys, data, cfg, step * per_step,
-                                         max(per_step, (cfg.steps - step) * per_step * STREAM_MARGIN),
+                                         (cfg.steps - step) * per_step * STREAM_MARGIN + STREAM_EXTRA,
                                          launch.data_cpus)
     else:
         _resume_step(cfg, store)

@@ -31,16 +31,15 @@ def list_hr_images(spec: StorageSpec) -> list[str]:
     return keys
 
 
-def draw_items(keys: list[str], seed: int, first_draw: int, count: int) -> list[dict]:
-    """[{"draw": i, "key": ...}] for draws first_draw .. first_draw + count - 1, the key drawn
-    uniformly with a generator seeded by (seed, i)."""
-    return [{"draw": i, "key": keys[int(np.random.default_rng([seed, i]).integers(len(keys)))]}
-            for i in range(first_draw, first_draw + count)]
+def draw_key(keys: list[str], seed: int, draw: int) -> str:
+    """The image of draw number `draw`: uniform over keys, from a generator seeded by (seed, draw)."""
+    return keys[int(np.random.default_rng([seed, draw]).integers(len(keys)))]
 
 
-def cut_batch(batch: dict[str, np.ndarray], spec: StorageSpec, cfg: dict) -> dict[str, np.ndarray]:
-    """Ray Data map_batches function: draws {"draw", "key"} -> {"ok", "key", "hr", "lr"}."""
+def cut_batch(batch: dict[str, np.ndarray], keys: list[str], spec: StorageSpec, cfg: dict) -> dict[str, np.ndarray]:
+    """Ray Data map_batches function: draw numbers {"id"} -> {"ok", "key", "hr", "lr"}."""
     config = TrainConfig.from_dict(cfg)
+    batch = {"draw": batch["id"], "key": [draw_key(keys, config.seed, int(d)) for d in batch["id"]]}
     storage = _OPEN.get(spec) or _OPEN.setdefault(spec, spec.open())
     c, s = config.crop, config.crop // config.scale
     hr = np.zeros((len(batch["draw"]), 3, c, c), np.uint8)
@@ -58,18 +57,19 @@ def cut_batch(batch: dict[str, np.ndarray], spec: StorageSpec, cfg: dict) -> dic
             continue
         crop, small = crop_draw(img, config, config.seed, int(draw))
         hr[i], lr[i], ok[i] = crop.numpy(), small.numpy(), True
-    return {"ok": ok, "key": np.asarray(batch["key"]), "hr": hr, "lr": lr}
+    return {"ok": ok, "key": np.asarray(batch["key"], dtype=object), "hr": hr, "lr": lr}
 
 
 def build_stream(keys: list[str], spec: StorageSpec, cfg: TrainConfig, first_draw: int, count: int,
                  num_cpus: float = 0.5):
-    """The Ray Data dataset of `count` draws (lazy: blocks are cut as the trainers consume them)."""
+    """The Ray Data dataset of draws first_draw .. first_draw + count - 1 (lazy: blocks are cut as
+    the trainers consume them, so a generous `count` costs nothing)."""
     import ray.data
 
-    items = draw_items(keys, cfg.seed, first_draw, count)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // cfg.batch_size, 200)))
-    return ds.map_batches(cut_batch, fn_kwargs={"spec": spec, "cfg": cfg.as_dict()}, batch_size=cfg.batch_size,
-                          batch_format="numpy", num_cpus=num_cpus)
+    ds = ray.data.range(count, override_num_blocks=max(1, min(count // cfg.batch_size, 200)))
+    ds = ds.map_batches(lambda b: {"id": b["id"] + first_draw}, batch_format="numpy")
+    return ds.map_batches(cut_batch, fn_kwargs={"keys": keys, "spec": spec, "cfg": cfg.as_dict()},
+                          batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus)
 
 
 def shard_batches(rows: Iterator[dict], batch_size: int):

@@ -67,3 +67,77 @@ def test_first_fsdp_step_matches_one_process(ray_local, hr_folder, tmp_path):
     assert a.keys() == b.keys() and any(k.startswith("vae.encoder.") for k in a)
     diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert float(diff.max()) <= cfg.lr and float(diff.quantile(0.99)) <= cfg.lr / 10
+
+
+@pytest.fixture
+def hr_bucket(s3_server, s3_bucket):
+    """HR images on the moto server: three good ones, one broken file and one smaller than the crop."""
+    storage = open_storage(f"s3://{s3_bucket}/hr/", endpoint_url=s3_server.endpoint_url,
+                           credentials=s3_server.credentials)
+    for i, kind in enumerate(("field", "grating", "shapes")):
+        storage.put(f"{kind}.png", _png(texture(kind, i, size=112)))
+    storage.put("broken.png", b"\x89PNG\r\n\x1a\n not really")
+    storage.put("tiny.png", _png(texture("field", 9, size=32)))
+    return s3_bucket
+
+
+def _fixed_batch_loss(model: OP4KSR, folder: Path, cfg: TrainConfig) -> float:
+    images = HRImages(str(folder), cfg.crop)
+    x_hr, x_lr = sample_batch(images, 4, cfg.crop, cfg.degrade, torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        return float(loss_terms(Objective(model, cfg.objective)(x_hr, x_lr), x_hr, cfg, 32)["loss"])
+
+
+@pytest.mark.slow
+def test_fsdp_lora_run_on_s3_lowers_the_loss_skips_bad_inputs_and_resumes(ray_local, s3_server, hr_bucket,
+                                                                         hr_folder, tmp_path, capsys):
+    out = f"s3://{hr_bucket}/runs/r1/"
+    cfg = _cfg(f"s3://{hr_bucket}/hr/", out, steps=3, batch_size=2, checkpoint_every=2)
+    first = run_training(cfg, _launch(s3_server))
+    assert first["step"] == 3 and first["checkpoint"] == f"{out}checkpoints/step-0000003"
+    assert first["skipped_inputs"] > 0  # draws of broken.png and tiny.png
+    store = CheckpointStore(_launch(s3_server).storage(out))
+    fetched = store.fetch(store.latest(), tmp_path)
+    trained = OP4KSR.from_pretrained(fetched)  # merged LoRA, plain layout
+    assert _fixed_batch_loss(trained, hr_folder, cfg) < _fixed_batch_loss(build_model(cfg, "cpu"), hr_folder, cfg)
+    names = {o.key.split("/")[0] for o in store.storage.iter_objects()}
+    assert names == {"latest", "step-0000002", "step-0000003"}
+
+    second = run_training(cfg.replace(steps=5), _launch(s3_server))  # the same command with more steps
+    assert f"resuming from {out}checkpoints/step-0000003 (step 3 of 5)" in capsys.readouterr().out
+    assert second["step"] == 5
+    rows = [json.loads(line) for line in store.get_text("metrics.jsonl").splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert {o.key.split("/")[0] for o in store.storage.iter_objects()} == {"latest", "step-0000004", "step-0000005"}
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_the_run_finishes_from_the_last_checkpoint(
+        ray_local, s3_server, hr_bucket, tmp_path):
+    marker = tmp_path / "killed"
+
+    def kill_rank1_once(step: int, rank: int) -> None:
+        import os
+        import signal
+
+        if rank == 1 and step == 2 and not marker.exists():
+            marker.write_text("killed at step 2\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    out = f"s3://{hr_bucket}/runs/killed/"
+    cfg = _cfg(f"s3://{hr_bucket}/hr/", out, steps=4, checkpoint_every=1)
+    result = run_training(cfg, _launch(s3_server, max_failures=1), on_step=kill_rank1_once)
+    assert marker.exists() and result["step"] == 4
+    store = CheckpointStore(_launch(s3_server).storage(out))
+    rows = [json.loads(line) for line in store.get_text("metrics.jsonl").splitlines()]
+    steps = [r["step"] for r in rows]
+    assert steps[-1] == 4 and sorted(set(steps)) == [1, 2, 3, 4]
+    assert store.latest() == "step-0000004"
+
+
+def test_an_empty_prefix_is_an_error_before_any_worker_starts(ray_local, s3_server, s3_bucket):
+    cfg = _cfg(f"s3://{s3_bucket}/nothing-here/", f"s3://{s3_bucket}/runs/x/")
+    with pytest.raises(ValueError, match=f"train.data=s3://{s3_bucket}/nothing-here/ holds no image"):
+        run_training(cfg, _launch(s3_server))
+    assert not list(open_storage(f"s3://{s3_bucket}/", endpoint_url=s3_server.endpoint_url,
+                                 credentials=s3_server.credentials).iter_objects())
