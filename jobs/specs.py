@@ -116,6 +116,16 @@ def telemetry_from_config(cfg):
     return open_telemetry(t.exporter, file=t.file, otlp_endpoint=t.otlp_endpoint)
 
 
+def train_launch(cfg):
+    """Where and how `op4ksr train` runs its trainers (train.workers/use_gpu/..., storage.*)."""
+    from pipeline.training import Launch
+
+    t = cfg.train
+    return Launch(workers=int(t.workers), use_gpu=bool(t.use_gpu), cpus_per_worker=float(t.cpus_per_worker),
+                  max_failures=int(t.max_failures), endpoint_url=cfg.storage.endpoint_url,
+                  region=cfg.storage.region, max_attempts=int(cfg.storage.max_attempts))
+
+
 def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credentials | None = None) -> RunSpec:
     """The RunSpec for a validated config (credentials only for an embedded server)."""
     from pipeline.incremental import parse_since

@@ -22,6 +22,7 @@ import torch
 
 from op4ksr.degrade import DegradeConfig, degrade
 from op4ksr.errors import UserError
+from op4ksr.rgbimages import list_images, read_image, to_tensor
 
 MANIFEST = "manifest.json"
 # scikit-image photos bundled with the package (no download); `cat` duplicates `chelsea`
@@ -117,8 +118,6 @@ def build_bench(images: list[tuple[str, np.ndarray]], out: Path, degrade_cfg: De
     """Write the benchmark folder and return its manifest; the same inputs give the same bytes."""
     from PIL import Image
 
-    from op4ksr.training.data import to_tensor
-
     scale = degrade_cfg.scale
     if hr_size is not None and (hr_size[0] % scale or hr_size[1] % scale):
         raise UserError(f"bench HR size {hr_size} must be a multiple of the scale {scale}")
@@ -153,8 +152,6 @@ def load_images(source: str) -> list[tuple[str, np.ndarray]]:
     """[(name, array)] from a local folder or `offline:<split>`."""
     if source.startswith("offline:"):
         return offline_images(source.split(":", 1)[1])
-    from op4ksr.training.data import list_images, read_image
-
     folder = Path(source)
     return [(str(p.relative_to(folder)), read_image(p).permute(1, 2, 0).numpy()) for p in list_images(folder)]
 

@@ -80,6 +80,15 @@ def test_train_through_ray_train(ray_local, hr_dir, tmp_path, capsys):
     OP4KSR.from_pretrained(summary["checkpoint"])
 
 
+def test_train_refuses_an_empty_prefix_and_s3_without_ray(ray_local, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=f"train.data={empty} holds no image"):
+        train_job.main([f"train.data={empty}", f"train.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(UserError, match="--no-ray reads and writes local folders only"):
+        train_job.main(["--no-ray", "train.data=s3://bucket-x/hr/", f"train.output_dir={tmp_path / 'run'}"])
+
+
 def test_help_and_bad_input(capsys):
     for module, prog in ((train_job, "op4ksr train"), (eval_job, "op4ksr eval"), (bench_build, "op4ksr bench-build")):
         with pytest.raises(SystemExit) as exit_info:
