@@ -82,9 +82,10 @@ def test_a_missing_input_is_one_line_naming_it(public, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_backfill_runs_on_a_checkpoint_imported_to_s3(public, aws_env, s3_bucket, ray_local, tmp_path):
+    from actors.upscaler import UpscaleActor
     from jobs.config import load_config
-    from pipeline.backfill import run_backfill
     from jobs.specs import build_run_spec
+    from pipeline.backfill import run_backfill
 
     store = aws_env.open_storage(f"s3://{s3_bucket}/")
     _upload(store, public / "FLUX.1-tiny", "public/FLUX.1-tiny/")
