@@ -9,7 +9,7 @@ import difflib
 from pathlib import Path
 from typing import Iterable
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from op4ksr.errors import UserError
 from pipeline.storage import redact_url

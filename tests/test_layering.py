@@ -23,22 +23,25 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module `path` imports, anywhere in the file, as absolute dotted names."""
+def _imports(path: Path, modules: frozenset[str] = frozenset()) -> set[str]:
+    """Every module `path` imports, anywhere in the file, as absolute dotted names; `from pkg import m`
+    names the submodule pkg.m when `modules` knows it (the package itself is only passed through)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                names.add(child if child in modules else node.module)
     return names
 
 
 def _graph() -> dict[str, set[str]]:
     """module -> the project modules it imports."""
     files = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
-    return {name: {m for m in _imports(path) if m in files and m != name} for name, path in files.items()}
+    known = frozenset(files)
+    return {name: {m for m in _imports(path, known) if m in files and m != name} for name, path in files.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
