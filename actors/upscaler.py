@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,22 +25,11 @@ from op4ksr.imageops import bicubic_resize
 from op4ksr.loading import load_model
 from op4ksr.periodicity import quality_report
 from pipeline.layout import report_key
+from pipeline.materialise import materialise_checkpoint
 from pipeline.records import FIELDS, MANIFEST_SCHEMA, failed
 from pipeline.runspec import ActorOptions, ModelSource
-from pipeline.storage import StorageSpec
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
-
-
-def materialise_checkpoint(spec: StorageSpec) -> str:
-    """A local folder holding a copy of the checkpoint under an object-store prefix."""
-    storage = spec.open()
-    local = tempfile.mkdtemp(prefix="op4ksr-model-")
-    for obj in storage.iter_objects():
-        target = os.path.join(local, *obj.key.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        storage.get_file(obj.key, target)
-    return local
 
 
 class UpscaleActor:

@@ -20,6 +20,7 @@ COMMANDS = {
     "backfill": ("jobs.backfill", "upscale a catalog under an object-store prefix with a Ray actor pool"),
     "calibrate": ("jobs.calibrate", "sweep the RFR scale on sample images and pick the one with the least artifacts"),
     "demo": ("jobs.demo", "run the backfill on sample images with an embedded S3 server and the tiny model"),
+    "import": ("jobs.import_weights", "build a checkpoint from public Flux weights: pipeline folder, F16 VAE, LoRA"),
     "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
 }
 

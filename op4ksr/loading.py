@@ -35,6 +35,7 @@ class InferenceOptions:
 
     rfr_mode: str | None = None  # none | base | ntk (op4ksr.rope)
     rfr_scale: float | None = None
+    decode_shift: bool | None = None  # UltraFlux's partitioned-decoder offset (+1 row, +1 column; op4ksr.vae)
     decode_partitions: int = 0  # >1: the VAE's last stage in strips (same result within ~1e-6)
     attention_backend: str = ""  # diffusers attention backend; empty: its default
 
@@ -44,7 +45,7 @@ class InferenceOptions:
 
 
 # options a checkpoint saves, with the value a checkpoint that predates the option has
-SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0}
+SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False}
 
 
 @dataclass(frozen=True, kw_only=True)
