@@ -37,8 +37,14 @@ def config_from_args(args, extra_overrides: list[str] = ()):
 
 
 def model_from_config(cfg):
-    """The OP4KSR model a config names, through the one loader (op4ksr.loading)."""
-    from jobs.specs import model_spec
+    """The OP4KSR model a config names, through the one loader (op4ksr.loading); an object-store
+    prefix is copied to a temporary folder first."""
+    from jobs.specs import model_spec, storage_spec
     from op4ksr.loading import load_model
 
-    return load_model(model_spec(cfg))
+    spec = model_spec(cfg)
+    if spec.source.startswith("s3://"):
+        from pipeline.materialise import materialise_checkpoint
+
+        spec = spec.with_source(materialise_checkpoint(storage_spec(cfg, spec.source)))
+    return load_model(spec)

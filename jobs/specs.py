@@ -20,6 +20,7 @@ def inference_options(cfg) -> InferenceOptions:
     return InferenceOptions(
         rfr_mode=cfg.rfr.mode,
         rfr_scale=None if cfg.rfr.scale is None else float(cfg.rfr.scale),
+        decode_shift=cfg.model.decode_shift,
         decode_partitions=int(cfg.model.vae_decode_partitions),
         attention_backend=cfg.model.attention_backend,
     )
