@@ -17,6 +17,8 @@ import torch
 
 from op4ksr.benchset import read_manifest
 from op4ksr.imageops import bicubic_resize
+from op4ksr.periodicity import DEFAULT_THRESHOLD
+from op4ksr.tiling import upscale_tiled
 
 TINY_TRAINED = Path(__file__).resolve().parent / "assets" / "tiny-trained"  # the shipped demo checkpoint
 
@@ -76,52 +78,6 @@ def lanczos_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(out).permute(2, 0, 1)[None]
 
 
-def _tile_starts(n: int, tile: int, stride: int) -> list[int]:
-    if n <= tile:
-        return [0]
-    starts = list(range(0, n - tile, stride))
-    return starts + [n - tile]
-
-
-def _ramp(length: int, fade: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """(length,) blending weight: rises over `fade` px where a neighbour tile overlaps, else flat."""
-    w = torch.ones(length)
-    if fade > 0:
-        ramp = (torch.arange(fade) + 0.5) / fade
-        if at_start:
-            w[:fade] = ramp
-        if at_end:
-            w[-fade:] = ramp.flip(0)
-    return w
-
-
-@torch.no_grad()
-def upscale_tiled(model, x_lr: torch.Tensor, size: tuple[int, int], tile: int, overlap: int) -> torch.Tensor:
-    """(1, 3, H, W): the model run patch-based, as earlier SR methods do: LR tiles of `tile` px that
-    share `overlap` px, each upscaled on its own, blended with linear ramps over the overlap."""
-    h, w = x_lr.shape[-2:]
-    H, W = size
-    if H % h or W % w or H // h != W // w:
-        raise ValueError(f"patch-based inference needs one integer scale; got {w}x{h} -> {W}x{H}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile overlap {overlap} must be in [0, tile={tile})")
-    s = H // h
-    out = torch.zeros(1, 3, H, W)
-    weight = torch.zeros(1, 1, H, W)
-    ys, xs = _tile_starts(h, tile, tile - overlap), _tile_starts(w, tile, tile - overlap)
-    for top in ys:
-        for left in xs:
-            th, tw = min(tile, h), min(tile, w)
-            patch = model.upscale(x_lr[..., top : top + th, left : left + tw], (th * s, tw * s)).cpu()
-            fade = overlap * s
-            wy = _ramp(th * s, fade, top > 0, top + th < h)
-            wx = _ramp(tw * s, fade, left > 0, left + tw < w)
-            wgt = (wy[:, None] * wx[None, :])[None, None]
-            out[..., top * s : (top + th) * s, left * s : (left + tw) * s] += patch * wgt
-            weight[..., top * s : (top + th) * s, left * s : (left + tw) * s] += wgt
-    return out / weight.clamp_min(1e-8)
-
-
 def parse_fidelity(step: str):
     """op4ksr.fidelity.Fidelity of a method suffix: mode[:N], N = wavelet levels or backproject iterations."""
     from op4ksr.fidelity import Fidelity
@@ -148,7 +104,7 @@ def run_method(method: str, item: BenchItem, model=None, tile: int = 32, overlap
     elif method == "model":
         out = model.upscale(item.lr, size).cpu()
     elif method == "model-tiled":
-        out = upscale_tiled(model, item.lr, size, tile, overlap)
+        out = upscale_tiled(model, item.lr, size, tile, overlap, device="cpu")
     else:
         raise ValueError(f"unknown method {method!r}")
     return quantise(out.float())
@@ -171,7 +127,7 @@ def _run_with_fidelity(method: str, item: BenchItem, model, tile: int, overlap: 
 
 
 def evaluate(items: list[BenchItem], methods: list[str], scale: int, model=None, tile: int = 32,
-             overlap: int = 8, period_px: int = 32, threshold: float = 0.1) -> tuple[list[dict], dict]:
+             overlap: int = 8, period_px: int = 32, threshold: float = DEFAULT_THRESHOLD) -> tuple[list[dict], dict]:
     """(rows, outputs): one metrics row per (image, method), and outputs[method][image] for pictures."""
     from op4ksr.periodicity import quality_report
 

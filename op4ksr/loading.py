@@ -13,17 +13,19 @@ folder by the caller first (the model library knows nothing of object storage).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from op4ksr.presets import DEFAULT_MODEL, PRESETS, SHIPPED_CHECKPOINTS
+from op4ksr.errors import UserError
+from op4ksr.presets import DEFAULT_MODEL, PRESETS, SHIPPED_CHECKPOINTS, preset_model_id
 
 MODEL_INDEX = "model_index.json"
 TRANSFORMER_CONFIG = "transformer/config.json"
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(UserError):
     """A model source names nothing that can be loaded; the message says what would."""
 
 
@@ -33,6 +35,7 @@ class InferenceOptions:
 
     rfr_mode: str | None = None  # none | base | ntk (op4ksr.rope)
     rfr_scale: float | None = None
+    decode_shift: bool | None = None  # UltraFlux's partitioned-decoder offset (+1 row, +1 column; op4ksr.vae)
     fidelity: str | None = None  # none | wavelet | adain | backproject (op4ksr.fidelity)
     fidelity_levels: int | None = None
     fidelity_strength: float | None = None
@@ -46,7 +49,7 @@ class InferenceOptions:
 
 
 # options a checkpoint saves, with the value a checkpoint that predates the option has
-SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0,
+SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False,
                  "fidelity": "none", "fidelity_levels": 4, "fidelity_strength": 1.0, "fidelity_iterations": 10}
 
 
@@ -111,7 +114,7 @@ def model_identity(spec: ModelSpec, read_json: Callable[[str], dict] | None = No
     if read_json is None:
         kind, folder = locate(spec.source)
         if kind == "preset":
-            return f"preset:{spec.source}:seed{spec.seed}"
+            return preset_model_id(spec.source, spec.seed)
         read_json = lambda name: json.loads((folder / name).read_text())  # noqa: E731
     model_id = read_json(MODEL_INDEX).get("model_id")
     if not model_id:
@@ -119,16 +122,25 @@ def model_identity(spec: ModelSpec, read_json: Callable[[str], dict] | None = No
     return model_id
 
 
-def load_model(spec: ModelSpec):
-    """The OP4KSR model `spec` names, on its device in its dtype, with its inference options applied."""
+def resolve_device(name: str = "auto"):
+    """The torch device for a config value: auto picks CUDA when there is one."""
     import torch
 
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(spec: ModelSpec):
+    """The OP4KSR model `spec` names, on its device in its dtype, with its inference options applied."""
     from op4ksr.model import OP4KSR, parse_dtype
 
-    dtype = parse_dtype(spec.dtype)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else torch.device(spec.device)
+    dtype, device = parse_dtype(spec.dtype), resolve_device(spec.device)
     kind, folder = locate(spec.source)
     if kind == "preset":
+        logging.getLogger("op4ksr").warning(
+            "model %s: a preset with random weights (seed %d): outputs are structured noise; use a checkpoint "
+            "(e.g. %s) for real pictures", spec.source, spec.seed, DEFAULT_MODEL)
         model = OP4KSR.from_preset(spec.source, seed=spec.seed, dtype=dtype, device=device)
     else:
         model = OP4KSR.from_pretrained(folder, dtype=dtype, device=device)

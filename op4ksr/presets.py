@@ -66,6 +66,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_model_id(name: str, seed: int) -> str:
+    """The model_id of a preset's seeded random weights (reports and params_hash use it)."""
+    return f"preset:{name}:seed{seed}"
+
+
 def get_preset(name: str) -> Preset:
     """The named preset; ValueError listing the valid names otherwise."""
     if name not in PRESETS:

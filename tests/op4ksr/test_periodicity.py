@@ -36,8 +36,10 @@ CLEAN_BASES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "g
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_threshold_is_set_from_the_eval():
-    assert 0 < THRESHOLD < 0.2
+def test_the_library_default_threshold_is_the_configs():
+    from op4ksr.periodicity import DEFAULT_THRESHOLD
+
+    assert DEFAULT_THRESHOLD == THRESHOLD  # one default: configs/default.yaml's, named in code
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 37, 53), (2, 3, 64, 96), (1, 3, 33, 33)])
