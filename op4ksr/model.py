@@ -289,12 +289,12 @@ def _default_dtype(dtype: torch.dtype):
 
 
 def _saved_fidelity(options: dict) -> Fidelity:
-    """The Fidelity of saved/resolved inference options; absent keys take op4ksr.loading.SAVED_OPTIONS."""
-    from op4ksr.loading import SAVED_OPTIONS
-
-    o = SAVED_OPTIONS | options
-    return Fidelity(o["fidelity"], int(o["fidelity_levels"]), float(o["fidelity_strength"]),
-                    int(o["fidelity_iterations"]))
+    """The Fidelity of saved/resolved inference options; absent keys take Fidelity's defaults (which
+    op4ksr.loading.SAVED_OPTIONS repeats for checkpoints that predate the option)."""
+    d = Fidelity()
+    return Fidelity(options.get("fidelity", d.mode), int(options.get("fidelity_levels", d.levels)),
+                    float(options.get("fidelity_strength", d.strength)),
+                    int(options.get("fidelity_iterations", d.iterations)))
 
 
 def _load_prompt_embeds(path: Path, device) -> dict[str, torch.Tensor]:
