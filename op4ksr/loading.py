@@ -36,6 +36,10 @@ class InferenceOptions:
     rfr_mode: str | None = None  # none | base | ntk (op4ksr.rope)
     rfr_scale: float | None = None
     decode_shift: bool | None = None  # UltraFlux's partitioned-decoder offset (+1 row, +1 column; op4ksr.vae)
+    fidelity: str | None = None  # none | wavelet | adain | backproject (op4ksr.fidelity)
+    fidelity_levels: int | None = None
+    fidelity_strength: float | None = None
+    fidelity_iterations: int | None = None
     decode_partitions: int = 0  # >1: the VAE's last stage in strips (same result within ~1e-6)
     attention_backend: str = ""  # diffusers attention backend; empty: its default
 
@@ -45,7 +49,8 @@ class InferenceOptions:
 
 
 # options a checkpoint saves, with the value a checkpoint that predates the option has
-SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False}
+SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False,
+                 "fidelity": "none", "fidelity_levels": 4, "fidelity_strength": 1.0, "fidelity_iterations": 10}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from op4ksr.checkpoint import CheckpointError, files_sha256, load_component, save_component, weight_files
+from op4ksr.fidelity import Fidelity, apply_fidelity
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
 from op4ksr.presets import get_preset, preset_model_id
 from op4ksr.sizing import output_size
@@ -88,6 +89,7 @@ class OP4KSR(nn.Module):
         self.timestep, self.guidance, self.scale = float(timestep), float(guidance), scale
         self.name, self.model_id = name, model_id or name
         self.decode_partitions = 0
+        self.fidelity = Fidelity()  # the output-fidelity step after decode (op4ksr.fidelity)
 
     # --- geometry -----------------------------------------------------------------------------
 
@@ -156,7 +158,8 @@ class OP4KSR(nn.Module):
         x_pad, _ = pad_to_multiple(x_up, self.token_period_px)
         z_lr = self.encode(x_pad)
         z_sr = z_lr - self.timestep * self.velocity(z_lr)
-        return self.decode(z_sr)[:, :, :height, :width]
+        x_sr = self.decode(z_sr)[:, :, :height, :width]  # (B, 3, H, W)
+        return apply_fidelity(x_sr, x_lr.float(), x_up, self.fidelity)
 
     @torch.inference_mode()
     def upscale(self, x_lr: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -221,6 +224,7 @@ class OP4KSR(nn.Module):
                     index.get("timestep", 1.0), index.get("guidance", 1.0), index.get("scale", 4),
                     name=index.get("name", root.name), model_id=model_id)
         model.vae.set_decode_shift(bool(index.get("inference", {}).get("decode_shift", False)))
+        model.fidelity = _saved_fidelity(index.get("inference", {}))
         return model.to(device=device, dtype=dtype).eval()
 
     # --- inference options --------------------------------------------------------------------
@@ -228,7 +232,10 @@ class OP4KSR(nn.Module):
     def inference_options(self) -> dict:
         """The inference options in effect, as a checkpoint saves them (op4ksr.loading.SAVED_OPTIONS)."""
         cfg = self.transformer.config
-        return {"rfr_mode": cfg.rfr_mode, "rfr_scale": float(cfg.rfr_scale), "decode_shift": self.vae.decode_shift}
+        fid = self.fidelity
+        return {"rfr_mode": cfg.rfr_mode, "rfr_scale": float(cfg.rfr_scale), "decode_shift": self.vae.decode_shift,
+                "fidelity": fid.mode, "fidelity_levels": fid.levels, "fidelity_strength": fid.strength,
+                "fidelity_iterations": fid.iterations}
 
     def configure(self, options) -> "OP4KSR":
         """Apply an op4ksr.loading.InferenceOptions (None fields keep the saved values); returns self."""
@@ -241,6 +248,7 @@ class OP4KSR(nn.Module):
         if options.attention_backend:
             self.transformer.set_attention_backend(options.attention_backend)
         self.decode_partitions = int(options.decode_partitions)
+        self.fidelity = _saved_fidelity(wanted)
         return self
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -278,6 +286,15 @@ def _default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def _saved_fidelity(options: dict) -> Fidelity:
+    """The Fidelity of saved/resolved inference options; absent keys take Fidelity's defaults (which
+    op4ksr.loading.SAVED_OPTIONS repeats for checkpoints that predate the option)."""
+    d = Fidelity()
+    return Fidelity(options.get("fidelity", d.mode), int(options.get("fidelity_levels", d.levels)),
+                    float(options.get("fidelity_strength", d.strength)),
+                    int(options.get("fidelity_iterations", d.iterations)))
 
 
 def _load_prompt_embeds(path: Path, device) -> dict[str, torch.Tensor]:
