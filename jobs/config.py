@@ -94,6 +94,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "model.preset", ("tiny", "flux-dev"))
     _choice(cfg, "model.dtype", ("float32", "bfloat16", "float16"))
     _choice(cfg, "rfr.mode", (None, "none", "base", "ntk"))
+    _choice(cfg, "sr.fidelity", (None, "none", "wavelet", "adain", "backproject"))
     _choice(cfg, "telemetry.exporter", ("none", "console", "file", "otlp"))
     if cfg.sr.long_side is not None and int(cfg.sr.long_side) <= 0:
         raise ConfigError(f"sr.long_side={cfg.sr.long_side} must be a positive number of pixels")

@@ -21,6 +21,10 @@ def inference_options(cfg) -> InferenceOptions:
         rfr_mode=cfg.rfr.mode,
         rfr_scale=None if cfg.rfr.scale is None else float(cfg.rfr.scale),
         decode_shift=cfg.model.decode_shift,
+        fidelity=cfg.sr.fidelity,
+        fidelity_levels=None if cfg.sr.fidelity_levels is None else int(cfg.sr.fidelity_levels),
+        fidelity_strength=None if cfg.sr.fidelity_strength is None else float(cfg.sr.fidelity_strength),
+        fidelity_iterations=None if cfg.sr.fidelity_iterations is None else int(cfg.sr.fidelity_iterations),
         decode_partitions=int(cfg.model.vae_decode_partitions),
         attention_backend=cfg.model.attention_backend,
     )

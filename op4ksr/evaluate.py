@@ -32,7 +32,7 @@ class BenchItem:
 
 def load_bench(bench: Path) -> tuple[dict, list[BenchItem]]:
     """(manifest, items) of a benchmark folder."""
-    from op4ksr.training.data import read_image
+    from op4ksr.rgbimages import read_image
 
     manifest = read_manifest(bench)
     items = [BenchItem(it["name"], read_image(bench / it["hr"]).float()[None] / 255,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from op4ksr.errors import UserError
 from op4ksr.imageops import bicubic_resize
 
 MODES = ("none", "wavelet", "adain", "backproject")
@@ -34,13 +35,13 @@ class Fidelity:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"fidelity mode {self.mode!r} is unknown; choose one of {', '.join(MODES)}")
+            raise UserError(f"fidelity mode {self.mode!r} is unknown; choose one of {', '.join(MODES)}")
         if int(self.levels) != self.levels or self.levels < 1:
-            raise ValueError(f"fidelity levels must be an integer >= 1, got {self.levels}")
+            raise UserError(f"fidelity levels must be an integer >= 1, got {self.levels}")
         if int(self.iterations) != self.iterations or self.iterations < 1:
-            raise ValueError(f"fidelity iterations must be an integer >= 1, got {self.iterations}")
+            raise UserError(f"fidelity iterations must be an integer >= 1, got {self.iterations}")
         if not 0 <= self.strength <= 1:
-            raise ValueError(f"fidelity strength must be in [0, 1], got {self.strength}")
+            raise UserError(f"fidelity strength must be in [0, 1], got {self.strength}")
 
 
 def wavelet_blur(x: torch.Tensor, dilation: int) -> torch.Tensor:

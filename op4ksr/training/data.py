@@ -12,9 +12,8 @@ from pathlib import Path
 import torch
 
 from op4ksr.degrade import DegradeConfig, degrade
-from op4ksr.rgbimages import IMAGE_EXTENSIONS, list_images, read_image, to_tensor
+from op4ksr.rgbimages import list_images, read_image, to_tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "HRImages", "list_images", "random_crop", "read_image", "sample_batch", "to_tensor"]
 
 class HRImages:
     """The HR images of a training run: a local folder, or `offline:<split>` (op4ksr.benchset)."""

@@ -118,4 +118,6 @@ def inference_view(model: OP4KSR) -> OP4KSR:
         return model
     view = OP4KSR(_plain_copy(model.vae), _plain_copy(model.transformer), model.prompt_embeds, model.pooled_embeds,
                   model.timestep, model.guidance, model.scale, name=model.name)
+    view.fidelity = model.fidelity  # the inference options the checkpoint saves travel with the weights
+    view.vae.set_decode_shift(model.vae.decode_shift)
     return view.eval()

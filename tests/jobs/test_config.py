@@ -58,3 +58,17 @@ def test_inference_overrides_reach_the_resolved_options_and_the_params_hash():
     assert saved["decode_shift"] is False and saved["rfr_mode"] == "none"  # tiny-trained's saved values
     assert (wanted["decode_shift"], wanted["rfr_mode"], wanted["rfr_scale"]) == (True, "base", 2.0)
     assert params_hash(output_params(plain, saved)) != params_hash(output_params(shifted, wanted))
+
+
+def test_fidelity_keys_override_the_checkpoint_and_bad_modes_are_named():
+    from jobs.specs import model_spec
+    from op4ksr.loading import load_model, resolved_options
+
+    saved = resolved_options(model_spec(load_config()))
+    assert saved["fidelity"] == "backproject"  # the shipped checkpoint's saved default (docs/QUALITY.md)
+    cfg = load_config([], ["sr.fidelity=wavelet", "sr.fidelity_levels=2", "sr.fidelity_strength=0.5"])
+    assert resolved_options(model_spec(cfg))["fidelity"] == "wavelet"
+    fid = load_model(model_spec(cfg)).fidelity
+    assert (fid.mode, fid.levels, fid.strength) == ("wavelet", 2, 0.5)
+    with pytest.raises(ConfigError, match="sr.fidelity='sharpen' is not one of"):
+        load_config([], ["sr.fidelity=sharpen"])
