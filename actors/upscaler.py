@@ -11,11 +11,10 @@ import json
 import os
 import pickle
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 
 import pyarrow as pa
 import torch
@@ -23,66 +22,26 @@ import torch
 import op4ksr
 from op4ksr.imagefile import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.inference import load_model
+from op4ksr.loading import load_model
 from op4ksr.periodicity import quality_report
 from pipeline.layout import report_key
+from pipeline.materialise import materialise_checkpoint
 from pipeline.records import FIELDS, MANIFEST_SCHEMA, failed
-from pipeline.storage import StorageSpec
+from pipeline.runspec import ActorOptions, ModelSource
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    source: str  # preset name, local checkpoint folder, or object-store prefix
-    dtype: str = "float32"
-    device: str = "auto"
-    seed: int = 0
-    rfr_mode: str = "none"
-    rfr_scale: float = 1.0
-    attention_backend: str = ""
-    decode_partitions: int = 0
-    storage: StorageSpec | None = None  # set when `source` is an object-store prefix
-
-
-@dataclass(frozen=True)
-class ActorOptions:
-    output: StorageSpec
-    output_format: str = "png"
-    quality: int = 95
-    png_compress_level: int = 1
-    report_threshold: float = 0.1
-    period_px: int | None = None
-    max_lag_multiple: int = 4
-    warmup_shapes: tuple[tuple[int, int], ...] = ()
-    upload_threads: int = 4
-    params_hash: str = ""
-    torch_threads: int | None = None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
-
-
-def materialise_checkpoint(spec: StorageSpec) -> str:
-    """A local folder holding a copy of the checkpoint under an object-store prefix."""
-    storage = spec.open()
-    local = tempfile.mkdtemp(prefix="op4ksr-model-")
-    for obj in storage.iter_objects():
-        target = os.path.join(local, *obj.key.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        storage.get_file(obj.key, target)
-    return local
 
 
 class UpscaleActor:
     """Holds one warm model; `__call__(table of fetched records) -> table of manifest records`."""
 
-    def __init__(self, model: ModelSpec, options: ActorOptions):
+    def __init__(self, model: ModelSource, options: ActorOptions):
         self.started_at = time.time()  # the cost ledger charges the device from here (docs/COST.md)
         start = time.perf_counter()
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
-        source = materialise_checkpoint(model.storage) if model.storage else model.source
-        self.model = load_model(source, dtype=model.dtype, device=model.device, seed=model.seed,
-                                rfr_mode=model.rfr_mode, rfr_scale=model.rfr_scale,
-                                attention_backend=model.attention_backend, decode_partitions=model.decode_partitions)
+        spec = replace(model.spec, source=materialise_checkpoint(model.storage)) if model.storage else model.spec
+        self.model = load_model(spec)
         self.load_seconds = time.perf_counter() - start
         self.options = options
         self.period_px = options.period_px or self.model.token_period_px

@@ -30,7 +30,8 @@ from op4ksr import memory_plan, speed  # noqa: E402
 from op4ksr.imageops import bicubic_resize, pad_to_multiple, psnr  # noqa: E402
 from op4ksr.model import OP4KSR, estimate_tflop  # noqa: E402
 from op4ksr.presets import get_preset  # noqa: E402
-from patch_baseline import seam_score, tile_plan, upscale_tiled  # noqa: E402
+from op4ksr.tiling import tile_plan, upscale_tiled  # noqa: E402  (tiles accumulate on the model's device)
+from patch_baseline import seam_score  # noqa: E402
 
 # dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' datasheets, most specific name first
 DEVICE_PEAKS = (("H100 NVL", 835, 1671), ("H100 PCIe", 756, 1513), ("H100", 989, 1979), ("H200 NVL", 835, 1671),

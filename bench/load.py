@@ -77,8 +77,9 @@ def _small_png(i: int) -> bytes:
 def measure_images(count: int, batch_size: int) -> dict:
     """One backfill of `count` small images through the embedded setup (configs/local.yaml)."""
     from jobs.config import load_config
+    from actors.upscaler import UpscaleActor
     from pipeline.backfill import run_backfill
-    from pipeline.session import run_session
+    from jobs.session import run_session
 
     cfg = load_config(["local"], [f"run.id=load-{count}", f"actors.batch_size={batch_size}",
                                   "actors.warmup_shapes=[[64,64]]", "pipeline.ray_num_cpus=4"])
@@ -90,7 +91,7 @@ def measure_images(count: int, batch_size: int) -> dict:
         before_run = _rss_mb()
         start = time.perf_counter()
         with RssSampler() as sampler:
-            summary = run_backfill(spec)
+            summary = run_backfill(spec, UpscaleActor)
         seconds = time.perf_counter() - start
     rss = [mb for _, mb in sampler.samples]
     tail = rss[len(rss) // 2:] or rss

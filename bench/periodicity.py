@@ -1,8 +1,10 @@
 """Seconds per 4096x4096 periodicity quality report on CPU (and CUDA when present), as JSON.
 
-The report scores a centre crop (op4ksr.periodicity.DEFAULT_CROP px a side, a multiple of the
-period) rather than a resized image, so a period-32 pattern must survive: the bench also checks
-that a faint period-32 tile pattern injected into a 4096x4096 image is flagged at its period.
+The report scores tiles of op4ksr.periodicity.DEFAULT_CROP px a side (multiples of the period)
+covering the whole image rather than a resized image, so a period-32 pattern must survive: the
+bench also checks that a faint period-32 tile pattern injected into a 4096x4096 image is flagged
+at its period, over the whole image and when confined to its top-left corner (CORNER px square),
+and that the clean image is not.
 
     .venv/bin/python bench/periodicity.py [--size 4096 4096] [--repeats 5] [--threads N]
 """
@@ -25,10 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: j
 from jobs.config import load_config  # noqa: E402
 from op4ksr.periodicity import DEFAULT_CROP, quality_report  # noqa: E402
 
+CORNER = 768  # px; side of the corner the confined pattern covers (not aligned with the report's tiles)
 
-def test_images(size: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_lr, x_sr clean, x_sr with a period-32 pattern): a smooth random scene with fine texture,
-    its 4x bicubic-down input, and the scene plus a random 32x32 tile repeated at RMS 0.01."""
+
+def test_images(size: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_lr, x_sr clean, x_sr with a period-32 pattern, x_sr with it in the top-left corner only):
+    a smooth random scene with fine texture, its 4x bicubic-down input, and the scene plus a random
+    32x32 tile repeated at RMS 0.01 (everywhere, or within CORNER px of the top-left corner)."""
     g = torch.Generator().manual_seed(seed)
     h, w = size
     coarse = torch.rand(1, 3, h // 64, w // 64, generator=g)
@@ -37,7 +42,10 @@ def test_images(size: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, tor
     x_lr = F.interpolate(scene, size=(h // 4, w // 4), mode="bicubic", antialias=True, align_corners=False)
     tile = torch.randn(1, 1, 32, 32, generator=g)
     pattern = tile.repeat(1, 1, -(-h // 32), -(-w // 32))[..., :h, :w]
-    return x_lr.clamp(0, 1), scene, (scene + 0.01 * pattern / pattern.std()).clamp(0, 1)
+    pattern = 0.01 * pattern / pattern.std()
+    corner = torch.zeros_like(pattern)
+    corner[..., :CORNER, :CORNER] = pattern[..., :CORNER, :CORNER]
+    return x_lr.clamp(0, 1), scene, (scene + pattern).clamp(0, 1), (scene + corner).clamp(0, 1)
 
 
 def seconds_per_report(x_sr: torch.Tensor, x_lr: torch.Tensor, repeats: int,
@@ -57,10 +65,11 @@ def seconds_per_report(x_sr: torch.Tensor, x_lr: torch.Tensor, repeats: int,
 
 
 def run(device: str, size: tuple[int, int], repeats: int, threshold: float) -> dict:
-    x_lr, clean, patterned = (t.to(device) for t in test_images(size))
+    x_lr, clean, patterned, corner = (t.to(device) for t in test_images(size))
     times = seconds_per_report(clean, x_lr, repeats, threshold)
     wall, cpu = [t for t, _ in times], [c for _, c in times]
-    r_clean, r_pattern = quality_report(torch.cat([clean, patterned]), torch.cat([x_lr, x_lr]), 32, threshold)
+    r_clean, r_pattern, r_corner = quality_report(torch.cat([clean, patterned, corner]), torch.cat([x_lr] * 3), 32,
+                                                  threshold)
     return {
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "seconds_median": round(statistics.median(wall), 4),
@@ -69,7 +78,10 @@ def run(device: str, size: tuple[int, int], repeats: int, threshold: float) -> d
         "process_cpu_seconds_median": round(statistics.median(cpu), 4),
         "period32_check": {"clean_ap_excess": round(r_clean.ap_excess, 4), "clean_flagged": r_clean.flagged,
                            "pattern_ap_excess": round(r_pattern.ap_excess, 4), "pattern_flagged": r_pattern.flagged,
-                           "pattern_dominant_period_px": r_pattern.dominant_period_px},
+                           "pattern_dominant_period_px": r_pattern.dominant_period_px,
+                           "corner_ap_excess": round(r_corner.ap_excess, 4), "corner_flagged": r_corner.flagged,
+                           "corner_dominant_period_px": r_corner.dominant_period_px,
+                           "corner_tile_map": r_corner.ap_tile_map},
     }
 
 

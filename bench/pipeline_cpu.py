@@ -58,9 +58,11 @@ def throughput(count: int) -> dict:
     import ray
     from omegaconf import OmegaConf
 
+    from actors.upscaler import UpscaleActor
+
     from pipeline.backfill import run_backfill
     from pipeline.embedded_s3 import EmbeddedS3
-    from pipeline.runspec import build_run_spec
+    from jobs.specs import build_run_spec
 
     with EmbeddedS3() as server:
         cfg, _ = _setup(server, count, "throughput")
@@ -75,7 +77,7 @@ def throughput(count: int) -> dict:
                 first_output.append((time.perf_counter(), progress.done))
 
         start = time.perf_counter()
-        summary = run_backfill(spec, on_progress)
+        summary = run_backfill(spec, UpscaleActor, on_progress)
         end = time.perf_counter()
         ray.shutdown()
         loop_cfg = OmegaConf.merge(cfg, {"output": {"uri": cfg.output.uri.replace("/out/", "/loop/")}})
@@ -153,14 +155,16 @@ def stages() -> dict:
 def driver_memory(count: int) -> dict:
     import ray
 
+    from actors.upscaler import UpscaleActor
+
     from pipeline.backfill import run_backfill
     from pipeline.embedded_s3 import EmbeddedS3
-    from pipeline.runspec import build_run_spec
+    from jobs.specs import build_run_spec
 
     with EmbeddedS3() as server:
         cfg, _ = _setup(server, count, f"driver-{count}")
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-        summary = run_backfill(build_run_spec(cfg, "bench", "", credentials=server.credentials))
+        summary = run_backfill(build_run_spec(cfg, "bench", "", credentials=server.credentials), UpscaleActor)
         ray.shutdown()
     return {"images": count, "ok": summary.ok,
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
-from jobs.common import config_from_args
+from jobs.common import add_config_arguments, config_from_args
 
 DESCRIPTION = """\
 Run the batch pipeline: list input.uri, skip what is already done (same input etag, model and
@@ -26,14 +24,12 @@ with an error naming the holder.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr backfill", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML config over configs/default.yaml (repeatable; 'local' = configs/local.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done, process nothing")
     parser.add_argument("--limit", type=int, help="process at most this many inputs")
     parser.add_argument("--since", metavar="last|TIME",
                         help="only inputs modified after TIME (ISO 8601, UTC unless a zone is given) or, "
                              "with 'last', after the watermark of the last run with no failures (run.since)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_arguments(parser)
     return parser
 
 
@@ -42,29 +38,19 @@ def main(argv: list[str]) -> int:
     extra = (["run.dry_run=true"] if args.dry_run else []) + ([f"run.limit={args.limit}"] if args.limit is not None else [])
     extra += [f"run.since={args.since}"] if args.since is not None else []
     cfg = config_from_args(args, extra)
-    _show_notes()
+
+    from actors.upscaler import UpscaleActor
 
     from pipeline.backfill import run_backfill
     from pipeline.cost import prices_from_config
-    from pipeline.dataflow import ActorStartTimeout
-    from pipeline.incremental import RunLockedError
     from pipeline.report import print_summary, progress_printer
-    from pipeline.session import run_session
-    from pipeline.telemetry import telemetry_from_config
+    from jobs.session import run_session
+    from jobs.specs import telemetry_from_config
 
-    try:
-        with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
-            summary = run_backfill(spec, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
-    except (ValueError, RunLockedError, ActorStartTimeout) as err:
-        raise SystemExit(f"op4ksr backfill: {err}") from None
+    # a UserError (bad config, a locked output, no room for the actors) is printed as one line by
+    # jobs.cli; anything else is a bug or an outage and keeps its traceback
+    with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
+        summary = run_backfill(spec, UpscaleActor, progress_printer(), prices=prices_from_config(cfg),
+                               telemetry=telemetry)
     print_summary(summary, cfg)
     return 0 if summary.failed == 0 else 1
-
-
-def _show_notes() -> None:
-    """Print the library's notes (the watermark used and moved, a lock taken over) on stderr."""
-    notes = logging.getLogger("op4ksr")
-    notes.setLevel(logging.INFO)
-    notes.propagate = False
-    if not notes.handlers:
-        notes.addHandler(logging.StreamHandler(sys.stderr))

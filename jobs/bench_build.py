@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from jobs.common import add_config_arguments, config_from_args
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Cut HR crops of bench.hr_size from the images under --hr, degrade each to LR with the
@@ -41,14 +42,14 @@ def main(argv: list[str]) -> int:
     from op4ksr.benchset import build_bench, load_images
     from op4ksr.degrade import DegradeConfig
 
+    degrade_cfg = DegradeConfig.from_dict({**OmegaConf.to_container(cfg.degrade), "scale": int(cfg.sr.scale)})
     try:
-        degrade_cfg = DegradeConfig.from_dict({**OmegaConf.to_container(cfg.degrade), "scale": int(cfg.sr.scale)})
         images = load_images(args.hr)
-        size = cfg.bench.hr_size
-        hr_size = None if size is None else (int(size), int(size)) if isinstance(size, int) else tuple(map(int, size))
-        manifest = build_bench(images, args.out, degrade_cfg, hr_size, int(cfg.bench.crops_per_image),
-                               int(cfg.bench.seed), source=args.hr)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"op4ksr bench-build: {err}") from None
+    except FileNotFoundError as err:
+        raise UserError(f"--hr {args.hr}: {err}") from None
+    size = cfg.bench.hr_size
+    hr_size = None if size is None else (int(size), int(size)) if isinstance(size, int) else tuple(map(int, size))
+    manifest = build_bench(images, args.out, degrade_cfg, hr_size, int(cfg.bench.crops_per_image),
+                           int(cfg.bench.seed), source=args.hr)
     print(json.dumps({"out": str(args.out), "items": len(manifest["items"]), "scale": manifest["scale"]}))
     return 0

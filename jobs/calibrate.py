@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from op4ksr.presets import SHIPPED_CHECKPOINTS
-from jobs.common import config_from_args, model_from_config
+from jobs.common import add_config_arguments, add_model_argument, config_from_args, model_from_config
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Run the model at each RFR scale on sample images (treated as low-resolution inputs), print mean
@@ -24,22 +24,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--images", type=Path, required=True, help="folder of sample images")
     parser.add_argument("--scales", default="0.25,0.5,1,2,4,8", help="comma-separated RFR scales")
     parser.add_argument("--mode", choices=["base", "ntk"], default="base", help="RFR mode to sweep")
-    parser.add_argument("--model", metavar="PATH|PRESET", help="checkpoint folder or preset")
+    add_model_argument(parser)
     parser.add_argument("--max-images", type=int, default=16, help="use at most this many images")
     parser.add_argument("--psnr-tolerance", type=float, default=0.5, help="dB below the best PSNR still eligible")
     parser.add_argument("--out", type=Path, default=Path("calibration"), help="folder for the snippet and chart")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"op4ksr calibrate: --scales must be numbers separated by commas, got {args.scales!r}")
-    extra = []
-    if args.model:
-        extra.append(f"model.path={args.model}" if Path(args.model).exists() or args.model in SHIPPED_CHECKPOINTS
-                   else f"model.preset={args.model}")
-    cfg = config_from_args(args, extra)
+        raise UserError(f"--scales must be numbers separated by commas, got {args.scales!r}") from None
+    cfg = config_from_args(args)
 
     from op4ksr.calibrate import config_snippet, pick_scale, sweep_rfr
     from pipeline.calibration_io import load_sample_images, plot_sweep

@@ -1,11 +1,13 @@
 """The `op4ksr` console script: one subcommand per job module.
 
 Each job module owns its argument parser and exposes `main(argv) -> int`; this file only
-dispatches, and imports a job's module (and so torch, Ray, ...) only when that job runs.
+dispatches, and imports a job's module (and so torch, Ray, ...) only when that job runs. A
+UserError (op4ksr.errors) is printed as one line and exits 2; other errors keep their traceback.
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line summary)
@@ -18,6 +20,7 @@ COMMANDS = {
     "backfill": ("jobs.backfill", "upscale a catalog under an object-store prefix with a Ray actor pool"),
     "calibrate": ("jobs.calibrate", "sweep the RFR scale on sample images and pick the one with the least artifacts"),
     "demo": ("jobs.demo", "run the backfill on sample images with an embedded S3 server and the tiny model"),
+    "import": ("jobs.import_weights", "build a checkpoint from public Flux weights: pipeline folder, F16 VAE, LoRA"),
     "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
     "report": ("jobs.report", "rebuild a run's cost.parquet, summary.json and report.html from its manifest"),
 }
@@ -37,6 +40,22 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class _StderrLines(logging.Handler):
+    """The library's notes (the 'op4ksr' logger: watermark moved, random-weight model...) as plain
+    lines on the current stderr, looked up at each line so a redirected stderr is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_notes() -> None:
+    notes = logging.getLogger("op4ksr")
+    notes.setLevel(logging.INFO)
+    notes.propagate = False
+    if not any(isinstance(h, _StderrLines) for h in notes.handlers):
+        notes.addHandler(_StderrLines())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -46,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"op4ksr: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
+    from op4ksr.errors import UserError
+
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    show_notes()
+    try:
+        return int(module.main(rest) or 0)
+    except UserError as err:  # something the user must fix: one line; anything else keeps its traceback
+        print(f"op4ksr {name}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

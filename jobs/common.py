@@ -1,38 +1,50 @@
-"""Helpers shared by job entry points: config arguments and model loading from config."""
+"""What every job shares: the config and model arguments, config from args, the model from config."""
 from __future__ import annotations
 
 import argparse
 
-from jobs.config import ConfigError, load_config
+from jobs.config import load_config
+from op4ksr.presets import DEFAULT_MODEL, PRESETS, SHIPPED_CHECKPOINTS
+
+MODEL_HELP = (f"checkpoint folder, object-store prefix, training run folder (its latest checkpoint), shipped "
+              f"checkpoint ({', '.join(SHIPPED_CHECKPOINTS)}) or preset with random weights "
+              f"({', '.join(PRESETS)}); default: model.path ({DEFAULT_MODEL})")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+def add_config_arguments(parser: argparse.ArgumentParser, default: tuple[str, ...] = ()) -> None:
+    """--config FILE (repeatable) and trailing key=value overrides, the same for every command."""
+    named = f" (default: {', '.join(default)})" if default else ""
+    parser.add_argument("--config", action="append", default=list(default), metavar="FILE",
                         help="YAML config merged over configs/default.yaml (repeatable; a name like 'local' "
-                             "means configs/local.yaml)")
+                             f"means configs/local.yaml){named}")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. sr.scale=2 output.format=jpeg")
 
 
+def add_model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """--model: the model to run (model.path)."""
+    parser.add_argument("--model", required=required, metavar="MODEL", help=MODEL_HELP)
+
+
+def model_override(args) -> list[str]:
+    """The override --model stands for (none when it was not given)."""
+    return [f"model.path={args.model}"] if getattr(args, "model", None) else []
+
+
 def config_from_args(args, extra_overrides: list[str] = ()):
-    """The validated config for parsed args; exits with a one-line message on a config error."""
-    try:
-        return load_config(args.config, list(args.overrides) + list(extra_overrides))
-    except ConfigError as err:
-        raise SystemExit(f"op4ksr: config error: {err}") from None
+    """The validated config for parsed args (ConfigError, a UserError, on a bad key or value)."""
+    return load_config(args.config, list(args.overrides) + model_override(args) + list(extra_overrides))
 
 
 def model_from_config(cfg):
-    """The OP4KSR model a config names (model.path, else model.preset)."""
-    from op4ksr.inference import load_model
+    """The OP4KSR model a config names, through the one loader (op4ksr.loading); an object-store
+    prefix is copied to a temporary folder first."""
+    from jobs.specs import model_spec, storage_spec
+    from op4ksr.loading import load_model
 
-    return load_model(
-        cfg.model.path or cfg.model.preset,
-        dtype=cfg.model.dtype,
-        device=cfg.model.device,
-        seed=cfg.model.seed,
-        rfr_mode=cfg.rfr.mode,
-        rfr_scale=float(cfg.rfr.scale),
-        attention_backend=cfg.model.attention_backend,
-        decode_partitions=cfg.model.vae_decode_partitions,
-    )
+    spec = model_spec(cfg)
+    if spec.source.startswith("s3://"):
+        from pipeline.materialise import materialise_checkpoint
+
+        spec = spec.with_source(materialise_checkpoint(storage_spec(cfg, spec.source)))
+    return load_model(spec)

@@ -9,8 +9,9 @@ import difflib
 from pathlib import Path
 from typing import Iterable
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from op4ksr.errors import UserError
 from pipeline.storage import redact_url
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -20,7 +21,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 OPEN_SECTIONS = ("cost.presets",)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config the user wrote is wrong; the message says which key and what to do."""
 
 
@@ -92,13 +93,14 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "output.format", ("png", "jpeg", "webp", "tiff"))
     _choice(cfg, "model.preset", ("tiny", "flux-dev"))
     _choice(cfg, "model.dtype", ("float32", "bfloat16", "float16"))
-    _choice(cfg, "rfr.mode", ("none", "base", "ntk"))
+    _choice(cfg, "rfr.mode", (None, "none", "base", "ntk"))
+    _choice(cfg, "sr.fidelity", (None, "none", "wavelet", "adain", "backproject"))
     _choice(cfg, "telemetry.exporter", ("none", "console", "file", "otlp"))
     if cfg.sr.long_side is not None and int(cfg.sr.long_side) <= 0:
         raise ConfigError(f"sr.long_side={cfg.sr.long_side} must be a positive number of pixels")
     if cfg.sr.long_side is None and not float(cfg.sr.scale) > 0:
         raise ConfigError(f"sr.scale={cfg.sr.scale} must be positive")
-    if not float(cfg.rfr.scale) > 0:
+    if cfg.rfr.scale is not None and not float(cfg.rfr.scale) > 0:
         raise ConfigError(f"rfr.scale={cfg.rfr.scale} must be positive")
     if not 1 <= int(cfg.output.quality) <= 100:
         raise ConfigError(f"output.quality={cfg.output.quality} must be within 1..100")
@@ -112,8 +114,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"run.limit={cfg.run.limit} must be 0 or more")
     for key, (lowest, allowed) in _LOWER_BOUNDS.items():
         value = OmegaConf.select(cfg, key)
-        if value is None and key in _NULLABLE:
+        if value is None and key in _NULLABLE or value == "auto" and key in _AUTO:
             continue
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number" + (" or auto" if key in _AUTO else ""))
         if not (float(value) >= lowest if allowed else float(value) > lowest):
             rule = "must be positive" if not allowed else f"must be at least {lowest}" if lowest else "must be 0 or more"
             raise ConfigError(f"{key}={value} {rule}")
@@ -134,6 +138,7 @@ _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, Tr
                  "report.threshold": (0, True)}
 
 _NULLABLE = {"pipeline.fetch_tasks", "actors.torch_threads"}  # null: the default configs/default.yaml describes
+_AUTO = {"sr.max_output_megapixels"}  # auto: planned from the GPU's memory (jobs/specs.py)
 
 
 def to_yaml(cfg: DictConfig) -> str:

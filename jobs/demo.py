@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs.common import config_from_args
+from jobs.common import add_config_arguments, config_from_args
 
 DESCRIPTION = """\
 Start a local S3 server (moto, on 127.0.0.1), upload sample images, run the real backfill
@@ -16,23 +16,23 @@ summary and copy the results to a local folder you can open.
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="op4ksr demo", description=DESCRIPTION)
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="local folder for the results")
-    parser.add_argument("--config", action="append", default=["local"], metavar="FILE",
-                        help="config files (default: local = embedded S3 + tiny model)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_arguments(parser, default=("local",))
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+
+    from actors.upscaler import UpscaleActor
 
     from pipeline.backfill import run_backfill
     from pipeline.cost import prices_from_config
     from pipeline.demo import copy_tree, upload_samples
     from pipeline.report import print_summary, progress_printer
-    from pipeline.session import run_session
-    from pipeline.telemetry import telemetry_from_config
+    from jobs.session import run_session
+    from jobs.specs import telemetry_from_config
 
     with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
         count = upload_samples(spec.input.open())
         print(f"uploaded {count} sample images to {spec.input.uri}")
-        summary = run_backfill(spec, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
+        summary = run_backfill(spec, UpscaleActor, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
         copied = copy_tree(spec.output.open(), "", args.out)
     summary.report_uri = ""  # the embedded server is gone: name the local copy instead
     print_summary(summary, cfg)

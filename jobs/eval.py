@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from jobs.common import add_config_arguments, config_from_args
+from jobs.common import add_config_arguments, add_model_argument, config_from_args, model_from_config
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Run the model patch-free (the whole image in one forward pass), the same model patch-based
@@ -17,8 +18,8 @@ the flagged share (threshold report.threshold) per method; writes results.md, re
 computed (none runs offline here).
 
 --model takes a checkpoint folder, a training run folder (its latest checkpoint), a preset
-(tiny: random weights) or tiny-trained (the shipped demo checkpoint). rfr.mode/rfr.scale
-other than none override a checkpoint's RFR.
+(tiny: random weights) or tiny-trained (the shipped checkpoint, the default). rfr.mode and
+rfr.scale override the checkpoint's saved RFR, as in every command.
 
 examples:
   op4ksr eval --bench bench/heldout-x4 --model tiny-trained
@@ -30,26 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr eval", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", required=True, type=Path, metavar="DIR", help="benchmark folder (manifest.json)")
-    parser.add_argument("--model", required=True, metavar="PATH|PRESET", help="checkpoint folder, tiny, tiny-trained")
+    add_model_argument(parser)
     parser.add_argument("--out", type=Path, metavar="DIR", help="report folder (default: eval.out or <bench>/eval/<model>)")
     add_config_arguments(parser)
     return parser
-
-
-def _load_model(name: str, cfg):
-    from op4ksr.evaluate import TINY_TRAINED
-    from op4ksr.inference import load_model
-    from op4ksr.training.state import latest_checkpoint
-
-    source = str(TINY_TRAINED) if name == "tiny-trained" else name
-    if Path(source).is_dir() and not (Path(source) / "model_index.json").is_file() and latest_checkpoint(Path(source)):
-        source = str(latest_checkpoint(Path(source)))  # a training run folder: its latest checkpoint
-    model = load_model(source, dtype=cfg.model.dtype, device=cfg.model.device, seed=cfg.model.seed,
-                       rfr_mode=cfg.rfr.mode, rfr_scale=float(cfg.rfr.scale),
-                       attention_backend=cfg.model.attention_backend)
-    if Path(source).is_dir() and cfg.rfr.mode != "none":
-        model.transformer.set_rfr(cfg.rfr.mode, float(cfg.rfr.scale))
-    return model
 
 
 def main(argv: list[str]) -> int:
@@ -60,15 +45,16 @@ def main(argv: list[str]) -> int:
 
     try:
         manifest, items = load_bench(args.bench)
-        model = _load_model(args.model, cfg)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"op4ksr eval: {err}") from None
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    model = model_from_config(cfg)
     methods = list(cfg.eval.baselines) + ["model"] + (["model-tiled"] if int(cfg.eval.tile) > 0 else [])
     period = int(cfg.report.period_px or model.token_period_px)
     rows, outputs = evaluate(items, methods, int(manifest["scale"]), model, int(cfg.eval.tile),
                              int(cfg.eval.tile_overlap), period, float(cfg.report.threshold))
-    out = args.out or (Path(cfg.eval.out) if cfg.eval.out else args.bench / "eval" / Path(args.model).name)
-    title = f"{Path(args.model).name} on {args.bench} (x{manifest['scale']}, {len(items)} images, {model.model_id})"
+    name = Path(str(cfg.model.path or cfg.model.preset)).name
+    out = args.out or (Path(cfg.eval.out) if cfg.eval.out else args.bench / "eval" / name)
+    title = f"{name} on {args.bench} (x{manifest['scale']}, {len(items)} images, {model.model_id})"
     summary = write_report(out, rows, items, outputs, title, int(cfg.eval.contact_sheet))
     print((out / "results.md").read_text())
     print(json.dumps({"out": str(out), "summary": summary}))

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from op4ksr.errors import UserError
+
 DESCRIPTION = """\
 Score images for periodic artifacts at a given period (the token period of patch-free
 upscalers is 32 px): the autocorrelation periodicity score of docs/PERIODICITY.md.
@@ -13,7 +15,9 @@ upscalers is 32 px): the autocorrelation periodicity score of docs/PERIODICITY.m
 The command has no input image to compare with, so it reports each image's own score
 (ap_score), not the pipeline's ap_excess over its input: a naturally periodic scene (brick,
 fences, halftone) scores high here too. flagged = ap_score > threshold. The dominant period
-is the strongest autocorrelation peak between 8 and 128 px along x or y.
+is the strongest autocorrelation peak between 8 and 128 px along x or y. A large image is
+scored in tiles of up to 1024 px that cover it, and the worst tile counts (worst_tile in --json),
+so a pattern confined to one corner is seen; --heatmap draws that tile's autocorrelation.
 
 Prints a table, or one JSON object per line with --json. An unreadable file is reported on
 one line on stderr and the others go on; the exit status is then 1.
@@ -51,13 +55,22 @@ def load_rgb(path: Path):
 
 
 def score(x, period: int, threshold: float, max_k: int) -> tuple[dict, object]:
-    """(row, rho): the image's score record and its autocorrelation (1, M, h, w) on the scored crop."""
-    from op4ksr.periodicity import dominant_period_from_autocorr, periodicity_autocorr, periodicity_from_autocorr
+    """(row, rho): the image's score record, from the worst of the tiles covering it (as the quality
+    report scores outputs: a pattern in one corner counts), and that tile's autocorrelation (1, M, h, w)."""
+    from op4ksr.periodicity import (DEFAULT_CROP, dominant_period_from_autocorr, periodicity_autocorr,
+                                    periodicity_from_autocorr, tile_grid)
 
-    rho = periodicity_autocorr(x, period)
-    ap_score = float(periodicity_from_autocorr(rho, period, max_k)[0])
-    row = {"period_px": period, "ap_score": ap_score,
-           "dominant_period_px": int(dominant_period_from_autocorr(rho)[0]), "flagged": ap_score > threshold}
+    tops, lefts, th, tw = tile_grid(*x.shape[-2:], DEFAULT_CROP, period)
+    worst = None
+    for top in tops:
+        for left in lefts:
+            rho = periodicity_autocorr(x[..., top : top + th, left : left + tw], period)
+            tile_score = float(periodicity_from_autocorr(rho, period, max_k)[0])
+            if worst is None or tile_score > worst[0]:
+                worst = (tile_score, rho, top, left)
+    ap_score, rho, top, left = worst
+    row = {"period_px": period, "ap_score": ap_score, "dominant_period_px": int(dominant_period_from_autocorr(rho)[0]),
+           "flagged": ap_score > threshold, "tiles": len(tops) * len(lefts), "worst_tile": f"{tw}x{th}+{left}+{top}"}
     return row, rho
 
 
@@ -115,7 +128,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     period, threshold, max_k = _defaults(args)
     if period < 2:
-        raise SystemExit(f"op4ksr periodicity: --period must be at least 2 px, got {period}")
+        raise UserError(f"--period must be at least 2 px, got {period}")
     rows, status = [], 0
     for name in args.images:
         path = Path(name)

@@ -1,4 +1,4 @@
-"""`op4ksr train`: fine-tune OP4KSR with Ray Train (TorchTrainer) around op4ksr.training.train."""
+"""`op4ksr train`: parse the config and call pipeline.training (Ray Train) or op4ksr.training (--no-ray)."""
 from __future__ import annotations
 
 import argparse
@@ -7,22 +7,28 @@ import os
 from pathlib import Path
 
 from jobs.common import add_config_arguments, config_from_args
-from jobs.config import to_yaml
+from jobs.config import ConfigError, to_yaml
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Train OP4KSR on HR images: random crops degraded on the fly (degrade.*), loss = L1 or
 Charbonnier + loss.lambda_ap * L_AP, the transformer fully or with LoRA (train.transformer),
-optionally the VAE decoder (train.vae). Runs under Ray Train's TorchTrainer with train.workers
-workers (DDP when more than one); --no-ray runs the same loop in this process.
+optionally the VAE decoder or LoRA on its encoder (train.vae). Runs under Ray Train's
+TorchTrainer with train.workers workers, DDP or FSDP (train.strategy), with per-block gradient
+checkpointing (train.gradient_checkpointing); --no-ray runs the same loop in this process.
+train.data and train.output_dir take s3:// prefixes (storage.* apply): the HR images stream to
+the trainers through Ray Data, cropped and degraded on CPU workers. docs/TRAINING.md.
 
 Checkpoints go to <train.output_dir>/checkpoints/step-N in the model layout (load them with
 --model in upscale/eval) plus the train state; rerunning the same command resumes from the
-latest one (train.resume=never starts over). Per-step metrics: <train.output_dir>/metrics.jsonl.
+latest one and says so (train.resume=never starts over); train.max_failures restarts killed
+workers from it. Per-step metrics: <train.output_dir>/metrics.jsonl.
 
 examples:
   op4ksr train --config configs/train-tiny.yaml
   op4ksr train --config configs/train-tiny.yaml train.steps=200 train.output_dir=runs/t1 loss.lambda_ap=0
   op4ksr train --config my-archive.yaml train.data=/scans/hr train.transformer=lora train.workers=4 train.use_gpu=true
+  op4ksr train --config configs/train-flux-dev-lora.yaml train.data=s3://archive/hr/ train.output_dir=s3://archive/runs/lora1/
 """
 
 
@@ -34,69 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _worker_loop(loop_config: dict) -> None:
-    """Ray Train's train_loop_per_worker: the library loop with Ray's rank, DDP and reporting."""
-    import ray.train
-    import ray.train.torch
-
-    from op4ksr.training import TrainConfig, TrainHooks, train
-
-    ctx = ray.train.get_context()
-    world = ctx.get_world_size()
-
-    def on_checkpoint(step, path, metrics):
-        # metrics only: the checkpoint already sits in train.output_dir, and a restarted worker resumes
-        # from there (copying multi-GB checkpoints into Ray's storage as well would double the writes)
-        ray.train.report({**metrics, "checkpoint": str(path) if path else ""})
-
-    hooks = TrainHooks(rank=ctx.get_world_rank(), world_size=world, on_checkpoint=on_checkpoint,
-                       wrap_model=(lambda m: ray.train.torch.prepare_model(m)) if world > 1 else (lambda m: m))
-    train(TrainConfig.from_dict(loop_config["train"]), device=ray.train.torch.get_device(), hooks=hooks)
-
-
-def _absolute(train_cfg):
-    """Paths made absolute: Ray Train runs workers in their own working directory."""
-    def fix(p: str) -> str:
-        return str(Path(p).resolve()) if p and not p.startswith("offline:") else p
-
-    resume = train_cfg.resume if train_cfg.resume in ("auto", "never") else fix(train_cfg.resume)
-    return train_cfg.replace(data=fix(train_cfg.data), output_dir=fix(train_cfg.output_dir),
-                             init_path=fix(train_cfg.init_path), resume=resume)
-
-
-def run_with_ray(train_cfg, cfg) -> None:
-    """Fit a TorchTrainer running the library loop on cfg.train.workers workers."""
+def _launch(cfg):
+    """pipeline.training.Launch from train.* and storage.*; a local Ray is started when none is up."""
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    t = cfg.train
-    workers, cpus = int(t.workers), float(t.cpus_per_worker)
-    resources = {"CPU": cpus, **({"GPU": 1} if t.use_gpu else {})}
+    from jobs.specs import train_launch
+
+    t, launch = cfg.train, train_launch(cfg)
     if not ray.is_initialized():
-        # logical CPUs: enough for the workers plus Ray Train's controller, even on a 2-core machine
-        num_cpus = t.ray_num_cpus or max(os.cpu_count() or 1, int(workers * cpus) + 1)
+        # logical CPUs: the workers, Ray Data's crop tasks and Ray Train's controller, even on 2 cores
+        num_cpus = t.ray_num_cpus or max(os.cpu_count() or 1, int(launch.workers * launch.cpus_per_worker) + 2)
         ray.init(num_cpus=int(num_cpus))
-    train_cfg = _absolute(train_cfg)
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"train": train_cfg.as_dict()},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(t.use_gpu), resources_per_worker=resources),
-        run_config=RunConfig(name="ray", storage_path=train_cfg.output_dir,
-                             failure_config=FailureConfig(max_failures=int(t.max_failures))),
-    )
-    trainer.fit()
-
-
-def _summary(out: Path) -> dict:
-    """The last metrics row and the latest checkpoint of a run folder."""
-    from op4ksr.training.loop import METRICS_FILE
-    from op4ksr.training.state import latest_checkpoint
-
-    lines = (out / METRICS_FILE).read_text().splitlines() if (out / METRICS_FILE).is_file() else []
-    last = json.loads(lines[-1]) if lines else {}
-    ckpt = latest_checkpoint(out)
-    return {"step": last.get("step"), "loss": last.get("loss"), "checkpoint": str(ckpt) if ckpt else None}
+    return launch
 
 
 def main(argv: list[str]) -> int:
@@ -105,20 +60,46 @@ def main(argv: list[str]) -> int:
 
     from omegaconf import OmegaConf
 
-    from op4ksr.training import TrainConfig, train
+    from op4ksr.training import TrainConfig
 
     try:
         train_cfg = TrainConfig.from_job_config(OmegaConf.to_container(cfg, resolve=True))
-    except ValueError as err:
-        raise SystemExit(f"op4ksr train: {err}") from None
+    except ValueError as err:  # the train.* / loss.* / degrade.* values: a config the user wrote
+        raise ConfigError(str(err)) from None
+    if args.no_ray:
+        return _train_here(train_cfg, cfg)
+    from pipeline.storage import StorageError
+    from pipeline.training import run_training
+
+    launch = _launch(cfg)
+    try:
+        if train_cfg.output_dir.startswith("s3://"):
+            launch.storage(train_cfg.output_dir).open().put("config.yaml", to_yaml(cfg).encode())
+        else:
+            Path(train_cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(train_cfg.output_dir) / "config.yaml").write_text(to_yaml(cfg))
+        result = run_training(train_cfg, launch)
+    except StorageError as err:  # unreachable or refused storage: credentials, endpoint, bucket
+        raise UserError(str(err)) from None
+    print(json.dumps(result))
+    return 0
+
+
+def _train_here(train_cfg, cfg) -> int:
+    """--no-ray: the library loop in this process, on local folders only."""
+    from op4ksr.loading import resolve_device
+    from op4ksr.training import train
+    from pipeline.training import summary
+
+    if "s3://" in train_cfg.data + train_cfg.output_dir:
+        raise UserError("--no-ray reads and writes local folders only; drop --no-ray for s3:// "
+                        "train.data or train.output_dir")
     out = Path(train_cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
-    if args.no_ray:
-        from op4ksr.inference import resolve_device
-
+    try:
         train(train_cfg, device=resolve_device(cfg.model.device))
-    else:
-        run_with_ray(train_cfg, cfg)
-    print(json.dumps(_summary(out)))
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(summary(train_cfg, None)))
     return 0

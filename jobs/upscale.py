@@ -5,9 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from op4ksr.presets import SHIPPED_CHECKPOINTS
-from jobs.common import config_from_args, model_from_config
+from jobs.common import add_config_arguments, add_model_argument, config_from_args, model_from_config
 from jobs.config import to_yaml
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Upscale image files with OP4KSR in one forward pass per image (no tiles).
@@ -27,13 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr upscale", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (and key=value overrides)")
+    add_config_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--scale", type=float, help="output / input size (default 4)")
     size.add_argument("--long-side", type=int, metavar="PX", help="output long side in pixels, e.g. 4096")
-    parser.add_argument("--model", metavar="PATH|PRESET", help="checkpoint folder, or a preset: tiny, flux-dev")
+    add_model_argument(parser)
     parser.add_argument("--format", choices=["png", "jpeg", "webp", "tiff"], help="output format (default png)")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -44,9 +44,6 @@ def _overrides(args) -> list[str]:
         out += [f"sr.scale={args.scale}", "sr.long_side=null"]
     if args.long_side is not None:
         out.append(f"sr.long_side={args.long_side}")
-    if args.model:
-        out.append(f"model.path={args.model}" if Path(args.model).exists() or args.model in SHIPPED_CHECKPOINTS
-                   else f"model.preset={args.model}")
     if args.format:
         out.append(f"output.format={args.format}")
     return out
@@ -54,21 +51,22 @@ def _overrides(args) -> list[str]:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    args.overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
-    paths = [a for a in args.inputs if a not in args.overrides]
+    positional = args.inputs + args.overrides  # argparse may put trailing key=value items in either list
+    args.overrides = [a for a in positional if "=" in a and not Path(a).exists()]
+    paths = [a for a in positional if a not in args.overrides]
     if not paths:
-        raise SystemExit("op4ksr upscale: give at least one image file or folder")
+        raise UserError("give at least one image file or folder")
     cfg = config_from_args(args, _overrides(args))
 
     from tqdm import tqdm
 
     import op4ksr
     from pipeline.local_upscale import OutputOptions, find_jobs, upscale_paths
-    from pipeline.runspec import size_policy
+    from jobs.specs import size_policy
 
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:
-        raise SystemExit(f"op4ksr upscale: no image files found in {', '.join(paths)}")
+        raise UserError(f"no image files found in {', '.join(paths)} (extensions: input.extensions)")
     model = model_from_config(cfg)
     options = OutputOptions(cfg.output.format, cfg.output.quality, cfg.output.png_compress_level, size_policy(cfg))
     provenance = {"version": op4ksr.__version__, "model_id": model.model_id}

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from op4ksr.degrade import DegradeConfig, degrade
+from op4ksr.errors import UserError
+from op4ksr.rgbimages import list_images, read_image, to_tensor
 
 MANIFEST = "manifest.json"
 # scikit-image photos bundled with the package (no download); `cat` duplicates `chelsea`
@@ -83,7 +85,7 @@ TEXTURE_KINDS = ("field", "grating", "checks", "shapes", "pink")
 def offline_images(split: str) -> list[tuple[str, np.ndarray]]:
     """[(name, HxW[x3] uint8 array)] of the `train` or `heldout` split; no network needed."""
     if split not in TEXTURES_PER_SPLIT:
-        raise ValueError(f"unknown offline split {split!r}; choose train or heldout")
+        raise UserError(f"unknown offline split {split!r}; choose train or heldout")
     photos = TRAIN_PHOTOS if split == "train" else HELDOUT_PHOTOS
     out = [(name, _photo(name)) for name in photos]
     offset = 0 if split == "train" else 10_000  # disjoint texture seeds
@@ -116,11 +118,9 @@ def build_bench(images: list[tuple[str, np.ndarray]], out: Path, degrade_cfg: De
     """Write the benchmark folder and return its manifest; the same inputs give the same bytes."""
     from PIL import Image
 
-    from op4ksr.training.data import to_tensor
-
     scale = degrade_cfg.scale
     if hr_size is not None and (hr_size[0] % scale or hr_size[1] % scale):
-        raise ValueError(f"bench HR size {hr_size} must be a multiple of the scale {scale}")
+        raise UserError(f"bench HR size {hr_size} must be a multiple of the scale {scale}")
     (out / "hr").mkdir(parents=True, exist_ok=True)
     (out / "lr").mkdir(parents=True, exist_ok=True)
     items = []
@@ -141,7 +141,7 @@ def build_bench(images: list[tuple[str, np.ndarray]], out: Path, degrade_cfg: De
                           "hr_sha256": _sha256(out / "hr" / f"{key}.png"),
                           "lr_sha256": _sha256(out / "lr" / f"{key}.png")})
     if not items:
-        raise ValueError(f"no image in {source or 'the input'} is at least {hr_size} px; lower bench.hr_size")
+        raise UserError(f"no image in {source or 'the input'} is at least {hr_size} px; lower bench.hr_size")
     manifest = {"scale": scale, "seed": seed, "source": source, "hr_size": list(hr_size) if hr_size else None,
                 "crops_per_image": crops_per_image, "degrade": degrade_cfg.as_dict(), "items": items}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -152,8 +152,6 @@ def load_images(source: str) -> list[tuple[str, np.ndarray]]:
     """[(name, array)] from a local folder or `offline:<split>`."""
     if source.startswith("offline:"):
         return offline_images(source.split(":", 1)[1])
-    from op4ksr.training.data import list_images, read_image
-
     folder = Path(source)
     return [(str(p.relative_to(folder)), read_image(p).permute(1, 2, 0).numpy()) for p in list_images(folder)]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from op4ksr.model import OP4KSR
-from op4ksr.periodicity import quality_report
+from op4ksr.periodicity import DEFAULT_THRESHOLD, quality_report
 from op4ksr.sizing import output_size
 
 
@@ -33,7 +33,7 @@ def sweep_rfr(
     *,
     mode: str = "base",
     sr_scale: float = 4,
-    threshold: float = 0.1,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> list[ScaleResult]:
     """One ScaleResult per RFR scale, over `images` (each (3, h, w) in [0, 1]); restores the model's RFR."""
     if not images or not scales:

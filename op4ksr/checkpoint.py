@@ -15,11 +15,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from op4ksr.errors import UserError
+
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = WEIGHTS_NAME + ".index.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint folder is incomplete or does not match the model it is loaded into."""
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from op4ksr.errors import UserError
+
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 _ALL_KERNELS = list(KERNEL_TYPES)
@@ -73,21 +75,21 @@ class DegradeConfig:
 
     def __post_init__(self) -> None:
         if self.scale < 1:
-            raise ValueError(f"degrade.scale={self.scale} must be >= 1")
+            raise UserError(f"degrade.scale={self.scale} must be >= 1")
         for suffix in ("", "2"):
             size = getattr(self, f"blur_kernel_size{suffix}")
             kinds, probs = getattr(self, f"kernel_list{suffix}"), getattr(self, f"kernel_prob{suffix}")
             if size < 7 or size % 2 == 0:
-                raise ValueError(f"degrade.blur_kernel_size{suffix}={size} must be odd and >= 7")
+                raise UserError(f"degrade.blur_kernel_size{suffix}={size} must be odd and >= 7")
             unknown = set(kinds) - set(KERNEL_TYPES)
             if unknown or len(kinds) != len(probs) or not kinds:
-                raise ValueError(f"degrade.kernel_list{suffix}={list(kinds)} needs names from {KERNEL_TYPES} "
+                raise UserError(f"degrade.kernel_list{suffix}={list(kinds)} needs names from {KERNEL_TYPES} "
                                  f"and one kernel_prob{suffix} entry each")
             if len(getattr(self, f"resize_prob{suffix}")) != 3:
-                raise ValueError(f"degrade.resize_prob{suffix} must be [up, down, keep]")
+                raise UserError(f"degrade.resize_prob{suffix} must be [up, down, keep]")
         for name, value in dataclasses.asdict(self).items():
             if isinstance(value, float) and "prob" in name and not 0 <= value <= 1:
-                raise ValueError(f"degrade.{name}={value} must be a probability in [0, 1]")
+                raise UserError(f"degrade.{name}={value} must be a probability in [0, 1]")
 
     @classmethod
     def from_dict(cls, values: dict) -> "DegradeConfig":
@@ -95,7 +97,7 @@ class DegradeConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ValueError(f"unknown degradation option(s): {', '.join(unknown)}")
+            raise UserError(f"unknown degradation option(s): {', '.join(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
 
     def as_dict(self) -> dict:

@@ -17,6 +17,8 @@ import torch
 
 from op4ksr.benchset import read_manifest
 from op4ksr.imageops import bicubic_resize
+from op4ksr.periodicity import DEFAULT_THRESHOLD
+from op4ksr.tiling import upscale_tiled
 
 TINY_TRAINED = Path(__file__).resolve().parent / "assets" / "tiny-trained"  # the shipped demo checkpoint
 
@@ -30,7 +32,7 @@ class BenchItem:
 
 def load_bench(bench: Path) -> tuple[dict, list[BenchItem]]:
     """(manifest, items) of a benchmark folder."""
-    from op4ksr.training.data import read_image
+    from op4ksr.rgbimages import read_image
 
     manifest = read_manifest(bench)
     items = [BenchItem(it["name"], read_image(bench / it["hr"]).float()[None] / 255,
@@ -62,6 +64,11 @@ def psnr_ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> tuple[float,
     return float(psnr), float(ssim)
 
 
+def colour_error(sr: torch.Tensor, hr: torch.Tensor) -> float:
+    """Largest difference of a channel's mean between sr and hr (1, 3, H, W) in [0, 1]: colour drift."""
+    return float((sr.float().mean((-2, -1)) - hr.float().mean((-2, -1))).abs().max())
+
+
 def lanczos_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """x (1, 3, h, w) resized to size=(H, W) with Pillow's Lanczos (on 8-bit RGB)."""
     from PIL import Image
@@ -71,55 +78,25 @@ def lanczos_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(out).permute(2, 0, 1)[None]
 
 
-def _tile_starts(n: int, tile: int, stride: int) -> list[int]:
-    if n <= tile:
-        return [0]
-    starts = list(range(0, n - tile, stride))
-    return starts + [n - tile]
+def parse_fidelity(step: str):
+    """op4ksr.fidelity.Fidelity of a method suffix: mode[:N], N = wavelet levels or backproject iterations."""
+    from op4ksr.fidelity import Fidelity
 
-
-def _ramp(length: int, fade: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """(length,) blending weight: rises over `fade` px where a neighbour tile overlaps, else flat."""
-    w = torch.ones(length)
-    if fade > 0:
-        ramp = (torch.arange(fade) + 0.5) / fade
-        if at_start:
-            w[:fade] = ramp
-        if at_end:
-            w[-fade:] = ramp.flip(0)
-    return w
-
-
-@torch.no_grad()
-def upscale_tiled(model, x_lr: torch.Tensor, size: tuple[int, int], tile: int, overlap: int) -> torch.Tensor:
-    """(1, 3, H, W): the model run patch-based, as earlier SR methods do: LR tiles of `tile` px that
-    share `overlap` px, each upscaled on its own, blended with linear ramps over the overlap."""
-    h, w = x_lr.shape[-2:]
-    H, W = size
-    if H % h or W % w or H // h != W // w:
-        raise ValueError(f"patch-based inference needs one integer scale; got {w}x{h} -> {W}x{H}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile overlap {overlap} must be in [0, tile={tile})")
-    s = H // h
-    out = torch.zeros(1, 3, H, W)
-    weight = torch.zeros(1, 1, H, W)
-    ys, xs = _tile_starts(h, tile, tile - overlap), _tile_starts(w, tile, tile - overlap)
-    for top in ys:
-        for left in xs:
-            th, tw = min(tile, h), min(tile, w)
-            patch = model.upscale(x_lr[..., top : top + th, left : left + tw], (th * s, tw * s)).cpu()
-            fade = overlap * s
-            wy = _ramp(th * s, fade, top > 0, top + th < h)
-            wx = _ramp(tw * s, fade, left > 0, left + tw < w)
-            wgt = (wy[:, None] * wx[None, :])[None, None]
-            out[..., top * s : (top + th) * s, left * s : (left + tw) * s] += patch * wgt
-            weight[..., top * s : (top + th) * s, left * s : (left + tw) * s] += wgt
-    return out / weight.clamp_min(1e-8)
+    mode, _, n = step.partition(":")
+    if not n:
+        return Fidelity(mode)
+    return Fidelity(mode, levels=int(n)) if mode == "wavelet" else Fidelity(mode, iterations=int(n))
 
 
 def run_method(method: str, item: BenchItem, model=None, tile: int = 32, overlap: int = 8) -> torch.Tensor:
-    """The 8-bit-quantised SR output (1, 3, H, W) of `method` for one benchmark item."""
+    """The 8-bit-quantised SR output (1, 3, H, W) of `method` for one benchmark item.
+
+    `base+mode[:N]` runs `base` with that fidelity step (op4ksr.fidelity): for a baseline it
+    corrects the baseline's output; for the model (`model+none`: no step) it replaces the model's
+    configured fidelity for this call. A plain `model` runs the model as configured."""
     size = tuple(item.hr.shape[-2:])
+    if "+" in method:
+        return _run_with_fidelity(method, item, model, tile, overlap)
     if method == "bicubic":
         out = bicubic_resize(item.lr, size)
     elif method == "lanczos":
@@ -127,14 +104,30 @@ def run_method(method: str, item: BenchItem, model=None, tile: int = 32, overlap
     elif method == "model":
         out = model.upscale(item.lr, size).cpu()
     elif method == "model-tiled":
-        out = upscale_tiled(model, item.lr, size, tile, overlap)
+        out = upscale_tiled(model, item.lr, size, tile, overlap, device="cpu")
     else:
         raise ValueError(f"unknown method {method!r}")
     return quantise(out.float())
 
 
+def _run_with_fidelity(method: str, item: BenchItem, model, tile: int, overlap: int) -> torch.Tensor:
+    from op4ksr.fidelity import apply_fidelity
+
+    base, step = method.split("+", 1)
+    fidelity = parse_fidelity(step)
+    if base in ("model", "model-tiled"):
+        saved, model.fidelity = model.fidelity, fidelity
+        try:
+            return run_method(base, item, model, tile, overlap)
+        finally:
+            model.fidelity = saved
+    out = run_method(base, item, model, tile, overlap)
+    x_up = bicubic_resize(item.lr, tuple(item.hr.shape[-2:]))
+    return quantise(apply_fidelity(out, item.lr, x_up, fidelity))
+
+
 def evaluate(items: list[BenchItem], methods: list[str], scale: int, model=None, tile: int = 32,
-             overlap: int = 8, period_px: int = 32, threshold: float = 0.1) -> tuple[list[dict], dict]:
+             overlap: int = 8, period_px: int = 32, threshold: float = DEFAULT_THRESHOLD) -> tuple[list[dict], dict]:
     """(rows, outputs): one metrics row per (image, method), and outputs[method][image] for pictures."""
     from op4ksr.periodicity import quality_report
 
@@ -148,7 +141,8 @@ def evaluate(items: list[BenchItem], methods: list[str], scale: int, model=None,
             report = quality_report(sr, item.lr, period_px, threshold)[0].as_dict()
             rows.append({"image": item.name, "method": method, "psnr_y": psnr, "ssim_y": ssim,
                          "lr_consistency_psnr": report["lr_consistency_psnr"], "ap_excess": report["ap_excess"],
-                         "ap_score_out": report["ap_score_out"], "flagged": report["flagged"], "seconds": seconds})
+                         "ap_score_out": report["ap_score_out"], "flagged": report["flagged"],
+                         "colour_error": colour_error(sr, item.hr), "seconds": seconds})
             outputs[method][item.name] = sr
     return rows, outputs
 
@@ -161,17 +155,33 @@ def summarise(rows: list[dict]) -> list[dict]:
         sel = [r for r in rows if r["method"] == m]
         mean = {k: float(np.mean([r[k] for r in sel])) for k in
                 ("psnr_y", "ssim_y", "lr_consistency_psnr", "ap_excess", "seconds")}
-        out.append({"method": m, "images": len(sel), **mean, "flagged": sum(r["flagged"] for r in sel) / len(sel)})
+        out.append({"method": m, "images": len(sel), **mean, "flagged": sum(r["flagged"] for r in sel) / len(sel),
+                    "min_lr_consistency_psnr": min(r["lr_consistency_psnr"] for r in sel),
+                    "max_colour_error": max(r["colour_error"] for r in sel)})
     return out
+
+
+def group_of(image: str) -> str:
+    """'textures' for the generated textures of op4ksr.benchset, else 'photos'."""
+    return "textures" if image.startswith("texture-") else "photos"
+
+
+def summarise_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """summarise() of the photos and of the textures apart: {'photos': [...], 'textures': [...]}."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(group_of(r["image"]), []).append(r)
+    return {g: summarise(sel) for g, sel in sorted(groups.items())}
 
 
 def markdown_table(summary: list[dict]) -> str:
     """The per-method summary as a Markdown table."""
-    head = "| method | images | PSNR-Y dB | SSIM-Y | LR-consistency PSNR dB | ap_excess | flagged | s/image |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| method | images | PSNR-Y dB | SSIM-Y | LR-consistency PSNR dB (min) | max colour error | ap_excess "
+            "| flagged | s/image |")
+    lines = [head, "|" + "---|" * 9]
     for s in summary:
         lines.append(f"| {s['method']} | {s['images']} | {s['psnr_y']:.2f} | {s['ssim_y']:.4f} | "
-                     f"{s['lr_consistency_psnr']:.2f} | {s['ap_excess']:.4f} | {s['flagged']:.0%} | {s['seconds']:.3f} |")
+                     f"{s['lr_consistency_psnr']:.2f} ({s['min_lr_consistency_psnr']:.2f}) | {s['max_colour_error']:.3f} | {s['ap_excess']:.4f} | {s['flagged']:.0%} | {s['seconds']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -210,7 +220,8 @@ def write_report(out: Path, rows: list[dict], items: list[BenchItem], outputs: d
     summary = summarise(rows)
     _write_csv(out / "results.csv", rows)
     _write_csv(out / "summary.csv", summary)
-    (out / "results.md").write_text(f"# {title}\n\n{markdown_table(summary)}")
+    groups = "".join(f"\n## {g}\n\n{markdown_table(part)}" for g, part in summarise_groups(rows).items())
+    (out / "results.md").write_text(f"# {title}\n\n{markdown_table(summary)}{groups}")
     if sheet_rows > 0:
         contact_sheet(items[:sheet_rows], outputs).save(out / "contact_sheet.png")
     return summary

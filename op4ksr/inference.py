@@ -1,58 +1,17 @@
-"""Running the model on decoded image files: loading by name, output-size policy, batches."""
+"""Running the model on decoded image files: the output-size limit of a device, batches."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
 from op4ksr.imagefile import DecodedImage, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.model import OP4KSR, parse_dtype
-from op4ksr.presets import PRESETS, SHIPPED_CHECKPOINTS
+from op4ksr.loading import resolve_device
+from op4ksr.model import OP4KSR
+from op4ksr.presets import PRESETS
 from op4ksr.sizing import OutputSizeError
 
 
 CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)
-
-
-def resolve_model_path(path: str) -> str:
-    """The checkpoint folder for `path`; the name of a shipped checkpoint maps to its folder."""
-    return str(SHIPPED_CHECKPOINTS[path]) if path in SHIPPED_CHECKPOINTS else path
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device for a config value: auto picks CUDA when there is one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_model(
-    source: str,
-    *,
-    dtype: str = "float32",
-    device: str = "auto",
-    seed: int = 0,
-    rfr_mode: str = "none",
-    rfr_scale: float = 1.0,
-    attention_backend: str = "",
-    decode_partitions: int = 0,
-) -> OP4KSR:
-    """The model named by `source`: a checkpoint folder, or a preset name (random seeded weights)."""
-    torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
-    source = resolve_model_path(source)
-    if source in PRESETS:
-        model = OP4KSR.from_preset(source, seed=seed, dtype=torch_dtype, device=torch_device,
-                                   rfr_mode=rfr_mode, rfr_scale=rfr_scale)
-    elif Path(source).is_dir():
-        model = OP4KSR.from_pretrained(source, dtype=torch_dtype, device=torch_device)
-    else:
-        raise ValueError(f"model '{source}' is neither a checkpoint folder nor a preset "
-                         f"({', '.join(PRESETS)}) nor a shipped checkpoint ({', '.join(SHIPPED_CHECKPOINTS)})")
-    if attention_backend:
-        model.transformer.set_attention_backend(attention_backend)
-    model.decode_partitions = int(decode_partitions)
-    return model
 
 
 def max_output_megapixels(

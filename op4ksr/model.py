@@ -16,8 +16,9 @@ import torch
 import torch.nn as nn
 
 from op4ksr.checkpoint import CheckpointError, files_sha256, load_component, save_component, weight_files
+from op4ksr.fidelity import Fidelity, apply_fidelity
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
-from op4ksr.presets import get_preset
+from op4ksr.presets import get_preset, preset_model_id
 from op4ksr.sizing import output_size
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from op4ksr.vae import F16AutoencoderKL
@@ -88,6 +89,7 @@ class OP4KSR(nn.Module):
         self.timestep, self.guidance, self.scale = float(timestep), float(guidance), scale
         self.name, self.model_id = name, model_id or name
         self.decode_partitions = 0
+        self.fidelity = Fidelity()  # the output-fidelity step after decode (op4ksr.fidelity)
 
     # --- geometry -----------------------------------------------------------------------------
 
@@ -156,7 +158,8 @@ class OP4KSR(nn.Module):
         x_pad, _ = pad_to_multiple(x_up, self.token_period_px)
         z_lr = self.encode(x_pad)
         z_sr = z_lr - self.timestep * self.velocity(z_lr)
-        return self.decode(z_sr)[:, :, :height, :width]
+        x_sr = self.decode(z_sr)[:, :, :height, :width]  # (B, 3, H, W)
+        return apply_fidelity(x_sr, x_lr.float(), x_up, self.fidelity)
 
     @torch.inference_mode()
     def upscale(self, x_lr: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -193,7 +196,7 @@ class OP4KSR(nn.Module):
         finally:
             torch.random.set_rng_state(generator_state)
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
-                    name=name, model_id=f"preset:{name}:seed{seed}:rfr-{rfr_mode}-{rfr_scale:g}")
+                    name=name, model_id=preset_model_id(name, seed))
         return model.to(dtype).eval()
 
     @classmethod
@@ -220,7 +223,33 @@ class OP4KSR(nn.Module):
         model = cls(vae, transformer, embeds["encoder_hidden_states"], embeds["pooled"],
                     index.get("timestep", 1.0), index.get("guidance", 1.0), index.get("scale", 4),
                     name=index.get("name", root.name), model_id=model_id)
+        model.vae.set_decode_shift(bool(index.get("inference", {}).get("decode_shift", False)))
+        model.fidelity = _saved_fidelity(index.get("inference", {}))
         return model.to(device=device, dtype=dtype).eval()
+
+    # --- inference options --------------------------------------------------------------------
+
+    def inference_options(self) -> dict:
+        """The inference options in effect, as a checkpoint saves them (op4ksr.loading.SAVED_OPTIONS)."""
+        cfg = self.transformer.config
+        fid = self.fidelity
+        return {"rfr_mode": cfg.rfr_mode, "rfr_scale": float(cfg.rfr_scale), "decode_shift": self.vae.decode_shift,
+                "fidelity": fid.mode, "fidelity_levels": fid.levels, "fidelity_strength": fid.strength,
+                "fidelity_iterations": fid.iterations}
+
+    def configure(self, options) -> "OP4KSR":
+        """Apply an op4ksr.loading.InferenceOptions (None fields keep the saved values); returns self."""
+        current = self.inference_options()
+        wanted = current | options.overrides()
+        if (wanted["rfr_mode"], wanted["rfr_scale"]) != (current["rfr_mode"], current["rfr_scale"]):
+            self.transformer.set_rfr(wanted["rfr_mode"], float(wanted["rfr_scale"]))
+        if wanted["decode_shift"] != current["decode_shift"]:
+            self.vae.set_decode_shift(bool(wanted["decode_shift"]))
+        if options.attention_backend:
+            self.transformer.set_attention_backend(options.attention_backend)
+        self.decode_partitions = int(options.decode_partitions)
+        self.fidelity = _saved_fidelity(wanted)
+        return self
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the checkpoint folder: model_index.json, vae/, transformer/, prompt_embeds."""
@@ -232,10 +261,20 @@ class OP4KSR(nn.Module):
         save_component(self.transformer, root / "transformer")
         save_file({"encoder_hidden_states": self.prompt_embeds.detach().float().cpu().contiguous(),
                    "pooled": self.pooled_embeds.detach().float().cpu().contiguous()}, str(root / PROMPT_EMBEDS))
-        digest = _weights_digest(root)
-        index = {"_class_name": "OP4KSR", "name": self.name, "timestep": self.timestep, "guidance": self.guidance,
-                 "scale": self.scale, "weights_sha256": digest, "model_id": f"{self.name}@{digest[:12]}"}
-        (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        write_model_index(root, name=self.name, timestep=self.timestep, guidance=self.guidance, scale=self.scale,
+                          inference=self.inference_options())
+
+
+def write_model_index(root: Path, *, name: str, timestep: float, guidance: float, scale: float, inference: dict,
+                      source: dict | None = None) -> dict:
+    """Write model_index.json beside the weights already in `root` (their digest is the model's id); returns it."""
+    digest = _weights_digest(root)
+    index = {"_class_name": "OP4KSR", "name": name, "timestep": timestep, "guidance": guidance, "scale": scale,
+             "weights_sha256": digest, "model_id": f"{name}@{digest[:12]}", "inference": inference}
+    if source is not None:
+        index["source"] = source  # what an imported checkpoint was built from (op4ksr.importing)
+    (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return index
 
 
 @contextlib.contextmanager
@@ -247,6 +286,15 @@ def _default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def _saved_fidelity(options: dict) -> Fidelity:
+    """The Fidelity of saved/resolved inference options; absent keys take Fidelity's defaults (which
+    op4ksr.loading.SAVED_OPTIONS repeats for checkpoints that predate the option)."""
+    d = Fidelity()
+    return Fidelity(options.get("fidelity", d.mode), int(options.get("fidelity_levels", d.levels)),
+                    float(options.get("fidelity_strength", d.strength)),
+                    int(options.get("fidelity_iterations", d.iterations)))
 
 
 def _load_prompt_embeds(path: Path, device) -> dict[str, torch.Tensor]:

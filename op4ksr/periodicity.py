@@ -4,8 +4,10 @@ Pure torch; the definition, its parameters and how they were chosen: docs/PERIOD
 detail d = soft-clipped high-pass luminance; rho = normalised circular autocorrelation (FFT) of d
 ("signed" map) and of d**2 ("energy" map, for seams whose sign varies); at lag L the prominence is
 rho(L) - (rho(L - o) + rho(L + o)) / 2 with o = P/2; the score at period P is the max over maps and
-x/y of the mean over L = k*P, k = 1..K. Images are scored on a centre crop with sides multiples of
-P (a crop, never a resize, which would alias the period; whole periods keep the wrap seamless).
+x/y of the mean over L = k*P, k = 1..K. `periodicity` and L_AP score a centre crop with sides
+multiples of P (a crop, never a resize, which would alias the period; whole periods keep the wrap
+seamless); the quality report scores tiles of that size covering the whole image and reports the
+worst one, so a pattern confined to one corner of a large output is seen.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ DEFAULT_SIGMA = 1.0  # px; high-pass Gaussian std (docs/PERIODICITY.md)
 DEFAULT_CLIP = 0.01  # soft clip of the detail map, in [0, 1] intensity units (docs/PERIODICITY.md)
 MAPS = ("signed", "energy")
 OVER_K = "mean"  # how lags k*P, k = 1..K, combine; mean: a texture at 2P or 3P does not count (docs/PERIODICITY.md)
-DEFAULT_CROP = 1024  # px; longest scored side: 4096x4096 reports stay well under 0.5 s on 2 CPU cores
+DEFAULT_CROP = 1024  # px; longest scored side of a crop (periodicity, L_AP) and of a report's tiles
 DEFAULT_THRESHOLD = 0.04  # = report.threshold in configs/default.yaml, chosen by bench/periodicity_eval.py
 PSNR_CAP_DB = 100.0  # reports store min(psnr, cap): identical images give a finite, JSON-safe value
 
@@ -120,12 +122,34 @@ def autocorr(img: torch.Tensor, sigma: float = DEFAULT_SIGMA, clip: float | None
     unknown = set(maps) - set(MAPS)
     if not maps or unknown:
         raise ValueError(f"maps must be a non-empty subset of {MAPS}; got {maps}")
+    return normalised_autocorr(_detail_maps(img, sigma, clip, maps), eps)
+
+
+def _detail_maps(img: torch.Tensor, sigma: float, clip: float | None, maps: tuple[str, ...]) -> torch.Tensor:
+    """(B, M, H, W): one map per entry of `maps` (see autocorr) of img (B, 1 or 3, H, W)."""
     d = detail_map(img, sigma, clip)  # (B, 1, H, W)
-    y = torch.cat([d if m == "signed" else d * d for m in maps], dim=1)  # (B, M, H, W)
-    return normalised_autocorr(y, eps)
+    return torch.cat([d if m == "signed" else d * d for m in maps], dim=1)
 
 
-def _axis_profiles(rho: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_autocorr(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(along_x (B, M, W), along_y (B, M, H)): the lag-(0, dx) and lag-(dy, 0) lines of
+    normalised_autocorr(y) for maps y (B, M, H, W), from 1-D transforms (half the work of the 2-D
+    one; the same values up to float rounding): a row's circular autocorrelation summed over rows."""
+    y = y - y.mean(dim=(-2, -1), keepdim=True)
+    h, w = y.shape[-2:]
+    energy = y.pow(2).sum(dim=(-2, -1))[..., None].clamp_min(torch.finfo(y.dtype).tiny)  # (B, M, 1)
+    fx = torch.fft.rfft(y, dim=-1)  # (B, M, H, W//2+1)
+    fy = torch.fft.rfft(y.transpose(-1, -2).contiguous(), dim=-1)  # (B, M, W, H//2+1); contiguous rows: faster
+    along_x = torch.fft.irfft((fx.real**2 + fx.imag**2).sum(-2), n=w)  # (B, M, W)
+    along_y = torch.fft.irfft((fy.real**2 + fy.imag**2).sum(-2), n=h)  # (B, M, H)
+    return along_x / energy, along_y / energy
+
+
+def _axis_profiles(rho) -> tuple[torch.Tensor, torch.Tensor]:
+    """(along_x (B, M, W), along_y (B, M, H)) of rho (B, M, H, W) or (B, H, W); axis_autocorr's
+    output passes through."""
+    if isinstance(rho, tuple):
+        return rho
     b = rho.shape[0]
     along_x = rho[..., 0, :].reshape(b, -1, rho.shape[-1])  # (B, M, W)
     along_y = rho[..., :, 0].reshape(b, -1, rho.shape[-2])  # (B, M, H)
@@ -156,9 +180,9 @@ def _check_period(period: int, max_k: int, neighbour_offset: float) -> None:
         raise ValueError(f"neighbour_offset must be in (0, 1) and >= 1 px at period {period}; got {neighbour_offset}")
 
 
-def periodicity_from_autocorr(rho: torch.Tensor, period: int, max_k: int = 4, neighbour_offset: float = 0.5,
+def periodicity_from_autocorr(rho, period: int, max_k: int = 4, neighbour_offset: float = 0.5,
                               temperature: float | None = None, over_k: str = OVER_K) -> torch.Tensor:
-    """(B,) periodicity score of rho (B, M, H, W) or (B, H, W) at `period`: the max over maps and x/y
+    """(B,) periodicity score of rho (B, M, H, W) or (B, H, W), or axis_autocorr's lines, at `period`: the max over maps and x/y
     of the `over_k` ("max" or "mean") over k = 1..max_k of the prominence
     rho(k*P) - (rho(k*P - o) + rho(k*P + o)) / 2, o = round(neighbour_offset * P).
 
@@ -167,15 +191,16 @@ def periodicity_from_autocorr(rho: torch.Tensor, period: int, max_k: int = 4, ne
     _check_period(period, max_k, neighbour_offset)
     if over_k not in ("max", "mean"):
         raise ValueError(f"over_k must be 'max' or 'mean', got {over_k!r}")
-    lags = torch.arange(1, max_k + 1, device=rho.device) * int(period)
+    profiles = _axis_profiles(rho)
+    lags = torch.arange(1, max_k + 1, device=profiles[0].device) * int(period)
     offsets = torch.full_like(lags, round(neighbour_offset * period))
     per_axis = []
-    for profile in _axis_profiles(rho):
+    for profile in profiles:
         s = _prominence(profile, lags, offsets)  # (B, M, n valid k)
         if s.shape[-1]:
             per_axis.append(s.flatten(1) if over_k == "max" else s.mean(-1))
     if not per_axis:
-        return rho.flatten(1)[:, 0] * 0
+        return profiles[0].flatten(1)[:, 0] * 0
     return _smooth_max(torch.cat(per_axis, dim=1), temperature)
 
 
@@ -197,7 +222,7 @@ def periodicity_autocorr(img: torch.Tensor, period: int = 32, *, sigma: float = 
     return autocorr(_crop(img, crop_box(*img.shape[-2:], crop, int(period))), sigma, clip, maps)
 
 
-def dominant_period_from_autocorr(rho: torch.Tensor, min_period: int = 8, max_period: int = 128,
+def dominant_period_from_autocorr(rho, min_period: int = 8, max_period: int = 128,
                                   neighbour_offset: float = 0.5, harmonic_ratio: float = 0.5) -> torch.Tensor:
     """(B,) int64 period L in [min_period, max_period] with the largest prominence
     rho(L) - (rho(L - o) + rho(L + o)) / 2, o = round(neighbour_offset * L), over maps and x/y; 0 when
@@ -205,10 +230,12 @@ def dominant_period_from_autocorr(rho: torch.Tensor, min_period: int = 8, max_pe
     (m = 2..5) that keeps `harmonic_ratio` of the best prominence."""
     if not 2 <= min_period <= max_period:
         raise ValueError(f"need 2 <= min_period <= max_period; got {min_period}, {max_period}")
-    lags = torch.arange(min_period, max_period + 1, device=rho.device)
+    profiles = _axis_profiles(rho)
+    lags = torch.arange(min_period, max_period + 1, device=profiles[0].device)
     offsets = (lags * neighbour_offset).round().long().clamp_min(1)
-    prom = torch.full((rho.shape[0], len(lags)), -math.inf, dtype=rho.dtype, device=rho.device)  # (B, n)
-    for profile in _axis_profiles(rho):  # (B, M, N)
+    ref = profiles[0]
+    prom = torch.full((ref.shape[0], len(lags)), -math.inf, dtype=ref.dtype, device=ref.device)  # (B, n)
+    for profile in profiles:  # (B, M, N)
         valid = lags + offsets <= profile.shape[-1] // 2
         if valid.any():
             s = _prominence(profile, lags, offsets).amax(1)  # (B, n valid)
@@ -285,21 +312,61 @@ def upscaled_crop(x_lr: torch.Tensor, size: tuple[int, int], box: tuple[int, int
     return _crop(window, (top - o_r0, left - o_c0, h, w))
 
 
+def tile_grid(h: int, w: int, tile: int, multiple: int) -> tuple[list[int], list[int], int, int]:
+    """(tops, lefts, th, tw): equal tiles of crop_box's size (sides at most `tile`, multiples of
+    `multiple`) spread evenly over the image, first at 0 and last at the far edge, so that they cover
+    it but for less than `multiple` px; neighbours overlap where a side is not a whole number of tiles."""
+    _, _, th, tw = crop_box(h, w, tile, multiple)
+
+    def starts(n: int, side: int) -> list[int]:
+        count = max(1, math.ceil((n - multiple) / side))
+        if count == 1:
+            return [(n - side) // 2]  # one tile: the centre crop
+        return [round(i * (n - side) / (count - 1)) for i in range(count)]
+
+    return starts(h, th), starts(w, tw), th, tw
+
+
+def _tiles(y: torch.Tensor, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
+    """(B * T, C, th, tw) tiles of y (B, C, H, W), image-major."""
+    return torch.stack([_crop(y, box) for box in boxes], dim=1).flatten(0, 1)
+
+
 @dataclass(frozen=True)
 class QualityReport:
-    """Periodicity quality of one output image (DESIGN.md §3)."""
+    """Periodicity quality of one output image (DESIGN.md §3), scored on the worst of the tiles that
+    cover it (ap_tile_map holds every tile's ap_excess, rows top to bottom)."""
 
     period_px: int
-    ap_score_out: float  # periodicity of the output at period_px
-    ap_score_in: float  # periodicity of the bicubic upscaled input at the same lags
-    ap_excess: float  # max(0, ap_score_out - ap_score_in)
-    dominant_period_px: int  # peak-search period of the output (0: no lag fits)
+    ap_score_out: float  # periodicity of the output at period_px (the worst tile's)
+    ap_score_in: float  # periodicity of the bicubic upscaled input at the same lags, same tile
+    ap_excess: float  # max(0, ap_score_out - ap_score_in), the largest over the tiles
+    dominant_period_px: int  # peak-search period of the worst tile of the output (0: no lag fits)
     lr_consistency_psnr: float  # dB, output downscaled to the input size vs the input; capped at PSNR_CAP_DB
     flagged: bool  # ap_excess > threshold
+    ap_tile_map: tuple[tuple[float, ...], ...] = ()  # ap_excess per tile, (rows, cols) of tile_grid
 
     def as_dict(self) -> dict:
-        """Plain JSON-safe values: Python floats/ints/bools, non-finite floats as None."""
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in self.__dict__.items()}
+        """Plain JSON-safe values: Python floats/ints/bools, non-finite floats as None, the map as lists."""
+        out = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in self.__dict__.items()}
+        out["ap_tile_map"] = [list(row) for row in self.ap_tile_map]
+        return out
+
+
+def _tile_scores(out_tiles: torch.Tensor, in_tiles: torch.Tensor, period_px: int, stat: dict,
+                 chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(score_out, score_in, dominant), each (N,), of N output tiles and their input tiles
+    (N, 1 or 3, th, tw); `chunk` tiles at a time bound the FFT memory."""
+    rows = []
+    for o, i in zip(out_tiles.split(chunk), in_tiles.split(chunk)):
+        rho_out, rho_in = (axis_autocorr(_detail_maps(t, stat["sigma"], stat["clip"], stat["maps"]))
+                           for t in (o, i))  # lines (n, M, tw), (n, M, th)
+        score = [periodicity_from_autocorr(r, period_px, stat["max_k"], stat["neighbour_offset"], None,
+                                           stat["over_k"]) for r in (rho_out, rho_in)]
+        dominant = dominant_period_from_autocorr(rho_out, stat["min_period"], stat["max_period"],
+                                                 stat["neighbour_offset"])
+        rows.append((*score, dominant))
+    return tuple(torch.cat(parts) for parts in zip(*rows))
 
 
 @torch.no_grad()
@@ -310,20 +377,28 @@ def quality_report(x_sr: torch.Tensor, x_lr: torch.Tensor, period_px: int = 32,
                    over_k: str = OVER_K, min_period: int = 8, max_period: int = 128) -> list[QualityReport]:
     """One QualityReport per image of x_sr (B, 3, H, W) given its input x_lr (B, 3, h, w), both in [0, 1].
 
-    ap_score_in is scored on x_up = bicubic_resize(x_lr, (H, W)) over the same crop as the output;
-    only that window of x_up is computed."""
+    The image is scored in tiles of at most `crop` px a side covering it (tile_grid); each tile's
+    ap_score_in is scored on the same tile of x_up = bicubic_resize(x_lr, (H, W)), of which only the
+    tiles' windows are computed (on the input's luminance: both are linear, a third of the work).
+    The image's scores are those of its tile with the largest ap_excess."""
     _check_image(x_sr, "x_sr")
     _check_image(x_lr, "x_lr")
     if x_sr.shape[:2] != x_lr.shape[:2]:
         raise ValueError(f"x_sr {tuple(x_sr.shape)} and x_lr {tuple(x_lr.shape)} need the same batch and channels")
-    size = tuple(x_sr.shape[-2:])
-    box = crop_box(*size, crop, int(period_px))
-    rho_out = autocorr(_crop(x_sr, box), sigma, clip, maps)  # (B, M, h, w)
-    rho_in = autocorr(upscaled_crop(x_lr, size, box), sigma, clip, maps)
-    score_out = periodicity_from_autocorr(rho_out, period_px, max_k, neighbour_offset, None, over_k)  # (B,)
-    score_in = periodicity_from_autocorr(rho_in, period_px, max_k, neighbour_offset, None, over_k)
+    b, size = x_sr.shape[0], tuple(x_sr.shape[-2:])
+    tops, lefts, th, tw = tile_grid(*size, crop, int(period_px))
+    boxes = [(top, left, th, tw) for top in tops for left in lefts]
+    y_lr = luminance(x_lr.to(_work_dtype(x_lr)))  # (B, 1, h, w)
+    in_tiles = torch.stack([upscaled_crop(y_lr, size, box) for box in boxes], dim=1).flatten(0, 1)  # (B*T, 1, th, tw)
+    out_tiles = _tiles(luminance(x_sr.to(_work_dtype(x_sr))), boxes)  # (B*T, 1, th, tw)
+    stat = dict(sigma=sigma, clip=clip, maps=maps, max_k=max_k, neighbour_offset=neighbour_offset, over_k=over_k,
+                min_period=min_period, max_period=max_period)
+    score_out, score_in, dominant = (t.view(b, len(boxes)) for t in
+                                     _tile_scores(out_tiles, in_tiles, int(period_px), stat))  # (B, T)
     excess = (score_out - score_in).clamp_min(0)
-    dominant = dominant_period_from_autocorr(rho_out, min_period, max_period, neighbour_offset)
-    lr_psnr = psnr(bicubic_resize(x_sr, tuple(x_lr.shape[-2:])), x_lr).clamp(max=PSNR_CAP_DB)
-    rows = zip(score_out.tolist(), score_in.tolist(), excess.tolist(), dominant.tolist(), lr_psnr.tolist())
-    return [QualityReport(int(period_px), o, i, e, int(d), p, bool(e > threshold)) for o, i, e, d, p in rows]
+    worst = excess.argmax(dim=1, keepdim=True)  # (B, 1)
+    picked = [t.gather(1, worst)[:, 0].tolist() for t in (score_out, score_in, excess, dominant)]
+    lr_psnr = psnr(bicubic_resize(x_sr, tuple(x_lr.shape[-2:])), x_lr).clamp(max=PSNR_CAP_DB).tolist()
+    maps_ = [tuple(tuple(round(v, 4) for v in row) for row in e.view(len(tops), len(lefts)).tolist()) for e in excess]
+    return [QualityReport(int(period_px), o, i, e, int(d), p, bool(e > threshold), m)
+            for o, i, e, d, p, m in zip(*picked, lr_psnr, maps_)]

@@ -66,6 +66,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_model_id(name: str, seed: int) -> str:
+    """The model_id of a preset's seeded random weights (reports and params_hash use it)."""
+    return f"preset:{name}:seed{seed}"
+
+
 def get_preset(name: str) -> Preset:
     """The named preset; ValueError listing the valid names otherwise."""
     if name not in PRESETS:
@@ -75,3 +80,5 @@ def get_preset(name: str) -> Preset:
 
 # checkpoints shipped inside the package, addressable by name wherever a checkpoint path is taken
 SHIPPED_CHECKPOINTS = {"tiny-trained": Path(__file__).resolve().parent / "assets" / "tiny-trained"}
+# the model a command runs when none is named: trained weights, never a random preset
+DEFAULT_MODEL = "tiny-trained"

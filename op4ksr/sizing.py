@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from op4ksr.errors import UserError
 
-class OutputSizeError(ValueError):
+
+class OutputSizeError(UserError):
     """The requested output is too small or too large for this run's limits."""
 
 

@@ -18,16 +18,33 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.configuration_utils import register_to_config
 
+from op4ksr.errors import UserError
+
 
 class UpsampleConv2d(nn.Conv2d):
-    """A Conv2d that first upsamples its input (nearest); same parameters as a plain Conv2d."""
+    """A Conv2d that first upsamples its input (nearest); same parameters as a plain Conv2d.
+
+    `shift` reproduces UltraFlux's partitioned decoder (ultraflux/vae.py, Decoder.forward): it
+    zero-pads one input row and column at the top-left before upsampling and crops one output
+    pixel from the top-left, so its output is ours moved by +1 row and +1 column (row 0 and
+    column 0 come from the zero padding). Decoders fine-tuned through that code expect it.
+    """
 
     def __init__(self, *args, upsample: int = 2, **kwargs):
         super().__init__(*args, **kwargs)
         self.upsample = upsample
+        self.shift = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.interpolate(x, scale_factor=self.upsample, mode="nearest"))
+        if not self.shift:
+            return super().forward(F.interpolate(x, scale_factor=self.upsample, mode="nearest"))
+        return self.shifted_rows(x, pad_top=True)[..., 1 : 1 + x.shape[-2] * self.upsample, :]
+
+    def shifted_rows(self, x: torch.Tensor, pad_top: bool) -> torch.Tensor:
+        """The shifted convolution of rows x (B, C, h, w) -> (B, C', s*(h + pad_top), s*w), columns already cropped."""
+        x = F.pad(x, (1, 0, 1 if pad_top else 0, 0))  # zeros, as UltraFlux pads after the activation
+        y = super().forward(F.interpolate(x, scale_factor=self.upsample, mode="nearest"))
+        return y[..., 1 : 1 + (x.shape[-1] - 1) * self.upsample]
 
 
 class F16AutoencoderKL(AutoencoderKL):
@@ -83,6 +100,17 @@ class F16AutoencoderKL(AutoencoderKL):
         self.decoder.conv_out = UpsampleConv2d(
             old.in_channels, old.out_channels, old.kernel_size, padding=old.padding, upsample=input_stride
         )
+
+    @property
+    def decode_shift(self) -> bool:
+        """True when decoding reproduces UltraFlux's partitioned decoder (+1 row, +1 column)."""
+        return self.decoder.conv_out.shift
+
+    def set_decode_shift(self, shift: bool) -> None:
+        """Turn UltraFlux's 1-px decode shift on or off; it exists only for the stride-2 (F16) layout."""
+        if shift and self.config.input_stride != 2:
+            raise UserError(f"decode_shift needs a stride-2 (F16) VAE; this one has input_stride={self.config.input_stride}")
+        self.decoder.conv_out.shift = bool(shift)
 
     @property
     def spatial_factor(self) -> int:
@@ -184,8 +212,16 @@ def _output_head_in_strips(dec, x: torch.Tensor, partitions: int) -> torch.Tenso
     out = torch.empty(
         x.shape[0], dec.conv_out.out_channels, height * up, x.shape[-1] * up, dtype=x.dtype, device=x.device
     )
+    shift = dec.conv_out.shift
     for a, b in _strips(height, partitions):
         lo, hi = max(0, a - 1), min(height, b + 1)
-        h = dec.conv_out(dec.conv_act(_group_norm(x[:, :, lo:hi], dec.conv_norm_out, mean, var)))
-        out[:, :, a * up : b * up] = h[:, :, (a - lo) * up : (a - lo + b - a) * up]
+        h = dec.conv_act(_group_norm(x[:, :, lo:hi], dec.conv_norm_out, mean, var))
+        if shift:
+            # output row r is the unshifted row r - 1: every strip starts one upsampled row above its
+            # first row (its halo row, or the zero row above the image for the first strip)
+            h = dec.conv_out.shifted_rows(h, pad_top=a == 0)
+            out[:, :, a * up : b * up] = h[:, :, 1 : 1 + (b - a) * up]
+        else:
+            h = dec.conv_out(h)
+            out[:, :, a * up : b * up] = h[:, :, (a - lo) * up : (a - lo + b - a) * up]
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import logging
 import os
 import tempfile
 import time
@@ -156,10 +157,11 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def run_backfill(spec: RunSpec, on_progress: Callable[[Progress], None] = lambda p: None, *,
+def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], None] = lambda p: None, *,
                  prices: Prices | None = None, telemetry: Telemetry | None = None) -> RunSummary:
     """Process every input under spec.input that is not done; one manifest row per listed input.
 
+    `model_stage` is the model actor class (actors.upscaler.UpscaleActor; pipeline.dataflow).
     Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`), summary.json, report.html};
     `telemetry` (default: none) gets the run's trace and metrics. Holds the output prefix's run
     lock throughout; lists only inputs modified after spec.since when set; a run with no
@@ -168,12 +170,12 @@ def run_backfill(spec: RunSpec, on_progress: Callable[[Progress], None] = lambda
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
-        summary = _run(spec, increment.since, on_progress, prices, telemetry or Telemetry())
+        summary = _run(spec, model_stage, increment.since, on_progress, prices, telemetry or Telemetry())
         increment.finish(summary)
     return summary
 
 
-def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices | None,
+def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, prices: Prices | None,
          telemetry: Telemetry) -> RunSummary:
     inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
@@ -192,7 +194,8 @@ def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices |
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
         actors_ended_at = time.time()
         if due_rows and not spec.dry_run:
-            actors_ended_at = _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress)
+            actors_ended_at = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals,
+                                       on_progress)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -206,13 +209,14 @@ def _run(spec: RunSpec, since: dt.datetime | None, on_progress, prices: Prices |
     return summary
 
 
-def _process(spec, outputs, traceparent, writer, telemetry, progress, totals, on_progress) -> float:
+def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals, on_progress) -> float:
     """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
     from pipeline.dataflow import build_dataset, configure_ray_data, iter_records
 
     with _ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
-        dataset = build_dataset(spec, outputs.uri_for(run_key(spec.run_id, "due.parquet")), traceparent)
+        dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
+                                traceparent)
         for rows in iter_records(dataset, spec.pool):
             writer.add(rows)
             telemetry.record(rows)
@@ -254,6 +258,10 @@ def _ray_session(num_cpus: float | None):
         # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
         ray.init(log_to_driver=False, logging_level="WARNING")
     else:
+        # Ray's token authentication stays on (its default for a new local cluster); only its notice
+        # that it is on is dropped, so a run prints op4ksr's own lines
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         yield

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from op4ksr.errors import UserError
 from op4ksr.imagefile import decode_image
 
 
@@ -21,7 +22,7 @@ def load_sample_images(folder: Path, extensions, limit: int) -> list[torch.Tenso
         if len(images) >= limit:
             break
     if not images:
-        raise SystemExit(f"op4ksr calibrate: no readable images in {folder}")
+        raise UserError(f"no readable images in {folder} (extensions: {', '.join(sorted(exts))})")
     return images
 
 

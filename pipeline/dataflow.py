@@ -1,12 +1,17 @@
-"""The Ray Data plan: read inputs.parquet -> fetch/decode tasks -> UpscaleActor pool."""
+"""The Ray Data plan: read inputs.parquet -> fetch/decode tasks -> a pool of model actors.
+
+The model stage is passed in (actors.upscaler.UpscaleActor in every job): the plan knows only
+its contract, `cls(spec.model, spec.actor)` called with a pyarrow batch of fetched records and
+returning manifest records, so `pipeline` never imports `actors` (docs/ARCHITECTURE.md).
+"""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 import ray
 
-from actors.upscaler import UpscaleActor
+from op4ksr.errors import UserError
 from pipeline.fetch import FetchContext, FetchDecode
 from pipeline.runspec import PoolSpec, RunSpec
 from pipeline.storage import StorageSpec
@@ -25,7 +30,7 @@ def arrow_filesystem(spec: StorageSpec, uri: str) -> tuple[pafs.FileSystem, str]
     return pafs.S3FileSystem(**options), uri[len("s3://"):]
 
 
-class ActorStartTimeout(RuntimeError):
+class ActorStartTimeout(UserError):
     """The actor pool's minimum did not start in time: the cluster has no room for it."""
 
 
@@ -44,6 +49,9 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # to the first batch (docs/PERFORMANCE.md), and a pool that cannot start fails the run.
     context.wait_for_min_actors_s = pool.start_timeout_s
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
+    logging.getLogger("ray.data._internal.progress").addFilter(
+        lambda record: not record.getMessage().startswith("Progress bars disabled"))
 
 
 def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dict]]:
@@ -67,7 +75,10 @@ def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None
                                     threads or spec.pool.fetch_threads))
 
 
-def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
+ModelStage = Callable  # a class: ModelStage(ModelSource, ActorOptions)(pa.Table) -> pa.Table
+
+
+def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
     """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context)."""
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
     pool = spec.pool
@@ -82,7 +93,7 @@ def build_dataset(spec: RunSpec, inputs_uri: str, traceparent: str = "") -> ray.
         .map_batches(fetch, batch_size=pool.batch_size, batch_format="pyarrow", num_cpus=pool.decode_num_cpus,
                      compute=ray.data.TaskPoolStrategy(size=pool.fetch_tasks))
         .map_batches(
-            UpscaleActor,
+            model_stage,
             fn_constructor_args=(spec.model, spec.actor),
             batch_size=pool.batch_size,
             batch_format="pyarrow",

@@ -30,6 +30,7 @@ import threading
 import uuid
 from typing import Iterator
 
+from op4ksr.errors import UserError
 from pipeline.layout import RUNS
 from pipeline.storage import ObjectNotFoundError, Storage, StorageError
 
@@ -40,7 +41,7 @@ ACQUIRE_TRIES = 3  # a lock that vanishes or changes between our reads is looked
 log = logging.getLogger("op4ksr.incremental")
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError):
     """Another run holds the output prefix's lock; the message names it."""
 
 

@@ -22,13 +22,12 @@ import tempfile
 import uuid
 from typing import Iterable, Iterator
 
-from pipeline.storage import (
+from pipeline.storage_base import (
     RESERVED_PREFIX,
     ObjectInfo,
     ObjectNotFoundError,
     Storage,
     StorageError,
-    StorageSpec,
     normalise_extensions,
     require_safe_key,
 )
@@ -39,7 +38,7 @@ _CHUNK = 1 << 20
 class LocalStorage(Storage):
     """Objects are files under `spec.uri` (an absolute path); keys use '/' separators."""
 
-    def __init__(self, spec: StorageSpec) -> None:
+    def __init__(self, spec) -> None:  # spec: a pipeline.storage.StorageSpec
         super().__init__(spec)
         self.root = spec.uri
 

@@ -30,14 +30,13 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from pipeline.storage import (
+from pipeline.storage_base import (
     MAX_KEY_BYTES,
     RESERVED_PREFIX,
     ObjectInfo,
     ObjectNotFoundError,
     Storage,
     StorageError,
-    StorageSpec,
     normalise_extensions,
     redact,
     redact_url,
@@ -53,7 +52,7 @@ _CHUNK = 1 << 20
 class S3Storage(Storage):
     """Objects under `s3://bucket/prefix/`; one boto3 client per process, made on first use."""
 
-    def __init__(self, spec: StorageSpec) -> None:
+    def __init__(self, spec) -> None:  # spec: a pipeline.storage.StorageSpec
         super().__init__(spec)
         self.bucket, _, self.prefix = spec.uri[len("s3://") :].partition("/")
         self._client_lock = threading.Lock()

@@ -26,6 +26,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from op4ksr.errors import UserError
+
 STAGES = ("fetch", "decode", "model", "encode", "upload")
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -143,19 +145,17 @@ def stage_intervals(row: dict) -> list[tuple[str, float, float]]:
     return out
 
 
-def telemetry_from_config(cfg) -> Telemetry:
-    """The Telemetry `telemetry.exporter` asks for: none, console (stderr), file (JSON lines) or otlp (gRPC)."""
-    section = cfg.telemetry
-    exporter = section.exporter
+def open_telemetry(exporter: str, *, file: str = "", otlp_endpoint: str = "") -> Telemetry:
+    """The Telemetry for an exporter: none, console (stderr), file (JSON lines to `file`) or otlp (gRPC)."""
     if exporter == "none":
         return Telemetry()
     if exporter == "console":
         return Telemetry(ConsoleSpanExporter(out=sys.stderr),
                          PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr)))
     if exporter == "file":
-        if not section.file:
-            raise ValueError("telemetry.exporter=file needs telemetry.file (a local path for the JSON lines)")
-        out = _LockedLines(open(section.file, "a", encoding="utf-8"))  # noqa: SIM115 - closed by shutdown()
+        if not file:
+            raise UserError("telemetry.exporter=file needs telemetry.file (a local path for the JSON lines)")
+        out = _LockedLines(open(file, "a", encoding="utf-8"))  # noqa: SIM115 - closed by shutdown()
         return Telemetry(ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n"),
                          PeriodicExportingMetricReader(ConsoleMetricExporter(
                              out=out, formatter=lambda data: data.to_json(indent=None) + "\n")), closing=(out,))
@@ -163,9 +163,9 @@ def telemetry_from_config(cfg) -> Telemetry:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        endpoint = section.otlp_endpoint or None  # None: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317
+        endpoint = otlp_endpoint or None  # None: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317
         return Telemetry(OTLPSpanExporter(endpoint=endpoint), PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
-    raise ValueError(f"telemetry.exporter={exporter!r} is not one of none, console, file, otlp")
+    raise UserError(f"telemetry.exporter={exporter!r} is not one of none, console, file, otlp")
 
 
 class _LockedLines:

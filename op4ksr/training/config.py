@@ -8,7 +8,8 @@ from op4ksr.degrade import DegradeConfig
 
 OBJECTIVES = ("sr", "autoencoder")
 TRANSFORMER_MODES = ("full", "lora", "frozen")
-VAE_MODES = ("frozen", "decoder", "all")
+VAE_MODES = ("frozen", "decoder", "all", "encoder_lora")
+STRATEGIES = ("ddp", "fsdp")
 PIXEL_LOSSES = ("l1", "charbonnier")
 SCHEDULES = ("constant", "cosine")
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
@@ -21,12 +22,12 @@ class TrainConfig:
 
     data: str  # folder of HR images, or offline:train / offline:heldout
     output_dir: str
-    # model to start from: a checkpoint folder, else the preset with seeded random weights
+    # model to start from (op4ksr.loading): a checkpoint or run folder or shipped name, else the preset
     init_path: str = ""
     preset: str = "tiny"
     preset_seed: int = 0
-    rfr_mode: str = "none"
-    rfr_scale: float = 1.0
+    rfr_mode: str | None = None  # None: the starting model's saved RFR
+    rfr_scale: float | None = None
     # what trains
     objective: str = "sr"
     transformer: str = "full"
@@ -34,6 +35,8 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    vae_lora_rank: int = 8  # vae=encoder_lora: LoRA on the VAE encoder (OMGSR-F, TSD-SR)
+    vae_lora_alpha: float = 8.0
     zero_init_proj_out: bool = False
     # data
     scale: int = 4
@@ -55,6 +58,10 @@ class TrainConfig:
     lr_schedule: str = "constant"
     grad_clip: float = 1.0
     amp: str = "none"
+    # data parallelism over the launcher's workers: ddp (a full replica per worker) or fsdp
+    # (fully_shard, one unit per transformer block); gradient checkpointing per block
+    strategy: str = "ddp"
+    gradient_checkpointing: bool = False
     seed: int = 0
     num_threads: int = 0
     # bookkeeping
@@ -67,11 +74,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (("objective", OBJECTIVES), ("transformer", TRANSFORMER_MODES), ("vae", VAE_MODES),
-                              ("pixel_loss", PIXEL_LOSSES), ("lr_schedule", SCHEDULES), ("amp", ("none", "bf16"))):
+                              ("pixel_loss", PIXEL_LOSSES), ("lr_schedule", SCHEDULES), ("amp", ("none", "bf16")),
+                              ("strategy", STRATEGIES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not self.data:
-            raise ValueError("train.data is empty: give a folder of HR images or offline:train")
+            raise ValueError("train.data is empty: give a folder or s3:// prefix of HR images, or offline:train")
         if self.crop % self.scale or self.crop < 32:
             raise ValueError(f"train.crop={self.crop} must be >= 32 and a multiple of the scale {self.scale}")
         if self.degrade.scale != self.scale:
@@ -109,7 +117,8 @@ class TrainConfig:
         values = {k: v for k, v in t.items() if k in own}
         values.update(
             init_path=cfg["model"]["path"] or "", preset=cfg["model"]["preset"], preset_seed=int(cfg["model"]["seed"]),
-            rfr_mode=cfg["rfr"]["mode"], rfr_scale=float(cfg["rfr"]["scale"]), scale=scale,
+            rfr_mode=cfg["rfr"]["mode"], rfr_scale=None if cfg["rfr"]["scale"] is None else float(cfg["rfr"]["scale"]),
+            scale=scale,
             pixel_loss=loss["pixel"], charbonnier_eps=float(loss["charbonnier_eps"]),
             lambda_ap=float(loss["lambda_ap"]), ap_period=loss["ap_period"],
             degrade=DegradeConfig.from_dict({**cfg["degrade"], "scale": scale}),

@@ -2,46 +2,17 @@
 
 Every draw (image, crop position, flips, degradation) comes from one torch.Generator whose
 state is part of the train state, so a resumed run sees exactly the batches it would have.
-Images are read from a local folder; object-store prefixes are not supported yet (copy the
-images locally first).
+Images are read from a local folder here; pipeline/training.py streams them from an object-store
+prefix with Ray Data instead, using `crop_and_degrade` on CPU workers.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from op4ksr.degrade import DegradeConfig, degrade
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-
-
-def to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """(3, H, W) uint8 tensor from an HxW, HxWx3 or HxWx4 uint8/bool/float array."""
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return torch.from_numpy(np.array(arr[..., :3], copy=True)).permute(2, 0, 1).contiguous()
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB tensor of an image file."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return to_tensor(np.asarray(img.convert("RGB")))
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under `folder` (recursive), sorted for a stable order."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"HR image folder {folder} does not exist (object-store prefixes are not supported "
-                                "for training yet: copy the images to a local folder)")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+from op4ksr.rgbimages import list_images, read_image, to_tensor
 
 
 class HRImages:
@@ -108,3 +79,13 @@ def sample_batch(images: HRImages, batch_size: int, crop: int, degrade_cfg: Degr
     idx = torch.randint(0, len(images), (batch_size,), generator=g).tolist()
     hr = torch.stack([random_crop(images[i], crop, g, augment) for i in idx]).float() / 255
     return hr, degrade(hr, degrade_cfg, g)
+
+
+def crop_draw(img: torch.Tensor, cfg, seed: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hr (3, crop, crop) uint8, lr (3, crop/scale, crop/scale) float32 in [0, 1]) of draw number
+    `draw` from img (3, H, W) uint8: crop place, flips and degradation depend only on (seed, draw),
+    so a streamed run is reproducible whichever CPU worker cuts which draw."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
+    hr = random_crop(img, cfg.crop, g, cfg.augment)
+    lr = degrade(hr[None].float() / 255, cfg.degrade, g)[0]
+    return hr.contiguous(), lr

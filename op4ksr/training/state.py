@@ -43,28 +43,30 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}"
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    sd = optimizer.state_dict()
+def _optimizer_tensors(optim_state: dict) -> dict[str, torch.Tensor]:
+    """{"<parameter name>::<state key>": tensor} of a name-keyed optimiser state dict."""
     tensors = {}
-    for idx, per_param in sd["state"].items():
+    for name, per_param in optim_state["state"].items():
         for key, value in per_param.items():
             t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{idx}.{key}"] = t.detach().cpu().contiguous()
-    return tensors, sd["param_groups"]
+            tensors[f"{name}::{key}"] = t.detach().cpu().contiguous()
+    return tensors
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict] = {}
+def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+    state: dict[str, dict] = {}
     for name, value in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+        param, key = name.rsplit("::", 1)
+        state.setdefault(param, {})[key] = value
+    return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(root: Path, step: int, model: OP4KSR, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, trainable: list[str], elapsed_s: float, cpu_s: float, config: dict,
-                    keep: int) -> Path:
-    """Write checkpoints/step-N (model + train state), point `latest` at it, prune to `keep`."""
+def save_checkpoint(root: Path, step: int, model: OP4KSR, optim_state: dict, generator: torch.Generator,
+                    trainable: list[str], elapsed_s: float, cpu_s: float, config: dict, keep: int) -> Path:
+    """Write checkpoints/step-N (model + train state), point `latest` at it, prune to `keep`.
+
+    `model` holds the weights to save (unsharded, adapters included); `optim_state` is the
+    name-keyed optimiser state (op4ksr.training.distributed.gather_optimizer_state)."""
     ckpt_root = root / "checkpoints"
     final = ckpt_root / checkpoint_name(step)
     tmp = ckpt_root / (final.name + ".tmp")
@@ -72,12 +74,12 @@ def save_checkpoint(root: Path, step: int, model: OP4KSR, optimizer: torch.optim
     inference_view(model).save_pretrained(tmp)
     state_dir = tmp / STATE_DIR
     state_dir.mkdir()
-    tensors, groups = _optimizer_tensors(optimizer)
-    save_file(tensors, str(state_dir / "optimizer.safetensors"))
+    save_file(_optimizer_tensors(optim_state), str(state_dir / "optimizer.safetensors"))
     save_file({"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}, str(state_dir / "rng.safetensors"))
     if has_lora(model):
-        save_file(lora_state_dict(model), str(state_dir / "lora.safetensors"))
-    meta = {"step": step, "elapsed_s": elapsed_s, "cpu_s": cpu_s, "trainable": trainable, "param_groups": groups, "config": config}
+        save_file(lora_state_dict(model.state_dict()), str(state_dir / "lora.safetensors"))
+    meta = {"step": step, "elapsed_s": elapsed_s, "cpu_s": cpu_s, "trainable": trainable,
+            "param_groups": optim_state["param_groups"], "config": config}
     (state_dir / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -96,28 +98,32 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / STATE_DIR / "state.json").is_file() else None
 
 
-def load_weights(ckpt: Path, model: OP4KSR, lora: bool) -> None:
-    """Load the checkpoint's VAE, and its transformer (full runs) or LoRA adapters (LoRA runs), into model."""
-    model.vae.load_state_dict(load_state_dict(ckpt / "vae"))
-    if lora:
+def load_weights(ckpt: Path, model: OP4KSR, transformer_lora: bool, vae_lora: bool) -> None:
+    """Load a checkpoint into the (unsharded) model: the parts trained in full from their folders,
+    the LoRA adapters from the train state (their frozen base weights stay the starting ones)."""
+    if not vae_lora:
+        model.vae.load_state_dict(load_state_dict(ckpt / "vae"))
+    if not transformer_lora:
+        model.transformer.load_state_dict(load_state_dict(ckpt / "transformer"))
+    if transformer_lora or vae_lora:
         path = ckpt / STATE_DIR / "lora.safetensors"
         if not path.is_file():
             raise CheckpointError(f"{ckpt}: this is a LoRA run but {path.name} is missing from {STATE_DIR}/")
         load_lora_state_dict(model, load_file(str(path)))
-    else:
-        model.transformer.load_state_dict(load_state_dict(ckpt / "transformer"))
 
 
-def load_train_state(ckpt: Path, optimizer: torch.optim.Optimizer, trainable: list[str]) -> TrainState:
-    """Restore the optimiser and RNG from a checkpoint; the trainable parameters must match by name."""
+def load_train_state(ckpt: Path, trainable: list[str]) -> tuple[TrainState, dict]:
+    """The train state and the name-keyed optimiser state of a checkpoint; the trainable parameters
+    must match by name."""
     state_dir = ckpt / STATE_DIR
     meta = json.loads((state_dir / "state.json").read_text())
     if meta["trainable"] != trainable:
         raise CheckpointError(f"{ckpt}: trained a different set of parameters ({len(meta['trainable'])} vs "
                               f"{len(trainable)}); resume with the same train.transformer / train.vae settings "
                               "or set train.resume=never")
-    _restore_optimizer(optimizer, load_file(str(state_dir / "optimizer.safetensors")), meta["param_groups"])
+    optim_state = _optimizer_state(load_file(str(state_dir / "optimizer.safetensors")), meta["param_groups"])
     rng = load_file(str(state_dir / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
-    return TrainState(step=int(meta["step"]), elapsed_s=float(meta["elapsed_s"]),
-                      cpu_s=float(meta.get("cpu_s", 0.0)), generator_state=rng["generator"])
+    state = TrainState(step=int(meta["step"]), elapsed_s=float(meta["elapsed_s"]),
+                       cpu_s=float(meta.get("cpu_s", 0.0)), generator_state=rng["generator"])
+    return state, optim_state

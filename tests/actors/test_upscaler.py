@@ -8,10 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from actors.upscaler import ActorOptions, ModelSpec, UpscaleActor
+from actors.upscaler import UpscaleActor
+from jobs.config import load_config
+from jobs.specs import actor_options
+from op4ksr.loading import ModelSpec
 from op4ksr.sizing import SizePolicy
 from pipeline.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
 from pipeline.records import MANIFEST_SCHEMA
+from pipeline.runspec import ModelSource
 from pipeline.storage import StorageSpec
 
 
@@ -33,6 +37,15 @@ def fetched(tmp_path):
     return FetchDecode(ctx)(pa.table({"key": ["a.png", "b.png", "c.png", "bad.png"], "etag": ["e"] * 4}))
 
 
+TINY = ModelSource(spec=ModelSpec(source="tiny"))
+
+
+def _options(tmp_path, *overrides):
+    """The actor options the default config gives, with `overrides`, writing under tmp_path/out."""
+    cfg = load_config([], ["actors.warmup_shapes=[[32,32]]", *overrides])
+    return actor_options(cfg, StorageSpec(str(tmp_path / "out")), "p")
+
+
 @pytest.fixture
 def restore_torch_threads():
     threads = torch.get_num_threads()
@@ -42,9 +55,7 @@ def restore_torch_threads():
 
 def test_a_block_becomes_manifest_records_with_images_then_reports(tmp_path, fetched, restore_torch_threads):
     assert fetched.schema == FETCHED_SCHEMA
-    options = ActorOptions(StorageSpec(str(tmp_path / "out")), warmup_shapes=((32, 32),), params_hash="p",
-                           torch_threads=1)
-    actor = UpscaleActor(ModelSpec("tiny"), options)
+    actor = UpscaleActor(TINY, _options(tmp_path, "actors.torch_threads=1"))
     assert torch.get_num_threads() == 1 and actor.warmup_seconds > 0
 
     out = actor(fetched)
@@ -65,7 +76,7 @@ def test_a_block_becomes_manifest_records_with_images_then_reports(tmp_path, fet
 
 
 def test_a_forward_that_fails_fails_its_images_and_not_the_batch(tmp_path, fetched, monkeypatch):
-    actor = UpscaleActor(ModelSpec("tiny"), ActorOptions(StorageSpec(str(tmp_path / "out"))))
+    actor = UpscaleActor(TINY, _options(tmp_path))
 
     def out_of_memory(x, size):
         if size == (64, 48):  # the 12x16 input's group only

@@ -114,20 +114,3 @@ def test_bad_arguments_are_refused(bench_module, capsys, argv, message):
 
 def test_sizes_are_width_by_height(bench_module):
     assert bench_module.parse_sizes("3840x2160,64x64") == [(2160, 3840), (64, 64)]
-
-
-def test_device_tiling_is_the_evaluation_baseline():
-    spec = importlib.util.spec_from_file_location("patch_baseline", ROOT / "bench" / "patch_baseline.py")
-    patch_baseline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(patch_baseline)
-    from op4ksr.evaluate import upscale_tiled
-    from op4ksr.model import OP4KSR
-
-    model = OP4KSR.from_preset("tiny")
-    x = torch.rand(1, 3, 12, 20)  # two 12 px tiles sharing 4 px along x
-    ours = patch_baseline.upscale_tiled(model, x, (48, 80), tile=12, overlap=4)
-    assert torch.allclose(ours, upscale_tiled(model, x, (48, 80), tile=12, overlap=4), atol=1e-6)
-    assert patch_baseline.tile_plan((4096, 4096), 4, 1024, 128) == {
-        "tile_lr": 256, "overlap_lr": 32, "period_px": 896, "tiles": 25}
-    with pytest.raises(ValueError, match="multiples of the scale"):
-        patch_baseline.tile_plan((4096, 4096), 4, 1022, 128)

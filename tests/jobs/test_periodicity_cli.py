@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,20 @@ def test_registered_with_help(capsys):
         cli.main(["periodicity", "--help"])
     assert exit_info.value.code == 0
     assert "usage: op4ksr periodicity" in capsys.readouterr().out
+
+
+def test_a_pattern_in_one_corner_of_a_large_image_is_flagged(tmp_path, capsys):
+    """Tiles cover the whole image: a token-period pattern confined to the bottom-right corner counts."""
+    rng = np.random.default_rng(0)
+    coarse = Image.fromarray((rng.random((24, 24, 3)) * 255).astype(np.uint8)).resize((1536, 1536), Image.BICUBIC)
+    scene = np.asarray(coarse, dtype=np.float32) * 0.6 + 50 + rng.normal(0, 4, (1536, 1536, 1))  # smooth + grain
+    tile = rng.normal(0, 1, (32, 32, 1))
+    corner = scene.copy()
+    corner[-768:, -768:] += 5 * np.tile(tile / tile.std(), (24, 24, 1))  # a 32 px repeat at RMS 5 levels
+    for name, img in (("clean", scene), ("corner", corner)):
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    assert main([str(tmp_path / "clean.png"), str(tmp_path / "corner.png"), "--json"]) == 0
+    rows = {Path(r["path"]).stem: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["corner"]["flagged"] and rows["corner"]["dominant_period_px"] == 32 and rows["corner"]["tiles"] == 4
+    assert rows["corner"]["worst_tile"] == "1024x1024+512+512"  # the tile holding the corner
+    assert not rows["clean"]["flagged"]

@@ -10,9 +10,11 @@ from PIL import Image
 from jobs import bench_build, eval as eval_job, train as train_job
 from jobs.cli import main as cli_main
 from op4ksr.benchset import texture
-from op4ksr.evaluate import psnr_ssim_y, upscale_tiled
+from op4ksr.evaluate import psnr_ssim_y
+from op4ksr.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
 from op4ksr.model import OP4KSR
+from op4ksr.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +80,21 @@ def test_train_through_ray_train(ray_local, hr_dir, tmp_path, capsys):
     OP4KSR.from_pretrained(summary["checkpoint"])
 
 
+def test_train_refuses_an_empty_prefix_and_s3_without_ray(ray_local, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=f"train.data={empty} holds no image"):
+        train_job.main([f"train.data={empty}", f"train.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(UserError, match="--no-ray reads and writes local folders only"):
+        train_job.main(["--no-ray", "train.data=s3://bucket-x/hr/", f"train.output_dir={tmp_path / 'run'}"])
+
+
 def test_help_and_bad_input(capsys):
     for module, prog in ((train_job, "op4ksr train"), (eval_job, "op4ksr eval"), (bench_build, "op4ksr bench-build")):
         with pytest.raises(SystemExit) as exit_info:
             module.main(["--help"])
         assert exit_info.value.code == 0 and prog in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="manifest.json is missing"):
+    with pytest.raises(UserError, match="manifest.json is missing"):
         eval_job.main(["--bench", "/nonexistent", "--model", "tiny"])
 
 

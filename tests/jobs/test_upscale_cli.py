@@ -30,7 +30,7 @@ def test_folder_with_nested_subfolder_and_a_broken_file(folder, tmp_path, capsys
     assert gray.size == (64, 64) and gray.mode == "L"
     assert not (out / "nested" / "broken.png").exists()
     assert "3 of 4 images" in err
-    assert "preset: tiny" in (out / "op4ksr-config.yaml").read_text()
+    assert "path: tiny-trained" in (out / "op4ksr-config.yaml").read_text()  # the default model: trained weights
 
 
 def test_long_side_format_and_overrides(folder, tmp_path):
@@ -41,9 +41,15 @@ def test_long_side_format_and_overrides(folder, tmp_path):
     assert Image.open(out / "wide.jpg").size == (96, 64)
 
 
-def test_unknown_override_names_the_closest_key(folder, tmp_path):
-    with pytest.raises(SystemExit, match="did you mean 'output.quality'"):
-        cli(["upscale", str(folder), "--out", str(tmp_path), "output.qualty=80"])
+def test_unknown_override_names_the_closest_key(folder, tmp_path, capsys):
+    assert cli(["upscale", str(folder), "--out", str(tmp_path), "output.qualty=80"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("did you mean 'output.quality'?") and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_mistyped_model_path_says_no_such_folder(folder, tmp_path, capsys):
+    assert cli(["upscale", str(folder), "--out", str(tmp_path), "--model", "./modles/op4ksr"]) == 2
+    assert capsys.readouterr().err.strip() == "op4ksr upscale: model ./modles/op4ksr: no such folder; give an OP4KSR checkpoint folder"
 
 
 def test_output_over_the_size_limit_fails_that_image(folder, tmp_path, capsys):
@@ -57,3 +63,10 @@ def test_help_and_unknown_command(capsys):
     assert cli(["--help"]) == 0
     assert "upscale" in capsys.readouterr().out
     assert cli(["upscal"]) == 2
+
+
+def test_a_random_weight_preset_runs_only_by_name_and_says_so(folder, tmp_path, capsys):
+    assert cli(["upscale", str(folder / "wide.png"), "--out", str(tmp_path / "o"), "--model", "tiny", "--quiet"]) == 0
+    assert "model tiny: a preset with random weights" in capsys.readouterr().err
+    assert cli(["upscale", str(folder / "wide.png"), "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert "random weights" not in capsys.readouterr().err  # the default model is trained

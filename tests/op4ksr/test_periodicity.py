@@ -1,8 +1,10 @@
 """op4ksr.periodicity on generated images with known periodic artifacts (tests/synthetic_images.py)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +17,13 @@ from op4ksr.periodicity import (
     ap_loss,
     ap_loss_weighted,
     autocorr,
+    axis_autocorr,
     crop_box,
     dominant_period,
+    normalised_autocorr,
     periodicity,
     quality_report,
+    tile_grid,
     upscaled_crop,
 )
 from tests.synthetic_images import base_image, degraded_pair, periodic_pattern, inject, tiled_upscale, with_pattern
@@ -31,8 +36,10 @@ CLEAN_BASES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "g
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_threshold_is_set_from_the_eval():
-    assert 0 < THRESHOLD < 0.2
+def test_the_library_default_threshold_is_the_configs():
+    from op4ksr.periodicity import DEFAULT_THRESHOLD
+
+    assert DEFAULT_THRESHOLD == THRESHOLD  # one default: configs/default.yaml's, named in code
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 37, 53), (2, 3, 64, 96), (1, 3, 33, 33)])
@@ -141,7 +148,8 @@ def test_quality_report_fields_and_json():
     assert 20 < r_clean.lr_consistency_psnr < 100
     d = r_grid.as_dict()
     assert set(d) == {"period_px", "ap_score_out", "ap_score_in", "ap_excess", "dominant_period_px",
-                      "lr_consistency_psnr", "flagged"}
+                      "lr_consistency_psnr", "flagged", "ap_tile_map"}
+    assert d["ap_tile_map"] == [[round(r_grid.ap_excess, 4)]]  # one tile: the image fits one
     assert [type(d[k]) for k in ("period_px", "ap_excess", "dominant_period_px", "flagged")] == [int, float, int, bool]
     json.dumps(d)
 
@@ -203,3 +211,50 @@ def test_cuda_matches_cpu():
     gpu = quality_report(clean.cuda(), x_lr.cuda(), 32)[0]
     assert gpu.ap_score_out == pytest.approx(cpu.ap_score_out, abs=1e-4)
     assert gpu.dominant_period_px == cpu.dominant_period_px
+
+
+def test_tile_grid_covers_the_image_with_equal_tiles():
+    assert tile_grid(4096, 4096, 1024, 32) == ([0, 1024, 2048, 3072], [0, 1024, 2048, 3072], 1024, 1024)
+    assert tile_grid(1500, 1000, 1024, 32) == ([0, 476], [4], 1024, 992)  # overlap; < 1 period left out
+    assert tile_grid(384, 512, 1024, 32) == ([0], [0], 384, 512)  # small: one tile, the whole image
+    tops, lefts, th, tw = tile_grid(3000, 2100, 512, 32)
+    covered = torch.zeros(3000, 2100, dtype=torch.bool)
+    for t in tops:
+        for left in lefts:
+            covered[t : t + th, left : left + tw] = True
+    assert covered.all()
+
+
+def test_axis_autocorr_equals_the_lines_of_the_2d_autocorrelation():
+    y = torch.randn(2, 2, 96, 64, generator=torch.Generator().manual_seed(0))
+    rho = normalised_autocorr(y)
+    along_x, along_y = axis_autocorr(y)
+    assert torch.allclose(along_x, rho[..., 0, :], atol=1e-5) and torch.allclose(along_y, rho[..., :, 0], atol=1e-5)
+
+
+def test_a_pattern_in_one_corner_is_flagged_in_its_tile_only():
+    # 1024x1024 scored in 256 px tiles (crop=256): the grid covers only the top-left 192x192 px
+    clean = base_image("coffee", (1024, 1024), seed=0)
+    x_lr, _ = degraded_pair(clean)
+    corner = torch.zeros(1, 1, 1024, 1024)
+    corner[..., :192, :192] = 1
+    grid = clean + (inject(clean, periodic_pattern((1024, 1024), 32, "grid"), 0.02) - clean) * corner
+    r_clean, r_corner = quality_report(torch.cat([clean, grid]), torch.cat([x_lr, x_lr]), 32, THRESHOLD, crop=256)
+    assert r_corner.flagged and r_corner.dominant_period_px == 32 and not r_clean.flagged
+    tiles = torch.tensor(r_corner.ap_tile_map)  # (4, 4)
+    assert tiles.shape == (4, 4) and tiles[0, 0] == tiles.max() and tiles[0, 0] > THRESHOLD
+    assert (tiles.flatten()[1:] < THRESHOLD).all()
+    alone = quality_report(grid, x_lr, 32, THRESHOLD, crop=256)[0].ap_tile_map
+    assert alone == r_corner.ap_tile_map  # one image or a batch: the same map
+
+
+@pytest.mark.slow
+def test_a_corner_pattern_at_4096_is_flagged_with_its_period():
+    path = Path(__file__).resolve().parents[2] / "bench" / "periodicity.py"  # its test images
+    spec = importlib.util.spec_from_file_location("bench_periodicity", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    x_lr, clean, _, corner = bench.test_images((4096, 4096))
+    r_clean, r_corner = quality_report(torch.cat([clean, corner]), torch.cat([x_lr, x_lr]), 32, THRESHOLD)
+    assert r_corner.flagged and r_corner.dominant_period_px == 32 and not r_clean.flagged
+    assert len(r_corner.ap_tile_map) == 4 and r_corner.ap_tile_map[0][0] == max(map(max, r_corner.ap_tile_map))

@@ -95,3 +95,23 @@ def test_schedule_and_config_checks(hr_dir, tmp_path):
         _cfg(hr_dir, tmp_path, transformer="frozen", vae="frozen")
     with pytest.raises(ValueError, match="train.crop"):
         _cfg(hr_dir, tmp_path, crop=66)
+
+
+def test_vae_encoder_lora_checkpoint_is_merged_and_matches_the_adapted_model(hr_dir, tmp_path):
+    from op4ksr.training.state import load_weights
+    from op4ksr.training.trainable import add_lora, set_trainable
+    from tests.tolerance import assert_forwards_close
+
+    cfg = _cfg(hr_dir, tmp_path / "vae-lora", transformer="frozen", vae="encoder_lora", vae_lora_rank=4, steps=1)
+    result = train(cfg)
+    state = load_state_dict(result.checkpoint / "vae")
+    assert not any("lora" in k or "base_layer" in k for k in state)
+    adapted = build_model(cfg, "cpu")
+    add_lora(adapted, cfg)
+    assert {n.split(".")[1] for n, _ in set_trainable(adapted, cfg)} == {"encoder"}
+    load_weights(result.checkpoint, adapted, transformer_lora=False, vae_lora=True)
+    plain = OP4KSR.from_pretrained(result.checkpoint)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert_forwards_close(plain.encode(x), adapted.encode(x))
+        assert not torch.allclose(plain.encode(x), build_model(cfg, "cpu").encode(x), atol=1e-4)  # it trained

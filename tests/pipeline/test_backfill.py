@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from jobs.config import load_config
+from actors.upscaler import UpscaleActor
 from pipeline.backfill import run_backfill
-from pipeline.runspec import build_run_spec
+from jobs.specs import build_run_spec
 
 SIZES = [(24, 32), (32, 24), (40, 40), (16, 48)]  # (h, w): landscape, portrait, square, wide
 
@@ -56,7 +57,7 @@ def test_n_inputs_give_n_outputs_reports_and_rows_then_rerun_does_nothing(s3_ser
     store.put("broken.jpg", b"<html>503 Service Unavailable</html>")
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
 
-    summary = run_backfill(_spec(s3_server, s3_bucket, "run-1"))
+    summary = run_backfill(_spec(s3_server, s3_bucket, "run-1"), UpscaleActor)
     assert (summary.total, summary.ok, summary.failed, summary.skipped) == (5, 4, 1, 0)
     rows = {r["key"]: r for r in _manifest(out, "run-1")}
     assert len(rows) == 5 and rows["broken.jpg"]["status"] == "failed"
@@ -72,12 +73,12 @@ def test_n_inputs_give_n_outputs_reports_and_rows_then_rerun_does_nothing(s3_ser
     assert len(_keys(out, "images/")) == 4 and len(_keys(out, "reports/")) == 4
     assert json.loads(out.get("runs/run-1/summary.json"))["ok"] == 4
 
-    again = run_backfill(_spec(s3_server, s3_bucket, "run-2"))
+    again = run_backfill(_spec(s3_server, s3_bucket, "run-2"), UpscaleActor)
     assert (again.ok, again.skipped, again.failed) == (0, 4, 1)  # the broken file is retried, and fails again
     assert again.bytes_out == 0
 
     # a change of output parameters makes every image due again
-    changed = run_backfill(_spec(s3_server, s3_bucket, "run-3", "output.format=jpeg", "output.quality=90"))
+    changed = run_backfill(_spec(s3_server, s3_bucket, "run-3", "output.format=jpeg", "output.quality=90"), UpscaleActor)
     assert (changed.ok, changed.skipped) == (4, 0)
     assert len(_keys(out, "images/")) == 8  # png and jpeg side by side
 
@@ -85,12 +86,12 @@ def test_n_inputs_give_n_outputs_reports_and_rows_then_rerun_does_nothing(s3_ser
 def test_limit_and_dry_run(s3_server, s3_bucket, ray_local):
     _catalog(s3_server, s3_bucket)
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
-    dry = run_backfill(_spec(s3_server, s3_bucket, "dry", "run.dry_run=true"))
+    dry = run_backfill(_spec(s3_server, s3_bucket, "dry", "run.dry_run=true"), UpscaleActor)
     assert dry.dry_run and dry.total == 4 and dry.ok == 0 and _keys(out, "images/") == []
     assert dry.estimate["due"] == 4 and dry.estimate["estimated_usd"] is None  # no finished run to price from
-    limited = run_backfill(_spec(s3_server, s3_bucket, "lim", "run.limit=2"))
+    limited = run_backfill(_spec(s3_server, s3_bucket, "lim", "run.limit=2"), UpscaleActor)
     assert (limited.total, limited.ok) == (2, 2)
-    again = run_backfill(_spec(s3_server, s3_bucket, "dry-2", "run.dry_run=true"))
+    again = run_backfill(_spec(s3_server, s3_bucket, "dry-2", "run.dry_run=true"), UpscaleActor)
     assert again.estimate["due"] == 2 and again.estimate["basis_run"] == "lim"
     assert again.estimate["estimated_usd"] == pytest.approx(2 * limited.cost["total_usd"] / 2)
 
@@ -100,7 +101,7 @@ def test_unwritable_output_is_a_clear_error_before_any_work(s3_server, s3_bucket
 
     spec = _spec(s3_server, s3_bucket, "x", "output.uri=s3://no-such-bucket-op4ksr/out/")
     with pytest.raises(StorageError, match="no-such-bucket-op4ksr"):
-        run_backfill(spec)
+        run_backfill(spec, UpscaleActor)
 
 
 @pytest.mark.slow
@@ -124,7 +125,7 @@ def test_sigkill_mid_run_then_rerun_leaves_no_gaps_and_no_duplicates(s3_server, 
     done_before = len(_keys(out, "reports/"))
     assert 2 <= done_before < count, "the kill did not land mid-run"
 
-    summary = run_backfill(_spec(s3_server, s3_bucket, "resumed"))
+    summary = run_backfill(_spec(s3_server, s3_bucket, "resumed"), UpscaleActor)
     rows = _manifest(out, "resumed")
     assert len(rows) == count and len({r["key"] for r in rows}) == count
     assert summary.skipped >= done_before and summary.ok + summary.skipped == count and summary.failed == 0
@@ -153,7 +154,7 @@ def test_inputs_that_share_an_output_key_fail_the_later_one_and_overwrite_nothin
         client.put_object(Bucket=s3_bucket, Key=f"in/{key}", Body=data)
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
 
-    summary = run_backfill(_spec(s3_server, s3_bucket, "run-1", "sr.min_output_side=8"))
+    summary = run_backfill(_spec(s3_server, s3_bucket, "run-1", "sr.min_output_side=8"), UpscaleActor)
     assert (summary.total, summary.ok, summary.failed) == (4, 2, 2)
     rows = {r["key"]: r for r in _manifest(out, "run-1")}
     for later, first, output in [("p1.tif", "p1.jpg", "images/p1.png"), ("x/y.png", "x//y.png", "images/x/y.png")]:
@@ -163,7 +164,7 @@ def test_inputs_that_share_an_output_key_fail_the_later_one_and_overwrite_nothin
     assert Image.open(io.BytesIO(out.get("images/p1.png"))).size == (64, 32)  # the JPEG's, 16x8 upscaled
     assert _keys(out, "reports/") == ["reports/p1.jpg.json", "reports/x/y.png.json"]
 
-    again = run_backfill(_spec(s3_server, s3_bucket, "run-2", "sr.min_output_side=8"))
+    again = run_backfill(_spec(s3_server, s3_bucket, "run-2", "sr.min_output_side=8"), UpscaleActor)
     assert (again.ok, again.failed, again.skipped) == (0, 2, 2)
 
 
@@ -175,5 +176,5 @@ def test_an_actor_pool_the_cluster_cannot_place_fails_the_run_in_time(s3_server,
     for _ in range(2):  # the first failure released the run lock: the second run fails the same way
         start = time.perf_counter()
         with pytest.raises(ActorStartTimeout, match=r"1 model actor\(s\) of 1 GPU .* actors.start_timeout_s=2"):
-            run_backfill(spec)
+            run_backfill(spec, UpscaleActor)
         assert time.perf_counter() - start < 60

@@ -185,8 +185,10 @@ def test_a_backfill_writes_its_ledger_summary_report_and_trace(s3_server, s3_buc
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from PIL import Image
 
+    from actors.upscaler import UpscaleActor
+
     from pipeline.backfill import run_backfill
-    from pipeline.runspec import build_run_spec
+    from jobs.specs import build_run_spec
     from pipeline.telemetry import Telemetry
 
     inputs = s3_server.open_storage(f"s3://{s3_bucket}/in/")
@@ -199,7 +201,7 @@ def test_a_backfill_writes_its_ledger_summary_report_and_trace(s3_server, s3_buc
     spec = build_run_spec(cfg, "e2e", "", credentials=s3_server.credentials)
     spans = InMemorySpanExporter()
     with Telemetry(spans, batch=False) as telemetry:
-        summary = run_backfill(spec, prices=PRICES, telemetry=telemetry)
+        summary = run_backfill(spec, UpscaleActor, prices=PRICES, telemetry=telemetry)
 
     run = s3_server.open_storage(f"s3://{s3_bucket}/out/runs/e2e/")
     ledger, prices = read_ledger(run)

@@ -62,18 +62,19 @@ def _rows(out, run_id):
 
 @pytest.mark.slow
 def test_a_rerun_skips_done_inputs_without_gets_and_falls_back_to_reports(s3_server, s3_bucket, ray_local):
+    from actors.upscaler import UpscaleActor
     from pipeline.backfill import run_backfill
 
     inputs = s3_server.open_storage(f"s3://{s3_bucket}/in/")
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
     for i in range(4):
         inputs.put(f"set{i % 2}/img-{i}.png", _png(i))
-    first = run_backfill(_spec(s3_server, s3_bucket, "run-1"))
+    first = run_backfill(_spec(s3_server, s3_bucket, "run-1"), UpscaleActor)
     assert (first.ok, first.skipped) == (4, 0)
 
     # The rerun: the four done inputs come from run-1's manifest with no request; a new one is processed.
     inputs.put("set0/new.png", _png(9))
-    second = run_backfill(_spec(s3_server, s3_bucket, "run-2"))
+    second = run_backfill(_spec(s3_server, s3_bucket, "run-2"), UpscaleActor)
     assert (second.total, second.ok, second.skipped, second.failed) == (5, 1, 4, 0)
     rows = _rows(out, "run-2")
     skipped = [r for r in rows.values() if r["status"] == "skipped"]
@@ -82,7 +83,7 @@ def test_a_rerun_skips_done_inputs_without_gets_and_falls_back_to_reports(s3_ser
     assert json.loads(out.get("runs/run-2/summary.json"))["skipped"] == 4
 
     # A rerun of a done run starts no actor at all: nothing is due.
-    third = run_backfill(_spec(s3_server, s3_bucket, "run-3"))
+    third = run_backfill(_spec(s3_server, s3_bucket, "run-3"), UpscaleActor)
     assert (third.ok, third.skipped, third.failed) == (0, 5, 0)
     assert sum(r["requests_get"] for r in _rows(out, "run-3").values()) == 0
     assert third.cost["device_seconds"] == 0
@@ -91,6 +92,6 @@ def test_a_rerun_skips_done_inputs_without_gets_and_falls_back_to_reports(s3_ser
     for run_id in ("run-1", "run-2"):
         for key in [o.key for o in out.iter_objects() if o.key.startswith(f"runs/{run_id}/manifest/")]:
             out.delete(key)
-    fourth = run_backfill(_spec(s3_server, s3_bucket, "run-4"))
+    fourth = run_backfill(_spec(s3_server, s3_bucket, "run-4"), UpscaleActor)
     assert (fourth.ok, fourth.skipped, fourth.bytes_out) == (0, 5, 0)
     assert [r["requests_get"] for r in _rows(out, "run-4").values()] == [1] * 5

@@ -158,6 +158,7 @@ def test_report_rebuild_of_a_real_run_equals_what_its_finish_phase_wrote(s3_serv
     import re
 
     from jobs.config import load_config, to_yaml
+    from actors.upscaler import UpscaleActor
     from pipeline.backfill import run_backfill
     from pipeline.finish import rebuild_run
     from pipeline.runspec import build_run_spec
@@ -173,7 +174,8 @@ def test_report_rebuild_of_a_real_run_equals_what_its_finish_phase_wrote(s3_serv
     inputs.put("broken.jpg", b"not an image")
     cfg = load_config([], [f"input.uri=s3://{s3_bucket}/in/", f"output.uri=s3://{s3_bucket}/out/",
                            f"storage.endpoint_url={s3_server.endpoint_url}"])
-    run_backfill(build_run_spec(cfg, "run-1", to_yaml(cfg), credentials=s3_server.credentials))  # as jobs save it
+    run_backfill(build_run_spec(cfg, "run-1", to_yaml(cfg), credentials=s3_server.credentials),  # as jobs save it
+                 UpscaleActor)
     run = s3_server.open_storage(f"s3://{s3_bucket}/out/runs/run-1/")
     written = {name: run.get(name) for name in ("cost.parquet", "summary.json", "report.html")}
     for name in written:

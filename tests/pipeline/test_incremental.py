@@ -17,6 +17,7 @@ from PIL import Image
 
 from jobs.config import load_config
 from pipeline import backfill as backfill_module
+from actors.upscaler import UpscaleActor
 from pipeline.backfill import run_backfill
 from pipeline.incremental import (
     LOCK_KEY,
@@ -30,7 +31,7 @@ from pipeline.incremental import (
     read_watermark,
 )
 from pipeline.listing import list_inputs
-from pipeline.runspec import build_run_spec
+from jobs.specs import build_run_spec
 from pipeline.storage import open_storage
 
 UTC = dt.timezone.utc
@@ -215,18 +216,18 @@ def test_since_last_lists_only_new_inputs_and_failures_hold_the_watermark(tmp_pa
     for name in ("a.png", "b.png"):
         inputs.put(name, _png(len(name)))
 
-    first = run_backfill(_local_spec(tmp_path, "r1", "run.since=last"))  # no watermark yet: everything
+    first = run_backfill(_local_spec(tmp_path, "r1", "run.since=last"), UpscaleActor)  # no watermark yet: everything
     assert (first.total, first.ok, first.failed) == (2, 2, 0)
     assert read_watermark(out).run_id == "r1" and not out.exists(LOCK_KEY)
 
     inputs.put("c.png", _png(3))
     inputs.put("broken.png", b"not an image")
-    second = run_backfill(_local_spec(tmp_path, "r2", "run.since=last"))
+    second = run_backfill(_local_spec(tmp_path, "r2", "run.since=last"), UpscaleActor)
     assert (second.total, second.ok, second.failed) == (2, 1, 1)  # a and b are not even listed
     assert read_watermark(out).run_id == "r1", "a run with a failure must not move the watermark"
 
     inputs.delete("broken.png")  # fixed; c is listed again and skipped as done
-    third = run_backfill(_local_spec(tmp_path, "r3", "run.since=last"))
+    third = run_backfill(_local_spec(tmp_path, "r3", "run.since=last"), UpscaleActor)
     assert (third.total, third.skipped, third.failed) == (1, 1, 0)
     assert read_watermark(out).run_id == "r3" and not out.exists(LOCK_KEY)
 
@@ -236,12 +237,12 @@ def test_run_backfill_stops_at_a_held_lock_and_releases_its_own_on_failure(tmp_p
     open_storage(str(tmp_path / "in")).put("a.png", _png(1))
     with RunLock.acquire(out, "nightly", 60, heartbeat=False):
         with pytest.raises(RunLockedError, match="held by run nightly"):
-            run_backfill(_local_spec(tmp_path, "manual"))
+            run_backfill(_local_spec(tmp_path, "manual"), UpscaleActor)
 
     def crash(*args, **kwargs):
         raise RuntimeError("the cluster went away")
 
     monkeypatch.setattr(backfill_module, "_run", crash)
     with pytest.raises(RuntimeError, match="went away"):
-        run_backfill(_local_spec(tmp_path, "crashing"))
+        run_backfill(_local_spec(tmp_path, "crashing"), UpscaleActor)
     assert not out.exists(LOCK_KEY) and read_watermark(out) is None

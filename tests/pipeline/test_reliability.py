@@ -22,10 +22,11 @@ from PIL import Image
 
 from jobs.config import ConfigError, load_config, to_yaml
 from op4ksr import png16
+from actors.upscaler import UpscaleActor
 from pipeline.backfill import run_backfill
 from pipeline.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode, SizePolicy
 from pipeline.layout import UnsafeKeyError, output_image_key, report_key
-from pipeline.runspec import build_run_spec
+from jobs.specs import build_run_spec
 from pipeline.storage import S3Credentials, StorageError, StorageSpec, open_storage
 from tests.badinputs import HOSTILE_KEYS, corpus, encode, flat, multi_frame, noise, over_limit_input
 from tests.icc_profiles import ADOBE_RGB, rgb_profile
@@ -163,7 +164,7 @@ def test_bad_inputs_and_hostile_keys_fail_alone_while_good_files_keep_their_fide
     out_dir = tmp_path / "out"
     spec = _spec(f"s3://{s3_bucket}/in/", str(out_dir), s3_server.endpoint_url, s3_server.credentials, "mixed",
                  "sr.max_output_megapixels=3", "input.extensions=[.png,.jpg,.tif,.gif]")
-    summary = run_backfill(spec)
+    summary = run_backfill(spec, UpscaleActor)
 
     out = open_storage(str(out_dir))
     rows = _manifest(out, "mixed")
@@ -224,7 +225,7 @@ def test_object_store_faults_are_retried_or_fail_one_row_and_no_secret_leaks(s3_
     with FaultyProxy(s3_server.endpoint_url, rules, fraction=0.1, seed=5) as proxy:
         spec = _spec(f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}/out/", proxy.endpoint_url, SECRET, "faults",
                      "storage.max_attempts=3")
-        summary = run_backfill(spec)
+        summary = run_backfill(spec, UpscaleActor)
 
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
     rows = _manifest(out, "faults")
@@ -262,7 +263,7 @@ def test_a_killed_actor_is_restarted_and_every_image_is_done_exactly_once(s3_ser
     spec = _spec(f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}/out/", s3_server.endpoint_url, s3_server.credentials,
                  "actor-kill")
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(summary=run_backfill(spec)), daemon=True)
+    runner = threading.Thread(target=lambda: result.update(summary=run_backfill(spec, UpscaleActor)), daemon=True)
     runner.start()
     deadline = time.time() + 300
     while not _reports(out):

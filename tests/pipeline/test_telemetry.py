@@ -12,7 +12,8 @@ from jobs.config import load_config
 from pipeline.fetch import FetchContext, FetchDecode, SizePolicy
 from pipeline.records import new_record
 from pipeline.storage import StorageSpec
-from pipeline.telemetry import STAGES, Telemetry, stage_intervals, telemetry_from_config
+from jobs.specs import telemetry_from_config
+from pipeline.telemetry import STAGES, Telemetry, stage_intervals
 
 T0 = 1_780_000_000.0
 

@@ -6,8 +6,10 @@ from typing import Iterator
 
 from omegaconf import OmegaConf
 
+from jobs.config import to_yaml
+from jobs.specs import build_run_spec
 from pipeline.backfill import new_run_id
-from pipeline.runspec import RunSpec, build_run_spec
+from pipeline.runspec import RunSpec
 
 
 def _bucket(uri: str) -> str | None:
@@ -17,8 +19,7 @@ def _bucket(uri: str) -> str | None:
 @contextlib.contextmanager
 def run_session(cfg) -> Iterator[tuple[RunSpec, object | None]]:
     """(RunSpec, embedded server or None); with storage.embedded a moto S3 server runs on 127.0.0.1 meanwhile."""
-    from jobs.config import to_yaml  # the saved config is the resolved one, as the user would write it
-
+    # the saved config is the resolved one, as the user would write it (to_yaml)
     run_id = cfg.run.id or new_run_id()
     if not cfg.storage.embedded:
         yield build_run_spec(cfg, run_id, to_yaml(cfg)), None

@@ -1,0 +1,157 @@
+"""Config -> typed specs, in one place: every job builds what the library needs here.
+
+The library (op4ksr/, pipeline/, actors/) never sees the omegaconf object; configs/default.yaml
+is the contract for every default, so nothing below has a fallback value of its own.
+"""
+from __future__ import annotations
+
+import json
+
+from jobs.config import ConfigError
+from op4ksr.loading import InferenceOptions, ModelSpec, model_identity, resolved_options
+from op4ksr.sizing import SizePolicy
+from pipeline.records import params_hash
+from pipeline.runspec import ActorOptions, ModelSource, PoolSpec, RunSpec
+from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
+
+
+def inference_options(cfg) -> InferenceOptions:
+    """The inference overrides of a config (null keys keep the checkpoint's saved values)."""
+    return InferenceOptions(
+        rfr_mode=cfg.rfr.mode,
+        rfr_scale=None if cfg.rfr.scale is None else float(cfg.rfr.scale),
+        decode_shift=cfg.model.decode_shift,
+        fidelity=cfg.sr.fidelity,
+        fidelity_levels=None if cfg.sr.fidelity_levels is None else int(cfg.sr.fidelity_levels),
+        fidelity_strength=None if cfg.sr.fidelity_strength is None else float(cfg.sr.fidelity_strength),
+        fidelity_iterations=None if cfg.sr.fidelity_iterations is None else int(cfg.sr.fidelity_iterations),
+        decode_partitions=int(cfg.model.vae_decode_partitions),
+        attention_backend=cfg.model.attention_backend,
+    )
+
+
+def model_source(cfg) -> str:
+    """model.path, else model.preset (a preset only when model.path is set empty)."""
+    return str(cfg.model.path or cfg.model.preset)
+
+
+def model_spec(cfg, source: str | None = None) -> ModelSpec:
+    """The ModelSpec a config names (`source` replaces model.path/model.preset when given)."""
+    return ModelSpec(source=source or model_source(cfg), dtype=cfg.model.dtype, device=cfg.model.device,
+                     seed=int(cfg.model.seed), options=inference_options(cfg))
+
+
+def size_policy(cfg, gpu_actors: bool = False) -> SizePolicy:
+    """The output-size policy of a config's sr.* keys; `gpu_actors`: the model runs on other machines' GPUs."""
+    return SizePolicy(None if cfg.sr.long_side else float(cfg.sr.scale), cfg.sr.long_side,
+                      int(cfg.sr.min_output_side), max_output_megapixels(cfg, gpu_actors))
+
+
+def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
+    """sr.max_output_megapixels as a number: `auto` plans from the GPU's memory (op4ksr/memory_plan.py)
+    for the model.preset sizes: this machine's GPU, or sr.device_memory_gb; 40 on a CPU."""
+    value = cfg.sr.max_output_megapixels
+    if value != "auto":
+        return float(value)
+    if gpu_actors and cfg.sr.device_memory_gb is None:
+        raise ConfigError("sr.max_output_megapixels=auto plans for the actors' GPUs, which this driver cannot see: "
+                          "set sr.device_memory_gb (e.g. 80 for an H100)")
+    from op4ksr.inference import max_output_megapixels as planned
+
+    return planned("auto", preset=cfg.model.preset, dtype=cfg.model.dtype, device=cfg.model.device,
+                   device_memory_gb=cfg.sr.device_memory_gb, decode_partitions=int(cfg.model.vae_decode_partitions),
+                   attention_backend=cfg.model.attention_backend)
+
+
+def output_params(cfg, options: dict) -> dict:
+    """The values that change an output's pixels or bytes (and so its params_hash); `options` resolved."""
+    params = {"scale": None if cfg.sr.long_side else float(cfg.sr.scale), "long_side": cfg.sr.long_side,
+              "format": cfg.output.format, "dtype": cfg.model.dtype,
+              "decode_partitions": int(cfg.model.vae_decode_partitions), "inference": options}
+    if cfg.output.format in ("jpeg", "webp"):
+        params["quality"] = int(cfg.output.quality)
+    if cfg.output.format == "png":
+        params["png_compress_level"] = int(cfg.output.png_compress_level)
+    return params
+
+
+def storage_spec(cfg, uri: str, credentials: S3Credentials | None = None) -> StorageSpec:
+    """A StorageSpec for `uri` with the config's storage.* settings."""
+    return StorageSpec(normalise_uri(uri), cfg.storage.endpoint_url, cfg.storage.region,
+                       int(cfg.storage.max_attempts), credentials)
+
+
+def pool_spec(cfg) -> PoolSpec:
+    return PoolSpec(min_actors=int(cfg.actors.min), max_actors=int(cfg.actors.max),
+                    batch_size=int(cfg.actors.batch_size), num_gpus=float(cfg.actors.num_gpus),
+                    num_cpus=float(cfg.actors.num_cpus), decode_num_cpus=float(cfg.pipeline.decode_num_cpus),
+                    fetch_tasks=int(cfg.pipeline.fetch_tasks or 2 * int(cfg.actors.max)),
+                    fetch_threads=int(cfg.pipeline.fetch_threads), start_timeout_s=float(cfg.actors.start_timeout_s))
+
+
+def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
+    return ActorOptions(output=output, output_format=cfg.output.format, quality=int(cfg.output.quality),
+                        png_compress_level=int(cfg.output.png_compress_level),
+                        report_threshold=float(cfg.report.threshold), period_px=cfg.report.period_px,
+                        max_lag_multiple=int(cfg.report.max_lag_multiple),
+                        warmup_shapes=tuple(tuple(s) for s in cfg.actors.warmup_shapes),
+                        upload_threads=int(cfg.actors.upload_threads), params_hash=params,
+                        torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None)
+
+
+def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, str, dict]:
+    """(where the actor loads the model, model_id, resolved inference options), all without weights."""
+    spec = model_spec(cfg)
+    if not spec.source.startswith("s3://"):
+        return ModelSource(spec=spec), model_identity(spec), resolved_options(spec)
+    storage = storage_spec(cfg, spec.source, credentials)
+    opened = storage.open()
+
+    def read_json(name: str) -> dict:
+        return json.loads(opened.get(name))
+
+    return ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json)
+
+
+def telemetry_from_config(cfg):
+    """The Telemetry the config's telemetry.* keys ask for (a context manager)."""
+    from pipeline.telemetry import open_telemetry
+
+    t = cfg.telemetry
+    return open_telemetry(t.exporter, file=t.file, otlp_endpoint=t.otlp_endpoint)
+
+
+def train_launch(cfg):
+    """Where and how `op4ksr train` runs its trainers (train.workers/use_gpu/..., storage.*)."""
+    from pipeline.training import Launch
+
+    t = cfg.train
+    return Launch(workers=int(t.workers), use_gpu=bool(t.use_gpu), cpus_per_worker=float(t.cpus_per_worker),
+                  max_failures=int(t.max_failures), endpoint_url=cfg.storage.endpoint_url,
+                  region=cfg.storage.region, max_attempts=int(cfg.storage.max_attempts))
+
+
+def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credentials | None = None) -> RunSpec:
+    """The RunSpec for a validated config (credentials only for an embedded server)."""
+    from pipeline.incremental import parse_since
+
+    if not cfg.input.uri or not cfg.output.uri:
+        raise ConfigError("input.uri and output.uri must both be set (s3://bucket/prefix/ or a local folder)")
+    since = None if cfg.run.since in (None, "") else str(cfg.run.since)
+    try:
+        parse_since(since)  # names run.since, before any work
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not float(cfg.run.lock_ttl_seconds) > 0 or float(cfg.run.watermark_margin_seconds) < 0:
+        raise ConfigError(f"run.lock_ttl_seconds={cfg.run.lock_ttl_seconds} must be positive and "
+                         f"run.watermark_margin_seconds={cfg.run.watermark_margin_seconds} 0 or more")
+    model, model_id, options = _model_source(cfg, credentials)
+    output = storage_spec(cfg, cfg.output.uri, credentials)
+    return RunSpec(
+        run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
+        extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
+        actor=actor_options(cfg, output, params_hash(output_params(cfg, options))),
+        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0), pool=pool_spec(cfg), limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
+        ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
+        lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
+        watermark_margin_seconds=float(cfg.run.watermark_margin_seconds))
