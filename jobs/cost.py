@@ -46,8 +46,7 @@ def main(argv: list[str]) -> int:
 
     from pipeline.catalog_cost import catalog_runs, cost_report
     from pipeline.cost import format_cost, prices_from_config
-    from pipeline.storage import StorageError
-    from pipeline.storage import open_storage
+    from pipeline.storage import StorageError, open_storage
 
     def opener(uri: str):
         return open_storage(uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region,

@@ -48,7 +48,7 @@ def _png(seed):
 
 
 def _spec(s3_server, bucket, run_id):
-    from pipeline.runspec import build_run_spec
+    from jobs.specs import build_run_spec
 
     cfg = load_config([], [f"input.uri=s3://{bucket}/in/", f"output.uri=s3://{bucket}/out/",
                            f"storage.endpoint_url={s3_server.endpoint_url}"])

@@ -161,7 +161,7 @@ def test_report_rebuild_of_a_real_run_equals_what_its_finish_phase_wrote(s3_serv
     from actors.upscaler import UpscaleActor
     from pipeline.backfill import run_backfill
     from pipeline.finish import rebuild_run
-    from pipeline.runspec import build_run_spec
+    from jobs.specs import build_run_spec
 
     inputs = s3_server.open_storage(f"s3://{s3_bucket}/in/")
     rng = np.random.default_rng(0)
