@@ -117,7 +117,8 @@ def synthetic_storage(total: int, page: int = 1000):
                 objects = [ObjectInfo(f"catalog/{i // 1000:05d}/scan {i:08d}.{'jpg' if i % 7 else 'txt'}",
                                       1000 + i, f"{i:032x}", epoch + dt.timedelta(seconds=i))
                            for i in range(first, min(total, first + page))]
-                yield from (o for o in objects if exts is None or o.key.lower().endswith(exts))
+                yield from (o for o in objects if (exts is None or o.key.lower().endswith(exts))
+                            and (start_after is None or o.key > start_after))
 
     return SyntheticListing()
 
@@ -132,7 +133,7 @@ def measure_listing(keys: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="op4ksr-load-") as folder:
         out = open_storage(folder)
-        write_inputs_parquet(list_inputs(synthetic_storage(10)), out, "warmup.parquet")  # imports out of the peak
+        write_inputs_parquet(list_inputs(synthetic_storage(10), workers=1), out, "warmup.parquet")  # imports out of the peak
         arrow_pool = pa.proxy_memory_pool(pa.default_memory_pool())
         previous = pa.default_memory_pool()
         pa.set_memory_pool(arrow_pool)
@@ -140,7 +141,7 @@ def measure_listing(keys: int) -> dict:
         tracemalloc.start()
         start = time.perf_counter()
         try:
-            rows = write_inputs_parquet(list_inputs(synthetic_storage(keys)), out, "inputs.parquet")
+            rows = write_inputs_parquet(list_inputs(synthetic_storage(keys), workers=1), out, "inputs.parquet")
             python_peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": ("jobs.demo", "run the backfill on sample images with an embedded S3 server and the tiny model"),
     "import": ("jobs.import_weights", "build a checkpoint from public Flux weights: pipeline folder, F16 VAE, LoRA"),
     "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
+    "report": ("jobs.report", "rebuild a run's cost.parquet, summary.json and report.html from its manifest"),
 }
 
 

@@ -44,8 +44,9 @@ def main(argv: list[str]) -> int:
         parser.error("give RUN_URI... or --catalog OUTPUT_URI (one of the two)")
     cfg = config_from_args(args)
 
-    from pipeline.cost import catalog_runs, cost_chart, cost_report, format_cost, prices_from_config
-    from pipeline.storage import open_storage
+    from pipeline.catalog_cost import catalog_runs, cost_report
+    from pipeline.cost import format_cost, prices_from_config
+    from pipeline.storage import StorageError, open_storage
 
     def opener(uri: str):
         return open_storage(uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region,
@@ -55,13 +56,13 @@ def main(argv: list[str]) -> int:
     try:
         runs = catalog_runs(opener, args.catalog) if args.catalog else [opener(uri) for uri in uris]
         report = cost_report(runs, by, prices_from_config(cfg) if args.reprice else None)
-    except ValueError as err:
+    except (ValueError, StorageError) as err:
         raise SystemExit(f"op4ksr cost: {err}") from None
     print(f"{len(report.runs)} run(s), {report.summary['images']} ledger rows, {report.summary['ok']} ok\n")
     print(format_cost(report.summary))
     print(f"\nby {args.group_by}:\n{report.groups.to_string(index=False, float_format=lambda v: f'{v:.6g}')}")
     print(f"\ninputs listed {report.listed}, remaining {report.remaining}, projected USD {report.projected_usd:.6f} "
           f"(at {report.summary['per_delivered_image_usd']:.6f} per delivered image)")
-    args.chart.write_bytes(cost_chart(report.ledger, by))
+    args.chart.write_bytes(report.totals.chart(by))
     print(f"chart: {args.chart.resolve()}")
     return 0

@@ -2,33 +2,39 @@
 
 The driver holds only a bounded window of metadata rows: inputs are listed to Parquet in
 batches, Ray Data streams them, and manifest rows are written as they arrive. At the end the
-manifest is read back once (its metadata only) for the cost ledger and the report page.
+manifest is streamed back (its metadata only, a batch at a time: pipeline/finish.py) for the
+cost ledger, the summary and the report page.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import functools
-import json
 import logging
 import os
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.cost import Prices, build_ledger, cost_summary, read_manifest, write_ledger
+from pipeline.cost import Prices
+from pipeline.done_index import DoneIndex, DueSplit
+from pipeline.finish import FinishRecord, finish_run
 from pipeline.incremental import incremental_run
 from pipeline.layout import output_image_key, run_key
-from pipeline.listing import list_inputs, write_inputs_parquet
+from pipeline.listing import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.runspec import RunSpec
 from pipeline.storage import normalise_uri
 from pipeline.telemetry import Telemetry
 
-MANIFEST_PART_ROWS = 1000
+MANIFEST_FIRST_PART_ROWS = 1000
+MANIFEST_MAX_PART_ROWS = 500_000
+MANIFEST_PART_SECONDS = 600.0
+ROW_GROUP_ROWS = 1000
 
 
 @dataclass
@@ -82,31 +88,68 @@ class RunSummary:
 
 
 class ManifestWriter:
-    """Appends records to runs/<id>/manifest/part-NNNNN.parquet, one part per MANIFEST_PART_ROWS."""
+    """Appends records to runs/<id>/manifest/part-NNNNN.parquet; parts grow with the run.
 
-    def __init__(self, storage, run_id: str):
+    The first part holds MANIFEST_FIRST_PART_ROWS rows and each next one twice its predecessor, up
+    to MANIFEST_MAX_PART_ROWS, so a 10 M-row run is about 30 objects rather than 10,000 tiny ones
+    and a small run still has its first rows in storage early. A part is built on local disk a
+    row group at a time (memory: one row group) and uploaded whole when it is full or
+    MANIFEST_PART_SECONDS old, which bounds what a killed run's manifest lacks (its reports
+    still say what was done).
+    """
+
+    def __init__(self, storage, run_id: str, first_rows: int = MANIFEST_FIRST_PART_ROWS,
+                 max_rows: int = MANIFEST_MAX_PART_ROWS, part_seconds: float = MANIFEST_PART_SECONDS):
         self.storage, self.run_id = storage, run_id
+        self.part_rows, self.max_rows, self.part_seconds = first_rows, max_rows, part_seconds
         self.buffer: list[dict] = []
         self.parts = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._path, self._rows, self._opened = "", 0, 0.0
 
     def add(self, records: list[dict]) -> None:
+        if records and self._rows == 0 and not self.buffer:
+            self._opened = time.monotonic()  # the part's first row: its age counts from here
         self.buffer += records
-        while len(self.buffer) >= MANIFEST_PART_ROWS:
-            self._flush(self.buffer[:MANIFEST_PART_ROWS])
-            self.buffer = self.buffer[MANIFEST_PART_ROWS:]
+        while len(self.buffer) >= min(ROW_GROUP_ROWS, self.part_rows - self._rows):
+            take = min(ROW_GROUP_ROWS, self.part_rows - self._rows)
+            self._write(self.buffer[:take])
+            self.buffer = self.buffer[take:]
+            if self._rows >= self.part_rows:
+                self._upload()
+                if self.buffer:
+                    self._opened = time.monotonic()
+        if (self.buffer or self._rows) and time.monotonic() - self._opened > self.part_seconds:
+            self._write(self.buffer)
+            self.buffer = []
+            self._upload()
 
     def close(self) -> None:
-        if self.buffer or self.parts == 0:
-            self._flush(self.buffer)
+        if self.buffer or (self.parts == 0 and self._writer is None):
+            self._write(self.buffer)
         self.buffer = []
+        if self._writer is not None:
+            self._upload()
 
-    def _flush(self, rows: list[dict]) -> None:
-        table = pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows], schema=MANIFEST_SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        self.storage.put(run_key(self.run_id, f"manifest/part-{self.parts:05d}.parquet"),
-                         sink.getvalue().to_pybytes(), "application/vnd.apache.parquet")
+    def _write(self, rows: list[dict]) -> None:
+        if self._writer is None:
+            fd, self._path = tempfile.mkstemp(prefix="op4ksr-manifest-", suffix=".parquet")
+            os.close(fd)
+            self._writer, self._rows = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0
+        self._writer.write_table(pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows],
+                                                      schema=MANIFEST_SCHEMA))
+        self._rows += len(rows)
+
+    def _upload(self) -> None:
+        self._writer.close()
+        try:
+            self.storage.put_file(run_key(self.run_id, f"manifest/part-{self.parts:05d}.parquet"), self._path,
+                                  "application/vnd.apache.parquet")
+        finally:
+            os.remove(self._path)
+        self._writer, self._rows = None, 0
         self.parts += 1
+        self.part_rows = min(2 * self.part_rows, self.max_rows)
 
 
 def new_run_id() -> str:
@@ -136,15 +179,21 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
          telemetry: Telemetry) -> RunSummary:
     inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
+    writer = ManifestWriter(outputs, spec.run_id)
+    # Inputs earlier runs' manifests prove done get their `skipped` rows here; the rest are due.
+    due = DueSplit(DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id), outputs,
+                   run_key(spec.run_id, "due.parquet"), spec,
+                   None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
     listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
-                                 output_key=functools.partial(output_image_key, fmt=spec.actor.output_format))
-    progress = Progress(total=total)
-    writer = ManifestWriter(outputs, spec.run_id)
+                                 output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
+                                 on_batch=due)
+    due_rows = due.close(INPUTS_SCHEMA)
+    progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped)
     totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
         actors_ended_at = time.time()
-        if total and not spec.dry_run:
+        if due_rows and not spec.dry_run:
             actors_ended_at = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals,
                                        on_progress)
         writer.close()
@@ -152,7 +201,7 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
         if spec.dry_run and total:
             from pipeline.estimate import dry_run_estimate
 
-            estimate = dry_run_estimate(outputs, run_key(spec.run_id, "inputs.parquet"), spec.run_id,
+            estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
                                         spec.model_id, spec.params_hash)
         summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at, estimate)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
@@ -166,7 +215,7 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
 
     with _ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
-        dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "inputs.parquet")),
+        dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
                                 traceparent)
         for rows in iter_records(dataset, spec.pool):
             writer.add(rows)
@@ -182,22 +231,14 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
 
 def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float,
             estimate: dict) -> RunSummary:
-    """Cost ledger, summary.json and report.html for the finished run; actors are charged until `actors_ended_at`."""
-    from pipeline.html_report import write_report
-
+    """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
+    (pipeline/finish.py); actors are charged until `actors_ended_at`."""
     run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
     run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
-    manifest = read_manifest(run_storage)
-    ledger = build_ledger(manifest, prices, run_ended_at=actors_ended_at)
-    summary = RunSummary(spec.run_id, progress.total, progress.ok, progress.failed, progress.skipped,
-                         time.perf_counter() - progress.started, f"{run_uri}/manifest/",
-                         outputs.uri_for(run_key(spec.run_id, "summary.json")), dry_run=spec.dry_run, **totals,
-                         cost=cost_summary(ledger, prices),
-                         cost_uri=write_ledger(run_storage, ledger, prices),
-                         report_uri=run_storage.uri_for("report.html"), estimate=estimate)
-    outputs.put(run_key(spec.run_id, "summary.json"), json.dumps(asdict(summary), indent=2).encode(), "application/json")
-    write_report(run_storage, asdict(summary), manifest, ledger, prices, spec.actor.report_threshold, inputs, outputs)
-    return summary
+    record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
+                          progress.total)
+    record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
+    return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
 
 
 def _number(value) -> float:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from typing import Callable
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.ledger_totals import CPU_STAGES, GROUP_BYS, LedgerTotals
 from pipeline.storage import ObjectNotFoundError, Storage
 
 PRICE_KEYS = ("gpu_hour_usd", "cpu_hour_usd", "put_per_1k", "get_per_1k", "egress_per_gb")
-CPU_STAGES = ("fetch", "decode", "encode", "upload")
 
 LEDGER_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -99,20 +97,23 @@ def read_manifest(run_storage: Storage) -> pd.DataFrame:
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
-def build_ledger(manifest: pd.DataFrame, prices: Prices, run_ended_at: float | None = None) -> pd.DataFrame:
+def build_ledger(manifest: pd.DataFrame, prices: Prices, run_ended_at: float | None = None,
+                 actors: pd.DataFrame | None = None) -> pd.DataFrame:
     """One priced ledger row per manifest row (LEDGER_SCHEMA); `run_ended_at` (unix s) ends the actors' time.
 
-    Without `run_ended_at` an actor's time ends with its last record's last stage.
+    Without `run_ended_at` an actor's time ends with its last record's last stage. `actors` is the
+    whole run's `actor_activity` when `manifest` is one batch of a longer manifest (pipeline/finish.py);
+    without it the actors are taken from `manifest` itself.
     """
-    m = manifest.reindex(columns=sorted(set(manifest.columns) | _TEXT_COLUMNS | _NUMBER_COLUMNS))
-    m[sorted(_TEXT_COLUMNS)] = m[sorted(_TEXT_COLUMNS)].astype(object).where(m[sorted(_TEXT_COLUMNS)].notna(), None)
-    m[sorted(_NUMBER_COLUMNS)] = m[sorted(_NUMBER_COLUMNS)].apply(pd.to_numeric, errors="coerce").astype("float64")
+    m = normalise_manifest(manifest)
     ledger = pd.DataFrame({
         "run_id": m["run_id"], "key": m["key"], "status": m["status"],
         "prefix": m["key"].map(_prefix), "month": _months(m), "actor_id": m["actor_id"], "device": m["device"],
         "device_forward_seconds": m["gpu_seconds"].fillna(0.0),
     })
-    warmup, idle = _actor_shares(m, ledger["device_forward_seconds"], run_ended_at)
+    if actors is None:
+        actors = actor_activity(m)
+    warmup, idle = _actor_shares(m, ledger["device_forward_seconds"], actors, run_ended_at)
     ledger["device_warmup_seconds"], ledger["device_idle_seconds"] = warmup, idle
     ledger["device_seconds"] = ledger[["device_forward_seconds", "device_warmup_seconds", "device_idle_seconds"]].sum(axis=1)
     for stage in CPU_STAGES:
@@ -124,6 +125,38 @@ def build_ledger(manifest: pd.DataFrame, prices: Prices, run_ended_at: float | N
     for name in ("requests_get", "requests_put", "bytes_in", "bytes_out"):
         ledger[name] = m[name].fillna(0).astype("int64")
     return price(ledger, prices)
+
+
+def normalise_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with every column the ledger reads (missing ones empty), text as object, numbers as float64."""
+    m = manifest.reindex(columns=sorted(set(manifest.columns) | _TEXT_COLUMNS | _NUMBER_COLUMNS))
+    m[sorted(_TEXT_COLUMNS)] = m[sorted(_TEXT_COLUMNS)].astype(object).where(m[sorted(_TEXT_COLUMNS)].notna(), None)
+    m[sorted(_NUMBER_COLUMNS)] = m[sorted(_NUMBER_COLUMNS)].apply(pd.to_numeric, errors="coerce").astype("float64")
+    return m
+
+
+def actor_activity(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per actor_id: when it started loading, its load and warm-up seconds, forward seconds, rows that
+    ran a forward (`charged`), all its rows and when its last stage ended. Batches combine with
+    `combine_actor_activity`, so a manifest read a batch at a time gives the same table."""
+    m = normalise_manifest(manifest)
+    forward = m["gpu_seconds"].fillna(0.0)
+    rows = m.assign(forward=forward, charged=forward > 0, ends=_row_ends(m))
+    return rows.groupby("actor_id").agg(
+        started=("actor_started_at", "min"), load=("actor_load_seconds", "max"),
+        warmup=("actor_warmup_seconds", "max"), forward=("forward", "sum"), charged=("charged", "sum"),
+        rows=("key", "size"), last_end=("ends", "max"))
+
+
+def combine_actor_activity(first: pd.DataFrame | None, second: pd.DataFrame) -> pd.DataFrame:
+    """The `actor_activity` of two batches together."""
+    if first is None:
+        return second
+    return pd.concat([first, second]).groupby(level=0).agg(_ACTIVITY_COMBINE)
+
+
+_ACTIVITY_COMBINE = {"started": "min", "load": "max", "warmup": "max", "forward": "sum", "charged": "sum",
+                     "rows": "sum", "last_end": "max"}
 
 
 def price(ledger: pd.DataFrame, prices: Prices) -> pd.DataFrame:
@@ -166,70 +199,9 @@ def read_ledger(run_storage: Storage, prices: Prices | None = None) -> tuple[pd.
     return table.to_pandas(), Prices(**json.loads((table.schema.metadata or {})[b"op4ksr.prices"]))
 
 
-@dataclasses.dataclass
-class CostReport:
-    """What `op4ksr cost` shows for a set of runs: their ledger, totals, groups and the projection."""
-
-    runs: list[str]              # run folder uris
-    ledger: pd.DataFrame
-    summary: dict                # cost_summary
-    groups: pd.DataFrame         # group_costs
-    listed: int                  # distinct input keys listed by the runs
-    remaining: int               # listed keys with no ok or skipped row in any run
-    projected_usd: float         # remaining x USD per delivered image so far
-
-
-def catalog_runs(open_storage: Callable[[str], Storage], output_uri: str) -> list[Storage]:
-    """The run folders (runs/<id>/ with a manifest) under a backfill's output uri, oldest first."""
-    runs = open_storage(_child(output_uri, "runs"))
-    ids = sorted({o.key.split("/", 1)[0] for o in runs.iter_objects(extensions=[".parquet"]) if "/manifest/" in o.key})
-    if not ids:
-        raise ValueError(f"{runs.spec.uri}: no runs with a manifest; give the output.uri of a backfill")
-    return [open_storage(_child(output_uri, f"runs/{run_id}")) for run_id in ids]
-
-
-def cost_report(runs: list[Storage], by: str = "run_id", prices: Prices | None = None) -> CostReport:
-    """Ledgers of `runs` together (repriced with `prices` if given), grouped `by` run_id, month or prefix."""
-    ledgers, price_sets, listed = [], set(), set()
-    for run in runs:
-        ledger, run_prices = read_ledger(run, prices)
-        ledgers.append(ledger)
-        price_sets.add(run_prices)
-        try:
-            inputs = pq.read_table(io.BytesIO(run.get("inputs.parquet")), columns=["key"])
-            listed.update(inputs["key"].to_pylist())
-        except ObjectNotFoundError:
-            pass  # an older or foreign run folder: it lists nothing
-    ledger = pd.concat(ledgers, ignore_index=True) if ledgers else build_ledger(pd.DataFrame(), Prices())
-    summary = cost_summary(ledger, price_sets.pop() if len(price_sets) == 1 else None)
-    done = set(ledger.loc[ledger["status"].isin(["ok", "skipped"]), "key"])
-    remaining = len(listed - done)
-    return CostReport([r.spec.uri for r in runs], ledger, summary, group_costs(ledger, by), len(listed), remaining,
-                      remaining * summary["per_delivered_image_usd"])
-
-
 def cost_summary(ledger: pd.DataFrame, prices: Prices | None) -> dict:
     """Totals for summary.json and the tables: USD by kind and by stage, per-image statistics, utilisation."""
-    ok = ledger[ledger["status"] == "ok"]
-    total, device = float(ledger["total_usd"].sum()), float(ledger["device_seconds"].sum())
-    forward = float(ledger["device_forward_seconds"].sum())
-    stats = ok["total_usd"].quantile([0.5, 0.95]) if len(ok) else pd.Series([0.0, 0.0], index=[0.5, 0.95])
-    return {
-        "images": int(len(ledger)), "ok": int(len(ok)),
-        "total_usd": total,
-        **{f"{kind}_usd": float(ledger[f"{kind}_usd"].sum()) for kind in ("device", "cpu", "egress")},
-        "requests_usd": float(ledger["get_usd"].sum() + ledger["put_usd"].sum()),
-        "per_image_mean_usd": float(ok["total_usd"].mean()) if len(ok) else 0.0,
-        "per_image_p50_usd": float(stats[0.5]), "per_image_p95_usd": float(stats[0.95]),
-        "per_delivered_image_usd": total / len(ok) if len(ok) else 0.0,  # failures and skips included
-        "device_seconds": device, "device_forward_seconds": forward,
-        "device_warmup_seconds": float(ledger["device_warmup_seconds"].sum()),
-        "device_idle_seconds": float(ledger["device_idle_seconds"].sum()),
-        "cpu_seconds": float(ledger["cpu_seconds"].sum()),
-        "utilisation": forward / device if device > 0 else 0.0,
-        "stages": stage_breakdown(ledger).to_dict("records"),
-        "prices": None if prices is None else dataclasses.asdict(prices),  # None: each run's own
-    }
+    return LedgerTotals.of(ledger).summary(prices)
 
 
 def format_cost(summary: dict) -> str:
@@ -264,73 +236,25 @@ def stage_breakdown(ledger: pd.DataFrame) -> pd.DataFrame:
     USD comes from the ledger's own *_usd columns (a row's device USD split by its device seconds),
     so ledgers of runs priced differently still add up.
     """
-    device_rate = (ledger["device_usd"] / ledger["device_seconds"]).where(ledger["device_seconds"] > 0, 0.0)
-    cpu_rate = (ledger["cpu_usd"] / ledger["cpu_seconds"]).where(ledger["cpu_seconds"] > 0, 0.0)
-    rows = [(f"device {part}", "s", ledger[f"device_{part}_seconds"], device_rate) for part in ("forward", "warmup", "idle")]
-    rows += [(f"CPU {stage}", "s", ledger[f"cpu_{stage}_seconds"], cpu_rate) for stage in (*CPU_STAGES, "other")]
-    table = pd.DataFrame([(name, unit, float(amount.sum()), float((amount * rate).sum())) for name, unit, amount, rate in rows]
-                         + [("GET requests", "req", float(ledger["requests_get"].sum()), float(ledger["get_usd"].sum())),
-                            ("PUT requests", "req", float(ledger["requests_put"].sum()), float(ledger["put_usd"].sum())),
-                            ("egress (bytes in)", "GB", float(ledger["bytes_in"].sum()) / 1e9, float(ledger["egress_usd"].sum()))],
-                         columns=["stage", "unit", "amount", "usd"])
-    total = table["usd"].sum()
-    table["share"] = table["usd"] / total if total > 0 else 0.0
-    return table
+    return LedgerTotals.of(ledger).stages()
 
 
 def group_costs(ledger: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per run, month or prefix: images, ok, USD, USD per delivered image, device seconds, utilisation."""
-    if by not in ("run_id", "month", "prefix"):
+    if by not in GROUP_BYS:
         raise ValueError(f"group by {by!r}: use month or prefix (or run_id)")
-    grouped = ledger.assign(is_ok=ledger["status"] == "ok").groupby(by, dropna=False, sort=True)
-    table = grouped.agg(images=("key", "size"), ok=("is_ok", "sum"), total_usd=("total_usd", "sum"),
-                        device_seconds=("device_seconds", "sum"), forward=("device_forward_seconds", "sum"))
-    table["usd_per_ok_image"] = table["total_usd"] / table["ok"].where(table["ok"] > 0)
-    table["utilisation"] = table["forward"] / table["device_seconds"].where(table["device_seconds"] > 0)
-    return table.drop(columns="forward").reset_index()
+    return LedgerTotals.of(ledger).groups(by)
 
 
 def cost_chart(ledger: pd.DataFrame, by: str = "prefix") -> bytes:
     """PNG: USD by kind stacked per group (left) and the per-image cost distribution of ok images (right)."""
-    from matplotlib.figure import Figure
-
-    parts = {"device forward": "device_forward_seconds", "device warm-up": "device_warmup_seconds",
-             "device idle": "device_idle_seconds"}
-    device_share = ledger[list(parts.values())].div(ledger["device_seconds"].where(ledger["device_seconds"] > 0), axis=0)
-    usd = pd.DataFrame({name: device_share[col].fillna(0) * ledger["device_usd"] for name, col in parts.items()})
-    usd = usd.assign(CPU=ledger["cpu_usd"], requests=ledger["get_usd"] + ledger["put_usd"], egress=ledger["egress_usd"])
-    groups = usd.groupby(ledger[by].fillna("?").replace("", "(top level)")).sum()
-    fig = Figure(figsize=(10, 3.2 + 0.25 * len(groups)), dpi=100, layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[3, 2])
-    if len(groups):
-        groups.plot.barh(stacked=True, ax=left, colormap="tab10", width=0.7)
-        left.legend(fontsize=8)
-    else:
-        left.text(0.5, 0.5, "no images", ha="center", va="center", transform=left.transAxes)
-    left.set_xlabel("USD")
-    left.set_ylabel(by)
-    left.set_title(f"cost by {by}")
-    ok = ledger.loc[ledger["status"] == "ok", "total_usd"]
-    if len(ok):
-        right.hist(ok, bins=min(30, max(5, len(ok))), color="#4c72b0")
-        for q, style in ((0.5, "-"), (0.95, "--")):
-            right.axvline(ok.quantile(q), color="#c44e52", linestyle=style, label=f"p{round(q * 100)}")
-        right.legend(fontsize=8)
-    right.set_xlabel("USD per ok image")
-    right.set_ylabel("images")
-    right.set_title("per-image cost")
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    return out.getvalue()
+    return LedgerTotals.of(ledger).chart(by)
 
 
-def _actor_shares(m: pd.DataFrame, forward: pd.Series, run_ended_at: float | None) -> tuple[pd.Series, pd.Series]:
+def _actor_shares(m: pd.DataFrame, forward: pd.Series, actors: pd.DataFrame,
+                  run_ended_at: float | None) -> tuple[pd.Series, pd.Series]:
     """Each row's share of its actor's load + warm-up and of its idle time (0 for rows with no actor)."""
-    rows = m.assign(forward=forward, charged=forward > 0, ends=_row_ends(m))
-    actors = rows.groupby("actor_id").agg(
-        started=("actor_started_at", "min"), load=("actor_load_seconds", "max"),
-        warmup=("actor_warmup_seconds", "max"), forward=("forward", "sum"), charged=("charged", "sum"),
-        rows=("key", "size"), last_end=("ends", "max"))
+    actors = actors.copy()
     actors[["load", "warmup"]] = actors[["load", "warmup"]].fillna(0.0)
     end = actors["last_end"] if run_ended_at is None else pd.Series(run_ended_at, index=actors.index)
     lifetime = (end - actors["started"]).fillna(0.0)
@@ -339,7 +263,8 @@ def _actor_shares(m: pd.DataFrame, forward: pd.Series, run_ended_at: float | Non
     # Shared over the images the actor ran forwards for; over all its rows if it ran none (a rerun
     # that skips everything still paid for loading the model).
     actors["shares"] = actors["charged"].where(actors["charged"] > 0, actors["rows"])
-    per_actor = rows[["actor_id", "charged"]].join(
+    rows = pd.DataFrame({"actor_id": m["actor_id"], "charged": forward > 0})
+    per_actor = rows.join(
         actors[["charged", "shares", "idle"]].assign(overhead=overhead).add_suffix("_actor"), on="actor_id")
     takes = per_actor["charged"] | (per_actor["charged_actor"] == 0)
     warmup = (per_actor["overhead_actor"] / per_actor["shares_actor"]).where(takes, 0.0).fillna(0.0)
@@ -361,10 +286,6 @@ def _months(m: pd.DataFrame) -> pd.Series:
     from_run = m["run_id"].astype("string").str.extract(r"^(\d{4})(\d{2})\d{2}T")
     fallback = (from_run[0] + "-" + from_run[1]).fillna("unknown")
     return months.where(stamps.notna(), fallback).astype(object)
-
-
-def _child(uri: str, name: str) -> str:
-    return uri.rstrip("/") + "/" + name + ("/" if uri.startswith("s3://") else "")
 
 
 def _prefix(key) -> str:

@@ -1,7 +1,8 @@
 """The dry run's estimate: how many listed inputs are due, and what they would cost.
 
-Nothing is processed. Each listed input's report is read (in parallel, a bounded batch at a
-time) to decide whether it is done; the price per image comes from the most recent finished
+Nothing is processed. The inputs the done-index (pipeline/done_index.py) proves done are not
+due; for the rest (runs/<id>/due.parquet) each report is read (in parallel, a bounded batch at
+a time) to decide whether it is done; the price per image comes from the most recent finished
 run under the same output prefix, because on a new model or card nothing else is honest.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 
 from pipeline.layout import report_key
+from pipeline.manifest_scan import runs_storage
 from pipeline.records import is_done
 from pipeline.storage import ObjectNotFoundError, StorageError
 
@@ -20,7 +22,8 @@ BATCH_ROWS = 1000
 
 
 def count_due(outputs, inputs_key: str, model_id: str, params_hash: str, threads: int = 16) -> int:
-    """How many rows of runs/<id>/inputs.parquet have no matching report yet."""
+    """How many rows of an input list (runs/<id>/due.parquet: what the done-index did not cover) have no
+    matching report yet."""
     table = pq.ParquetFile(io.BytesIO(outputs.get(inputs_key)))
 
     def done(row: dict) -> bool:
@@ -39,11 +42,13 @@ def count_due(outputs, inputs_key: str, model_id: str, params_hash: str, threads
 
 def last_cost_per_image(outputs, exclude_run: str) -> tuple[float | None, str | None]:
     """(USD per delivered image, run id) of the newest finished run with delivered images, else (None, None)."""
-    summaries = sorted((o.key for o in outputs.iter_objects() if o.key.startswith("runs/")
-                        and o.key.endswith("/summary.json") and f"/{exclude_run}/" not in f"/{o.key}"), reverse=True)
+    runs = runs_storage(outputs)  # listing runs/ alone: the images and reports may be millions of keys
+    summaries = [] if runs is None else sorted(
+        (o.key for o in runs.iter_objects() if o.key.endswith("/summary.json") and not o.key.startswith(f"{exclude_run}/")),
+        reverse=True)
     for key in summaries:
         try:
-            summary = json.loads(outputs.get(key))
+            summary = json.loads(runs.get(key))
         except (StorageError, ValueError):
             continue
         total_usd = (summary.get("cost") or {}).get("total_usd")

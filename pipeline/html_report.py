@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from pipeline.cost import Prices, cost_chart, describe_prices, stage_breakdown
+from pipeline.cost import Prices, describe_prices
+from pipeline.ledger_totals import LedgerTotals
 from pipeline.storage import Storage
 
 CONTACT_SHEET_IMAGES = 12
@@ -77,32 +78,90 @@ flagged images first, at most {{ sheet_limit }}.</p>
 """)
 
 
-def render_report(summary: dict, manifest: pd.DataFrame, ledger: pd.DataFrame, prices: Prices,
+FLAGGED_COLUMNS = ["key", "ap_excess", "ap_score_out", "ap_score_in", "dominant_period_px", "lr_consistency_psnr"]
+FAILED_COLUMNS = ["key", "error_class", "error"]
+SHEET_COLUMNS = ["key", "status", "flagged", "ap_excess", "output_key", "input_size", "output_size"]
+DIGEST_COLUMNS = sorted({*FLAGGED_COLUMNS, *FAILED_COLUMNS, *SHEET_COLUMNS})  # the manifest columns a page reads
+
+
+class ReportDigest:
+    """What the page shows of a manifest of any length, fed a batch at a time: the top flagged rows,
+    the first failed rows, the contact sheet's candidates, the ap_excess histogram and counts.
+
+    `ap_range` is (min, max, count) of the whole manifest's ap_excess (a first pass gives it), so the
+    histogram's bins are the ones matplotlib would draw from all the values at once.
+    """
+
+    def __init__(self, ap_range: tuple[float, float, int]):
+        low, high, count = ap_range
+        self.edges = np.histogram_bin_edges([low, high], bins=min(40, max(5, count))) if count else None
+        self.counts = np.zeros(0 if self.edges is None else len(self.edges) - 1)
+        self.flagged_count = self.failed_count = 0
+        self.flagged = pd.DataFrame(columns=FLAGGED_COLUMNS)
+        self.failed = pd.DataFrame(columns=FAILED_COLUMNS)
+        self.candidates = pd.DataFrame(columns=[*SHEET_COLUMNS, "flag"])
+
+    @classmethod
+    def of(cls, manifest: pd.DataFrame) -> ReportDigest:
+        values = manifest["ap_excess"].dropna()
+        digest = cls((values.min(), values.max(), len(values)) if len(values) else (0.0, 0.0, 0))
+        digest.add(manifest)
+        return digest
+
+    def add(self, manifest: pd.DataFrame) -> None:
+        """Count one batch of manifest rows (DIGEST_COLUMNS at least)."""
+        if self.edges is not None:
+            self.counts += np.histogram(manifest["ap_excess"].dropna().to_numpy(np.float64), bins=self.edges)[0]
+        flagged = manifest[manifest["flagged"].fillna(False).astype(bool)]
+        self.flagged_count += len(flagged)
+        self.flagged = _top(self.flagged, flagged[FLAGGED_COLUMNS], ["ap_excess"], [False], TABLE_ROWS)
+        failed = manifest[manifest["status"] == "failed"]
+        self.failed_count += len(failed)
+        if len(self.failed) < TABLE_ROWS:
+            self.failed = _concat(self.failed, failed[FAILED_COLUMNS]).head(TABLE_ROWS)
+        ok = manifest.loc[manifest["status"] == "ok", SHEET_COLUMNS]
+        ok = ok.assign(flag=ok["flagged"].fillna(False).astype(bool))
+        self.candidates = _top(self.candidates, ok, ["flag", "ap_excess", "key"], [False, False, True],
+                               CONTACT_SHEET_IMAGES)
+
+    def histogram(self, threshold: float) -> bytes | None:
+        """The ap_excess histogram's PNG, or None when no image has an ap_excess."""
+        if self.edges is None:
+            return None
+        return periodicity_histogram(self.edges, self.counts, threshold)
+
+
+def render_report(summary: dict, digest: ReportDigest, totals: LedgerTotals, prices: Prices,
                   threshold: float, sheet: list[dict]) -> str:
-    """The page's HTML for a run's summary.json dict, manifest, ledger and contact-sheet items."""
+    """The page's HTML for a run's summary.json dict, its manifest digest, ledger totals and contact-sheet items."""
     cost = summary.get("cost") or {}
-    flagged = manifest[manifest["flagged"].fillna(False).astype(bool)].sort_values("ap_excess", ascending=False)
-    failed = manifest[manifest["status"] == "failed"]
+    histogram = digest.histogram(threshold)
     return _TEMPLATE.render(
         run_id=summary["run_id"], generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         summary_rows=_summary_rows(summary), cost_rows=_cost_rows(cost, prices),
-        breakdown_html=_table(stage_breakdown(ledger), {"amount": "{:.4g}", "usd": "{:.6f}", "share": "{:.1%}"}),
-        cost_chart=_data_uri(cost_chart(ledger, "prefix")), threshold=threshold,
-        histogram=_data_uri(periodicity_histogram(manifest["ap_excess"], threshold)) if manifest["ap_excess"].notna().any() else "",
-        flagged_count=len(flagged), flagged_html=_table(flagged[["key", "ap_excess", "ap_score_out", "ap_score_in",
-                                                                 "dominant_period_px", "lr_consistency_psnr"]].head(TABLE_ROWS),
-                                                        {c: "{:.4f}" for c in ("ap_excess", "ap_score_out", "ap_score_in")}
-                                                        | {"dominant_period_px": "{:.1f}", "lr_consistency_psnr": "{:.2f}"}),
-        failed_count=len(failed), failed_html=_table(failed[["key", "error_class", "error"]].head(TABLE_ROWS), {}),
+        breakdown_html=_table(totals.stages(), {"amount": "{:.4g}", "usd": "{:.6f}", "share": "{:.1%}"}),
+        cost_chart=_data_uri(totals.chart("prefix")), threshold=threshold,
+        histogram=_data_uri(histogram) if histogram else "",
+        flagged_count=digest.flagged_count,
+        flagged_html=_table(digest.flagged, {c: "{:.4f}" for c in ("ap_excess", "ap_score_out", "ap_score_in")}
+                            | {"dominant_period_px": "{:.1f}", "lr_consistency_psnr": "{:.2f}"}),
+        failed_count=digest.failed_count, failed_html=_table(digest.failed, {}),
         sheet=sheet, sheet_limit=CONTACT_SHEET_IMAGES,
     )
 
 
 def write_report(run_storage: Storage, summary: dict, manifest: pd.DataFrame, ledger: pd.DataFrame, prices: Prices,
                  threshold: float, inputs: Storage, outputs: Storage) -> str:
+    """Render report.html from a manifest and ledger held in memory (small runs, tests); its uri."""
+    return write_report_digest(run_storage, summary, ReportDigest.of(manifest), LedgerTotals.of(ledger), prices,
+                               threshold, inputs, outputs)
+
+
+def write_report_digest(run_storage: Storage, summary: dict, digest: ReportDigest, totals: LedgerTotals,
+                        prices: Prices, threshold: float, inputs: Storage, outputs: Storage) -> str:
     """Render report.html into the run folder, reading a few input/output images for the contact sheet; its uri."""
-    sheet = contact_sheet(manifest, inputs, outputs)
-    html = render_report(summary, manifest, ledger, prices, threshold, sheet)
+    sheet = contact_sheet(digest.candidates, inputs, outputs)
+    html = render_report(summary, digest, totals, prices, threshold, sheet)
     run_storage.put("report.html", html.encode("utf-8"), "text/html; charset=utf-8")
     return run_storage.uri_for("report.html")
 
@@ -130,14 +189,25 @@ def contact_sheet(manifest: pd.DataFrame, inputs: Storage, outputs: Storage,
     return items
 
 
-def periodicity_histogram(ap_excess: pd.Series, threshold: float) -> bytes:
-    """PNG: histogram of ap_excess with the flagging threshold marked."""
+def _top(kept: pd.DataFrame, batch: pd.DataFrame, by: list[str], ascending: list[bool], n: int) -> pd.DataFrame:
+    """The first `n` rows of `kept` and `batch` together in the order `by` (NaN last, as pandas sorts)."""
+    both = _concat(kept, batch)
+    return both.sort_values(by, ascending=ascending, kind="stable").head(n).reset_index(drop=True)
+
+
+def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    if first.empty:
+        return second.reset_index(drop=True)
+    return pd.concat([first, second], ignore_index=True) if len(second) else first
+
+
+def periodicity_histogram(edges: np.ndarray, counts: np.ndarray, threshold: float) -> bytes:
+    """PNG: histogram of ap_excess (bin `edges`, `counts` per bin) with the flagging threshold marked."""
     from matplotlib.figure import Figure
 
-    values = ap_excess.dropna().to_numpy(dtype=np.float64)
     fig = Figure(figsize=(7, 2.8), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    ax.hist(values, bins=min(40, max(5, len(values))), color="#4c72b0")
+    ax.hist(edges[:-1], bins=edges, weights=counts, color="#4c72b0")
     ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
     ax.set_xlabel("ap_excess")
     ax.set_ylabel("images")

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import load_config
-from pipeline.cost import (LEDGER_SCHEMA, Prices, build_ledger, catalog_runs, cost_report, cost_summary,
-                           group_costs, prices_from_config, read_ledger, stage_breakdown, write_ledger)
+from pipeline.catalog_cost import catalog_runs, cost_report
+from pipeline.cost import (LEDGER_SCHEMA, Prices, build_ledger, cost_summary, group_costs, prices_from_config,
+                           read_ledger, stage_breakdown, write_ledger)
 from pipeline.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
@@ -148,10 +149,10 @@ def test_catalog_report_over_s3_projects_what_remains(s3_server, s3_bucket):
     assert [r.uri_for("") for r in runs] == [f"s3://{s3_bucket}/out/runs/20260501T000000Z/",
                                              f"s3://{s3_bucket}/out/runs/20260601T000000Z/"]
     report = cost_report(runs, "run_id")
-    assert len(report.ledger) == 6 and list(report.groups["run_id"]) == ["20260501T000000Z", "20260601T000000Z"]
+    assert report.totals.images == 6 and list(report.groups["run_id"]) == ["20260501T000000Z", "20260601T000000Z"]
     # listed 8; done = 3 ok + 2 skipped; broken.jpg, f and g remain
     assert (report.listed, report.remaining) == (8, 3)
-    assert report.projected_usd == pytest.approx(3 * report.ledger["total_usd"].sum() / 3)
+    assert report.projected_usd == pytest.approx(3 * report.summary["total_usd"] / 3)
     assert report.summary["prices"] is None  # the rebuilt run priced at defaults: two price sets
     with pytest.raises(ValueError, match="no runs"):
         catalog_runs(s3_server.open_storage, f"s3://{s3_bucket}/elsewhere/")
