@@ -12,7 +12,7 @@ listing (a Storage whose iter_objects pages through generated keys in 100 folder
 in a fresh child process, so its peak RSS (ru_maxrss) is its own:
 - listing: list_inputs -> write_inputs_parquet, sequential (workers=1) and fanned out;
 - done-index: DoneIndex.build over the run's manifest, then every listed key looked up (the rerun's join);
-- report: pipeline.finish.rebuild_run, what `op4ksr report RUN_URI` runs;
+- report: jobs.report.rebuild, what `op4ksr report RUN_URI` runs;
 - cost: what `op4ksr cost --catalog` runs over that output prefix (after the report wrote cost.parquet).
 """
 from __future__ import annotations
@@ -147,11 +147,11 @@ def _rows(rng, first: int, n: int, rows: int) -> dict:
 
 
 def measure_report(folder: str) -> dict:
-    from pipeline.finish import rebuild_run
+    from jobs.report import rebuild
     from pipeline.storage import open_storage
 
     start = time.perf_counter()
-    summary = rebuild_run(open_storage, os.path.join(folder, "runs", "bench"))
+    summary = rebuild(open_storage, os.path.join(folder, "runs", "bench"))
     return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "rows": summary["total"],
             "ok": summary["ok"], "total_usd": summary["cost"]["total_usd"],
             "report_kb": os.path.getsize(os.path.join(folder, "runs", "bench", "report.html")) / 1024,

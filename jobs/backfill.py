@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     from actors.upscaler import UpscaleActor
 
     from pipeline.backfill import run_backfill
-    from pipeline.cost import prices_from_config
+    from jobs.specs import prices_from_config
     from pipeline.report import print_summary, progress_printer
     from jobs.session import run_session
     from jobs.specs import telemetry_from_config

@@ -11,14 +11,17 @@ MODEL_HELP = (f"checkpoint folder, object-store prefix, training run folder (its
               f"({', '.join(PRESETS)}); default: model.path ({DEFAULT_MODEL})")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, default: tuple[str, ...] = ()) -> None:
-    """--config FILE (repeatable) and trailing key=value overrides, the same for every command."""
+def add_config_arguments(parser: argparse.ArgumentParser, default: tuple[str, ...] = (),
+                         overrides: bool = True) -> None:
+    """--config FILE (repeatable) and trailing key=value overrides, the same for every command
+    (`overrides=False`: the command sorts key=value items out of its own positionals)."""
     named = f" (default: {', '.join(default)})" if default else ""
     parser.add_argument("--config", action="append", default=list(default), metavar="FILE",
                         help="YAML config merged over configs/default.yaml (repeatable; a name like 'local' "
                              f"means configs/local.yaml){named}")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. sr.scale=2 output.format=jpeg")
+    if overrides:
+        parser.add_argument("overrides", nargs="*", metavar="key=value",
+                            help="config overrides, e.g. sr.scale=2 output.format=jpeg")
 
 
 def add_model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs.common import config_from_args
+from jobs.common import add_config_arguments, config_from_args
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Read the cost ledgers (runs/<id>/cost.parquet) of backfill runs and print the total, the cost
@@ -30,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chart", type=Path, default=Path("op4ksr-cost.png"), help="PNG chart to write")
     parser.add_argument("--reprice", action="store_true",
                         help="price with this config's cost.* / cost.preset instead of each run's own prices")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML config over configs/default.yaml (prices, storage.*); repeatable")
+    add_config_arguments(parser, overrides=False)  # key=value items come in with the run uris
     return parser
 
 
@@ -44,20 +44,20 @@ def main(argv: list[str]) -> int:
         parser.error("give RUN_URI... or --catalog OUTPUT_URI (one of the two)")
     cfg = config_from_args(args)
 
+    from jobs.specs import prices_from_config, storage_spec
     from pipeline.catalog_cost import catalog_runs, cost_report
-    from pipeline.cost import format_cost, prices_from_config
-    from pipeline.storage import StorageError, open_storage
+    from pipeline.cost import format_cost
+    from pipeline.storage import StorageError
 
     def opener(uri: str):
-        return open_storage(uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region,
-                            max_attempts=int(cfg.storage.max_attempts))
+        return storage_spec(cfg, uri).open()
 
     by = {"run": "run_id"}.get(args.group_by, args.group_by)
     try:
         runs = catalog_runs(opener, args.catalog) if args.catalog else [opener(uri) for uri in uris]
         report = cost_report(runs, by, prices_from_config(cfg) if args.reprice else None)
-    except (ValueError, StorageError) as err:
-        raise SystemExit(f"op4ksr cost: {err}") from None
+    except StorageError as err:  # no such run folder, refused credentials: the user fixes it
+        raise UserError(str(err)) from None
     print(f"{len(report.runs)} run(s), {report.summary['images']} ledger rows, {report.summary['ok']} ok\n")
     print(format_cost(report.summary))
     print(f"\nby {args.group_by}:\n{report.groups.to_string(index=False, float_format=lambda v: f'{v:.6g}')}")

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     from actors.upscaler import UpscaleActor
 
     from pipeline.backfill import run_backfill
-    from pipeline.cost import prices_from_config
+    from jobs.specs import prices_from_config
     from pipeline.demo import copy_tree, upload_samples
     from pipeline.report import print_summary, progress_printer
     from jobs.session import run_session

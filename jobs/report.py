@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import config_from_args
+from jobs.common import add_config_arguments, config_from_args
+from op4ksr.errors import UserError
 
 DESCRIPTION = """\
 Redo the finish phase of a backfill run from its manifest (runs/<id>/manifest/*.parquet): the cost
@@ -22,36 +23,48 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr report", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("items", nargs="+", metavar="RUN_URI | key=value",
-                        help="the run folder (<output.uri>/runs/<run_id>/) and config overrides, in any order")
+    parser.add_argument("run_uri", metavar="RUN_URI", help="the run folder (<output.uri>/runs/<run_id>/)")
     parser.add_argument("--reprice", action="store_true",
                         help="price with this config's cost.* / cost.preset instead of the run's own prices")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML config over configs/default.yaml (prices, storage.*); repeatable")
+    add_config_arguments(parser)
     return parser
 
 
-def main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
-    uris = [a for a in args.items if "=" not in a]
-    args.overrides = [a for a in args.items if "=" in a]
-    if len(uris) != 1:
-        parser.error("give exactly one RUN_URI (<output.uri>/runs/<run_id>/)")
-    cfg = config_from_args(args)
+def rebuild(opener, run_uri: str, reprice_cfg=None) -> dict:
+    """Rebuild a run's finish outputs with the settings of its own config.yaml (prices from
+    `reprice_cfg` when given); returns the new summary.json's dict."""
+    from omegaconf import OmegaConf
 
-    from pipeline.cost import format_cost, prices_from_config
+    from jobs.specs import prices_from_config
+    from pipeline.cost import Prices
     from pipeline.finish import rebuild_run
-    from pipeline.storage import StorageError, open_storage
-
-    def opener(uri: str):
-        return open_storage(uri, endpoint_url=cfg.storage.endpoint_url, region=cfg.storage.region,
-                            max_attempts=int(cfg.storage.max_attempts))
+    from pipeline.storage import ObjectNotFoundError
 
     try:
-        summary = rebuild_run(opener, uris[0], prices_from_config(cfg) if args.reprice else None)
-    except (ValueError, StorageError) as err:
-        raise SystemExit(f"op4ksr report: {err}") from None
+        saved = OmegaConf.create(opener(run_uri).get("config.yaml").decode("utf-8"))
+    except ObjectNotFoundError:
+        saved = OmegaConf.create({})  # an older run: default prices, no contact sheet
+    if reprice_cfg is not None:
+        prices = prices_from_config(reprice_cfg)
+    else:
+        prices = prices_from_config(saved) if OmegaConf.select(saved, "cost.gpu_hour_usd") is not None else Prices()
+    threshold = OmegaConf.select(saved, "report.threshold")
+    return rebuild_run(opener, run_uri, prices, **({} if threshold is None else {"threshold": float(threshold)}),
+                       input_uri=OmegaConf.select(saved, "input.uri"))
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    cfg = config_from_args(args)
+
+    from jobs.specs import storage_spec
+    from pipeline.cost import format_cost
+    from pipeline.storage import StorageError
+
+    try:
+        summary = rebuild(lambda uri: storage_spec(cfg, uri).open(), args.run_uri, cfg if args.reprice else None)
+    except StorageError as err:  # no such run folder, refused credentials: the user fixes it
+        raise UserError(str(err)) from None
     print(f"run {summary['run_id']}: {summary['total']} listed, {summary['ok']} ok, {summary['failed']} failed, "
           f"{summary['skipped']} skipped\n")
     print(format_cost(summary["cost"]))

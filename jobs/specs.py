@@ -10,6 +10,7 @@ import json
 from jobs.config import ConfigError
 from op4ksr.loading import InferenceOptions, ModelSpec, model_identity, resolved_options
 from op4ksr.sizing import SizePolicy
+from pipeline.cost import PRICE_KEYS, Prices
 from pipeline.records import params_hash
 from pipeline.runspec import ActorOptions, ModelSource, PoolSpec, RunSpec
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
@@ -111,6 +112,24 @@ def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, 
         return json.loads(opened.get(name))
 
     return ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json)
+
+
+def prices_from_config(cfg) -> Prices:
+    """The prices a config selects: the entry `cost.preset` names under `cost.presets`, else `cost.*`."""
+    section = cfg.cost
+    values = {k: section[k] for k in PRICE_KEYS}
+    name = section.get("preset") or ""
+    if name:
+        presets = section.get("presets") or {}
+        if name not in presets:
+            raise ConfigError(f"cost.preset={name!r} is not under cost.presets "
+                             f"(known: {', '.join(presets) or 'none'}); add it there or pick another")
+        unknown = set(presets[name]) - set(PRICE_KEYS) - {"description"}
+        if unknown:
+            raise ConfigError(f"cost.presets.{name}: unknown keys {', '.join(sorted(unknown))}; "
+                             f"use {', '.join(PRICE_KEYS)}")
+        values.update({k: v for k, v in presets[name].items() if k in PRICE_KEYS})
+    return Prices(**{k: float(v) for k, v in values.items()}, preset=name)
 
 
 def telemetry_from_config(cfg):

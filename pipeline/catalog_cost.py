@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from op4ksr.errors import UserError
 from pipeline.cost import Prices, price
 from pipeline.finish import ledger_batches
 from pipeline.ledger_totals import LedgerTotals
@@ -43,7 +44,7 @@ def catalog_runs(open_storage: Callable[[str], Storage], output_uri: str) -> lis
     runs = open_storage(_child(output_uri, "runs"))
     ids = sorted({o.key.split("/", 1)[0] for o in runs.iter_objects(extensions=[".parquet"]) if "/manifest/" in o.key})
     if not ids:
-        raise ValueError(f"{runs.spec.uri}: no runs with a manifest; give the output.uri of a backfill")
+        raise UserError(f"{runs.spec.uri}: no runs with a manifest; give the output.uri of a backfill")
     return [open_storage(_child(output_uri, f"runs/{run_id}")) for run_id in ids]
 
 

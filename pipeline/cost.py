@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from op4ksr.errors import UserError
 from pipeline.ledger_totals import CPU_STAGES, GROUP_BYS, LedgerTotals
 from pipeline.storage import ObjectNotFoundError, Storage
 
@@ -67,25 +68,7 @@ class Prices:
     def __post_init__(self) -> None:
         negative = [k for k in PRICE_KEYS if getattr(self, k) < 0]
         if negative:
-            raise ValueError(f"prices must not be negative: {', '.join(negative)}")
-
-
-def prices_from_config(cfg) -> Prices:
-    """The prices a config selects: the entry `cost.preset` names under `cost.presets`, else `cost.*`."""
-    section = cfg.cost
-    values = {k: section[k] for k in PRICE_KEYS}
-    name = section.get("preset") or ""
-    if name:
-        presets = section.get("presets") or {}
-        if name not in presets:
-            raise ValueError(f"cost.preset={name!r} is not under cost.presets "
-                             f"(known: {', '.join(presets) or 'none'}); add it there or pick another")
-        unknown = set(presets[name]) - set(PRICE_KEYS) - {"description"}
-        if unknown:
-            raise ValueError(f"cost.presets.{name}: unknown keys {', '.join(sorted(unknown))}; "
-                             f"use {', '.join(PRICE_KEYS)}")
-        values.update({k: v for k, v in presets[name].items() if k in PRICE_KEYS})
-    return Prices(**{k: float(v) for k, v in values.items()}, preset=name)
+            raise UserError(f"prices must not be negative: {', '.join(negative)}")
 
 
 def read_manifest(run_storage: Storage) -> pd.DataFrame:
@@ -93,7 +76,7 @@ def read_manifest(run_storage: Storage) -> pd.DataFrame:
     parts = sorted(o.key for o in run_storage.iter_objects(extensions=[".parquet"]) if o.key.startswith("manifest/"))
     tables = [pq.read_table(io.BytesIO(run_storage.get(key))) for key in parts]
     if not tables:
-        raise ValueError(f"{run_storage.spec.uri}: no manifest parts; is this a run folder (runs/<id>/)?")
+        raise UserError(f"{run_storage.spec.uri}: no manifest parts; is this a run folder (runs/<id>/)?")
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 

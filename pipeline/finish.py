@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import OmegaConf
 
 from pipeline.cost import (LEDGER_SCHEMA, Prices, actor_activity, build_ledger, combine_actor_activity,
-                           normalise_manifest, prices_from_config)
+                           normalise_manifest)
 from pipeline.html_report import DIGEST_COLUMNS, ReportDigest, write_report_digest
 from pipeline.ledger_totals import LedgerTotals
 from pipeline.manifest_scan import BATCH_ROWS, manifest_parts, scan_manifest
@@ -142,24 +141,15 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate}
 
 
-def rebuild_run(open_storage: Callable[[str], Storage], run_uri: str, prices: Prices | None = None) -> dict:
+def rebuild_run(open_storage: Callable[[str], Storage], run_uri: str, prices: Prices,
+                threshold: float = DEFAULT_THRESHOLD, input_uri: str | None = None) -> dict:
     """`op4ksr report`: redo a run's finish phase from its manifest; returns the new summary.json's dict.
 
-    The run's own config.yaml gives the report threshold, the input and output prefixes (for the
-    contact sheet) and, unless `prices` are given, the prices. `open_storage(uri)` opens a uri
-    with the caller's storage settings.
-    """
+    `open_storage(uri)` opens a uri with the caller's storage settings; `input_uri` (the run's
+    input prefix) fills the page's contact sheet, which stays empty without it."""
     run = open_storage(run_uri)
     manifest_parts(run)  # a clear error now if this is no run folder
-    try:
-        cfg = OmegaConf.create(run.get("config.yaml").decode("utf-8"))
-    except ObjectNotFoundError:
-        cfg = OmegaConf.create({})
-    if prices is None:
-        prices = prices_from_config(cfg) if OmegaConf.select(cfg, "cost.gpu_hour_usd") is not None else Prices()
     output_uri = run.spec.uri.rstrip("/").rsplit("/runs/", 1)[0] + "/"
     outputs = open_storage(output_uri)
-    input_uri = OmegaConf.select(cfg, "input.uri")
-    inputs = open_storage(input_uri) if input_uri else outputs  # no config: the contact sheet stays empty
-    threshold = float(OmegaConf.select(cfg, "report.threshold", default=DEFAULT_THRESHOLD))
+    inputs = open_storage(input_uri) if input_uri else outputs
     return finish_run(run, FinishRecord.load(run), prices, threshold, inputs, outputs)

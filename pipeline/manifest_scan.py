@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from op4ksr.errors import UserError
 from pipeline.layout import RUNS
 from pipeline.storage import Storage, normalise_uri
 
@@ -39,7 +40,7 @@ def manifest_parts(run_storage: Storage) -> list[str]:
     parts = sorted(o.key for o in run_storage.iter_objects(extensions=[".parquet"])
                    if o.key.startswith(MANIFEST_FOLDER))
     if not parts:
-        raise ValueError(f"{run_storage.spec.uri}: no manifest parts; is this a run folder (runs/<id>/)?")
+        raise UserError(f"{run_storage.spec.uri}: no manifest parts; is this a run folder (runs/<id>/)?")
     return parts
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from jobs.config import load_config
 from pipeline.catalog_cost import catalog_runs, cost_report
-from pipeline.cost import (LEDGER_SCHEMA, Prices, build_ledger, cost_summary, group_costs, prices_from_config,
+from jobs.specs import prices_from_config
+from pipeline.cost import (LEDGER_SCHEMA, Prices, build_ledger, cost_summary, group_costs,
                            read_ledger, stage_breakdown, write_ledger)
 from pipeline.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
