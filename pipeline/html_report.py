@@ -66,12 +66,15 @@ images above {{ threshold }} are flagged.</p>
 {% if failed_html %}{{ failed_html | safe }}{% else %}<p class="note">None.</p>{% endif %}
 
 <h2>Contact sheet</h2>
-<p class="note">Input and output crops of the same region, both at 100% (one image pixel per screen pixel);
-flagged images first, at most {{ sheet_limit }}.</p>
+<p class="note">The same region three ways, each at 100% (one image pixel per screen pixel): the input, a
+plain bicubic upscale of it, and the output; flagged images first, at most {{ sheet_limit }}. LR-consistency is
+the PSNR of the output downscaled against the input (dB; higher: the output keeps the input's picture).</p>
 <div class="sheet">{% for item in sheet %}
 <figure><img alt="input crop" src="{{ item.input }}" width="{{ item.input_w }}" height="{{ item.input_h }}"><img
+ alt="bicubic crop" src="{{ item.bicubic }}" width="{{ item.output_w }}" height="{{ item.output_h }}"><img
  alt="output crop" src="{{ item.output }}" width="{{ item.output_w }}" height="{{ item.output_h }}">
-<figcaption>{{ item.key }}<br>{{ item.sizes }} · ap_excess {{ item.ap_excess }}
+<figcaption>{{ item.key }}<br>input · bicubic · output<br>{{ item.sizes }} · ap_excess {{ item.ap_excess }}
+· LR-consistency {{ item.lr_psnr }} dB
 {% if item.flagged %}<span class="flagged">flagged</span>{% endif %}</figcaption></figure>
 {% else %}<p class="note">No images to show.</p>{% endfor %}</div>
 </body></html>
@@ -80,7 +83,8 @@ flagged images first, at most {{ sheet_limit }}.</p>
 
 FLAGGED_COLUMNS = ["key", "ap_excess", "ap_score_out", "ap_score_in", "dominant_period_px", "lr_consistency_psnr"]
 FAILED_COLUMNS = ["key", "error_class", "error"]
-SHEET_COLUMNS = ["key", "status", "flagged", "ap_excess", "output_key", "input_size", "output_size"]
+SHEET_COLUMNS = ["key", "status", "flagged", "ap_excess", "lr_consistency_psnr", "output_key", "input_size",
+                 "output_size"]
 DIGEST_COLUMNS = sorted({*FLAGGED_COLUMNS, *FAILED_COLUMNS, *SHEET_COLUMNS})  # the manifest columns a page reads
 
 
@@ -168,7 +172,7 @@ def write_report_digest(run_storage: Storage, summary: dict, digest: ReportDiges
 
 def contact_sheet(manifest: pd.DataFrame, inputs: Storage, outputs: Storage,
                   limit: int = CONTACT_SHEET_IMAGES, crop: int = CROP_PX) -> list[dict]:
-    """Input and output crops of the same central region, as PNG data URIs; flagged images first."""
+    """Input, bicubic and output crops of the same central region, as PNG data URIs; flagged images first."""
     ok = manifest[manifest["status"] == "ok"].assign(flag=lambda t: t["flagged"].fillna(False).astype(bool))
     chosen = ok.sort_values(["flag", "ap_excess", "key"], ascending=[False, False, True]).head(limit)
     items = []
@@ -181,12 +185,29 @@ def contact_sheet(manifest: pd.DataFrame, inputs: Storage, outputs: Storage,
         x0, y0 = (source.width - side) // 2, (source.height - side) // 2
         sx, sy = result.width / source.width, result.height / source.height
         small = source.crop((x0, y0, x0 + side, y0 + side))
-        large = result.crop((round(x0 * sx), round(y0 * sy), round((x0 + side) * sx), round((y0 + side) * sy)))
+        box = (round(x0 * sx), round(y0 * sy), round((x0 + side) * sx), round((y0 + side) * sy))
+        large = result.crop(box)
         items.append({"key": row.key, "input": _data_uri(_png(small)), "output": _data_uri(_png(large)),
+                      "bicubic": _data_uri(_png(_bicubic_crop(source, result.size, box))),
+                      "lr_psnr": "-" if pd.isna(row.lr_consistency_psnr) else f"{row.lr_consistency_psnr:.1f}",
                       "input_w": small.width, "input_h": small.height, "output_w": large.width, "output_h": large.height,
                       "sizes": f"{row.input_size} → {row.output_size}", "flagged": row.flag,
                       "ap_excess": "-" if pd.isna(row.ap_excess) else f"{row.ap_excess:.4f}"})
     return items
+
+
+def _bicubic_crop(source, size: tuple[int, int], box: tuple[int, int, int, int], margin: int = 4):
+    """The `box` of a bicubic upscale of `source` to `size`, resampling only the input around it (plus
+    `margin` input px, so the crop's edges see the same neighbours as in a whole-image resize)."""
+    from PIL import Image
+
+    sx, sy = size[0] / source.width, size[1] / source.height
+    x0, y0 = max(0, int(box[0] / sx) - margin), max(0, int(box[1] / sy) - margin)
+    x1, y1 = min(source.width, -(-box[2] // sx) + margin), min(source.height, -(-box[3] // sy) + margin)
+    x1, y1 = int(x1), int(y1)
+    part = source.crop((x0, y0, x1, y1)).resize((round((x1 - x0) * sx), round((y1 - y0) * sy)), Image.BICUBIC)
+    left, top = box[0] - round(x0 * sx), box[1] - round(y0 * sy)
+    return part.crop((left, top, left + box[2] - box[0], top + box[3] - box[1]))
 
 
 def _top(kept: pd.DataFrame, batch: pd.DataFrame, by: list[str], ascending: list[bool], n: int) -> pd.DataFrame:

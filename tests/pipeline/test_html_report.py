@@ -95,8 +95,13 @@ def test_report_is_one_self_contained_page(tmp_path):
     assert links.tags.count("figure") == CONTACT_SHEET_IMAGES
     assert "set1/img &lt;13&gt;.png" in page and "<13>" not in page  # keys are escaped
     assert "Flagged images (8)" in page and "Failed images (1)" in page and "cannot identify image &lt;html&gt;" in page
-    first_crop = Image.open(io.BytesIO(base64.b64decode(links.urls[2].split(",", 1)[1])))
-    assert first_crop.size[0] > 0  # the chart, the histogram, then the first contact-sheet crop
+    def image(url):
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+    # the chart, the histogram, then per contact-sheet image: input, bicubic and output crops of one region
+    small, bicubic, output = (image(u) for u in links.urls[2:5])
+    assert bicubic.size == output.size and bicubic.width > small.width
+    assert "input · bicubic · output" in page and "LR-consistency" in page
 
 
 # --- a small DevTools-protocol client -------------------------------------------------------------
@@ -208,3 +213,14 @@ def test_the_browser_check_catches_script_errors_and_external_assets(tmp_path, c
     assert any("boom-console" in p for p in problems)
     assert any("boom-exception" in p for p in problems)
     assert external == ["http://127.0.0.1:9/x.png"]
+
+
+def test_the_bicubic_crop_is_the_crop_of_a_whole_image_bicubic_upscale():
+    from pipeline.html_report import _bicubic_crop
+
+    rng = np.random.default_rng(1)
+    source = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    box = (100, 60, 292, 252)  # a 4x output's crop of the input region (25, 15)-(73, 63)
+    whole = np.asarray(source.resize((320, 240), Image.BICUBIC).crop(box), dtype=float)
+    part = np.asarray(_bicubic_crop(source, (320, 240), box), dtype=float)
+    assert part.shape == whole.shape and np.abs(part - whole).max() <= 2  # rounding only
