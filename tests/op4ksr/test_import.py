@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from op4ksr.checkpoint import CheckpointError, load_state_dict
 from op4ksr.importing import ImportSpec, LoraError, import_checkpoint
 from op4ksr.importing.lora import read_lora
+from op4ksr.loading import SAVED_OPTIONS
 from op4ksr.model import OP4KSR
 from tests import public_flux
 from tests.tolerance import assert_forwards_close
@@ -60,7 +61,7 @@ def test_pipeline_folder_imports_with_encode_prompt_embeddings_and_stock_transfo
     root, pipe = public
     index, model = _import(root, "plain")
     assert index["source"]["base_kind"] == "pipeline" and index["source"]["max_sequence_length"] == 512
-    assert index["inference"] == {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False}
+    assert index["inference"] == SAVED_OPTIONS  # every inference option saved, at the defaults (no RFR, no shift, ...)
     embeds, pooled = _encode(pipe, "", 512)
     assert model.prompt_embeds.shape == (1, 512, 32)  # T5 at 512 tokens: the transformer has guidance embeddings
     assert_forwards_close(model.prompt_embeds, embeds)
