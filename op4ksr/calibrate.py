@@ -2,7 +2,7 @@
 
 The paper names dataset-specific calibration as the limit of its artifact suppression; this
 sweep makes it a measurement: for each `rfr.scale`, upscale sample images and average the
-quality report (DESIGN.md §3). The pick is the lowest mean ap_excess among the scales whose
+quality report (docs/PERIODICITY.md). The pick is the lowest mean ap_excess among the scales whose
 mean lr_consistency_psnr is within `psnr_tolerance_db` of the best, so fidelity is not traded
 for a quieter autocorrelation.
 """

@@ -1,4 +1,4 @@
-"""Checkpoint I/O in the diffusers folder layout, safetensors only (DESIGN.md §2).
+"""Checkpoint I/O in the diffusers folder layout, safetensors only (docs/ARCHITECTURE.md).
 
 Components are built on the meta device and their weights assigned from safetensors, so a
 24 GB model is never materialised twice; every missing, unexpected or mis-shaped key is

@@ -1,4 +1,4 @@
-"""Output fidelity: keep the model's output the same picture as its input (DESIGN.md §2).
+"""Output fidelity: keep the model's output the same picture as its input (docs/ARCHITECTURE.md).
 
 Applied after the VAE decode, on the device, differentiable (training can include it):
 - `wavelet`: the output's high frequencies over the low frequencies of the bicubic upscale of

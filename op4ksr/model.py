@@ -1,6 +1,6 @@
 """OP4KSR: one-step, patch-free super-resolution with a Flux transformer and an F16 VAE.
 
-One forward pass from a low-resolution RGB image to the output size (DESIGN.md §2):
+One forward pass from a low-resolution RGB image to the output size (docs/ARCHITECTURE.md):
 bicubic up -> pad to the token multiple -> VAE encode -> pack 2x2 -> transformer at t* ->
 z_sr = z_lr - t* v -> unpack -> VAE decode -> crop. The whole image is one token sequence:
 there are no tiles anywhere in the model.
@@ -203,7 +203,7 @@ class OP4KSR(nn.Module):
     def from_pretrained(
         cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
     ) -> "OP4KSR":
-        """A model from a checkpoint folder (DESIGN.md §2 layout); safetensors only."""
+        """A model from a checkpoint folder (docs/ARCHITECTURE.md layout); safetensors only."""
         root = Path(path)
         index_path = root / MODEL_INDEX
         if not index_path.is_file():

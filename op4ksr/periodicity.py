@@ -334,7 +334,7 @@ def _tiles(y: torch.Tensor, boxes: list[tuple[int, int, int, int]]) -> torch.Ten
 
 @dataclass(frozen=True)
 class QualityReport:
-    """Periodicity quality of one output image (DESIGN.md §3), scored on the worst of the tiles that
+    """Periodicity quality of one output image (docs/PERIODICITY.md), scored on the worst of the tiles that
     cover it (ap_tile_map holds every tile's ap_excess, rows top to bottom)."""
 
     period_px: int

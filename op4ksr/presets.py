@@ -14,7 +14,7 @@ class Preset:
     transformer: dict
     vae: dict
     prompt_tokens: int
-    # one-step sampling constants (the paper leaves them open; DESIGN.md makes them config)
+    # one-step sampling constants (the paper leaves them open; the project makes them config)
     timestep: float = 1.0
     guidance: float = 1.0
     scale: int = 4

@@ -2,7 +2,7 @@
 
 Flux rotates each attention head in three axis groups (text/index, row, column) with base
 theta=10000. Outputs at 4K put up to 128 tokens along an axis; RFR rescales the base of the two
-spatial axes so their lowest frequencies still span the grid (DESIGN.md §2):
+spatial axes so their lowest frequencies still span the grid (docs/ARCHITECTURE.md):
   none: theta            base: theta * scale            ntk: theta * scale ** (d / (d - 2))
 """
 from __future__ import annotations

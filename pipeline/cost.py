@@ -1,6 +1,6 @@
 """The cost ledger: what each image cost, from its manifest row and the configured prices.
 
-Per image (DESIGN.md §5, docs/COST.md): the device seconds of its forward, plus an equal share
+Per image (docs/COST.md, docs/COST.md): the device seconds of its forward, plus an equal share
 of its actor's one-off model load + warm-up and of the actor's idle time, CPU seconds per CPU
 stage, bytes and requests to object storage. An actor is charged from the moment it began
 loading until the run ended (Ray Data keeps pool actors until the dataset is exhausted), so the

@@ -54,7 +54,7 @@ th { text-align: left; background: #f4f4f4; } td { font-variant-numeric: tabular
 <img class="chart" alt="cost chart" src="{{ cost_chart }}">
 
 <h2>Periodicity</h2>
-<p>ap_excess: the output's periodicity at the token period above the input's own (DESIGN.md §3);
+<p>ap_excess: the output's periodicity at the token period above the input's own (docs/PERIODICITY.md);
 images above {{ threshold }} are flagged.</p>
 {% if histogram %}<img class="chart" alt="ap_excess histogram" src="{{ histogram }}">
 {% else %}<p class="note">No processed images.</p>{% endif %}

@@ -1,4 +1,4 @@
-"""Where things live under the output prefix (DESIGN.md §4)."""
+"""Where things live under the output prefix (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import posixpath

@@ -1,6 +1,6 @@
 """The per-image record: one JSON report next to each output, one manifest row per input.
 
-The field names are the contract of DESIGN.md §3; the cost report and `op4ksr cost` only sum
+The field names are the contract of docs/PERIODICITY.md; the cost report and `op4ksr cost` only sum
 these columns, so every stage adds its own timings here and nothing else keeps state.
 """
 from __future__ import annotations

@@ -76,7 +76,7 @@ def pixel_loss(x: torch.Tensor, y: torch.Tensor, kind: str, eps: float) -> torch
 
 
 def loss_terms(x_sr: torch.Tensor, x_hr: torch.Tensor, cfg: TrainConfig, period: int) -> dict[str, torch.Tensor]:
-    """{'loss', 'l_pix', 'l_ap'}: pixel loss + lambda_ap * L_AP on the error map (DESIGN.md §3)."""
+    """{'loss', 'l_pix', 'l_ap'}: pixel loss + lambda_ap * L_AP on the error map (docs/PERIODICITY.md)."""
     l_pix = pixel_loss(x_sr, x_hr, cfg.pixel_loss, cfg.charbonnier_eps)
     l_ap = torch.zeros((), device=x_sr.device)
     if cfg.lambda_ap > 0 and cfg.objective == "sr":

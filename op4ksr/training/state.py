@@ -1,4 +1,4 @@
-"""Training checkpoints: the model in the DESIGN.md layout plus the state a stopped run resumes from.
+"""Training checkpoints: the model in the docs/ARCHITECTURE.md layout plus the state a stopped run resumes from.
 
 ```
 <output_dir>/checkpoints/

@@ -1,7 +1,7 @@
 """Which parameters train: the transformer (full, LoRA or frozen) and the VAE (frozen, decoder, all,
 or LoRA on its encoder).
 
-LoRA adapters come from peft (`inject_adapter_in_model`). Checkpoints stay in the plain DESIGN.md
+LoRA adapters come from peft (`inject_adapter_in_model`). Checkpoints stay in the plain docs/ARCHITECTURE.md
 layout: the saved transformer and VAE have their adapters merged into the weights, so inference
 never needs peft; the adapter weights are kept separately in the train state.
 """
