@@ -64,6 +64,14 @@ def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
                    attention_backend=cfg.model.attention_backend)
 
 
+def output_options(cfg):
+    """How `op4ksr upscale` writes its outputs."""
+    from pipeline.local_upscale import OutputOptions
+
+    return OutputOptions(format=cfg.output.format, quality=int(cfg.output.quality),
+                         png_compress_level=int(cfg.output.png_compress_level), size=size_policy(cfg))
+
+
 def output_params(cfg, options: dict) -> dict:
     """The values that change an output's pixels or bytes (and so its params_hash); `options` resolved."""
     params = {"scale": None if cfg.sr.long_side else float(cfg.sr.scale), "long_side": cfg.sr.long_side,

@@ -61,14 +61,14 @@ def main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     import op4ksr
-    from pipeline.local_upscale import OutputOptions, find_jobs, upscale_paths
-    from jobs.specs import size_policy
+    from jobs.specs import output_options
+    from pipeline.local_upscale import find_jobs, upscale_paths
 
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:
         raise UserError(f"no image files found in {', '.join(paths)} (extensions: input.extensions)")
     model = model_from_config(cfg)
-    options = OutputOptions(cfg.output.format, cfg.output.quality, cfg.output.png_compress_level, size_policy(cfg))
+    options = output_options(cfg)
     provenance = {"version": op4ksr.__version__, "model_id": model.model_id}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "op4ksr-config.yaml").write_text(to_yaml(cfg))

@@ -11,12 +11,14 @@ from op4ksr.model import OP4KSR
 from op4ksr.sizing import SizePolicy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OutputOptions:
-    format: str = "png"
-    quality: int = 95
-    png_compress_level: int = 1
-    size: SizePolicy = SizePolicy()
+    """How `op4ksr upscale` writes its outputs (output.*, sr.*; built by jobs/specs.py)."""
+
+    format: str
+    quality: int
+    png_compress_level: int
+    size: SizePolicy
 
 
 @dataclass(frozen=True)
