@@ -5,10 +5,11 @@ is the contract for every default, so nothing below has a fallback value of its 
 """
 from __future__ import annotations
 
+import functools
 import json
 
 from jobs.config import ConfigError
-from op4ksr.loading import InferenceOptions, ModelSpec, model_identity, resolved_options
+from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
 from op4ksr.sizing import SizePolicy
 from pipeline.cost import PRICE_KEYS, Prices
 from pipeline.records import params_hash
@@ -36,9 +37,9 @@ def model_source(cfg) -> str:
     return str(cfg.model.path or cfg.model.preset)
 
 
-def model_spec(cfg, source: str | None = None) -> ModelSpec:
-    """The ModelSpec a config names (`source` replaces model.path/model.preset when given)."""
-    return ModelSpec(source=source or model_source(cfg), dtype=cfg.model.dtype, device=cfg.model.device,
+def model_spec(cfg) -> ModelSpec:
+    """The ModelSpec a config names."""
+    return ModelSpec(source=model_source(cfg), dtype=cfg.model.dtype, device=cfg.model.device,
                      seed=int(cfg.model.seed), options=inference_options(cfg))
 
 
@@ -111,14 +112,14 @@ def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
 def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, str, dict]:
     """(where the actor loads the model, model_id, resolved inference options), all without weights."""
     spec = model_spec(cfg)
-    if not spec.source.startswith("s3://"):
-        return ModelSource(spec=spec), model_identity(spec), resolved_options(spec)
-    storage = storage_spec(cfg, spec.source, credentials)
-    opened = storage.open()
-
-    def read_json(name: str) -> dict:
-        return json.loads(opened.get(name))
-
+    storage = storage_spec(cfg, spec.source, credentials) if spec.source.startswith("s3://") else None
+    if storage:
+        opened = storage.open()
+        read_json = lambda name: json.loads(opened.get(name))  # noqa: E731
+    else:
+        read_json = checkpoint_reader(spec)
+    if read_json:
+        read_json = functools.cache(read_json)  # model_index.json serves both the id and the options
     return ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json)
 
 

@@ -100,22 +100,27 @@ def saved_options(read_json: Callable[[str], dict]) -> dict:
     return saved
 
 
+def checkpoint_reader(spec: ModelSpec) -> Callable[[str], dict] | None:
+    """read_json(relative path) for the local checkpoint `spec` names; None for a preset."""
+    kind, folder = locate(spec.source)
+    if kind == "preset":
+        return None
+    return lambda name: json.loads((folder / name).read_text())
+
+
 def resolved_options(spec: ModelSpec, read_json: Callable[[str], dict] | None = None) -> dict:
-    """The inference options a run of `spec` uses: saved values (a preset saves the defaults) + overrides."""
-    kind, folder = (locate(spec.source) if read_json is None else ("checkpoint", None))
-    if read_json is None and kind == "checkpoint":
-        read_json = lambda name: json.loads((folder / name).read_text())  # noqa: E731
+    """The inference options a run of `spec` uses: saved values (a preset saves the defaults) + overrides.
+    `read_json` reads the checkpoint's files (default: checkpoint_reader(spec))."""
+    read_json = read_json or checkpoint_reader(spec)
     saved = saved_options(read_json) if read_json else dict(SAVED_OPTIONS)
     return saved | spec.options.overrides()
 
 
 def model_identity(spec: ModelSpec, read_json: Callable[[str], dict] | None = None) -> str:
     """model_id without loading weights: a checkpoint's saved id, or the preset's name and seed."""
+    read_json = read_json or checkpoint_reader(spec)
     if read_json is None:
-        kind, folder = locate(spec.source)
-        if kind == "preset":
-            return preset_model_id(spec.source, spec.seed)
-        read_json = lambda name: json.loads((folder / name).read_text())  # noqa: E731
+        return preset_model_id(spec.source, spec.seed)
     model_id = read_json(MODEL_INDEX).get("model_id")
     if not model_id:
         raise ModelNotFoundError(f"model {spec.source}: {MODEL_INDEX} has no model_id; re-save it with save_pretrained")
