@@ -130,3 +130,17 @@ def degraded_pair(clean: torch.Tensor, scale: int = 4) -> tuple[torch.Tensor, to
     h, w = clean.shape[-2:]
     x_lr = bicubic_resize(clean, (h // scale, w // scale)).clamp(0, 1)
     return x_lr, bicubic_resize(x_lr, (h, w)).clamp(0, 1)
+
+
+HR_TEXTURES = ("field", "grating", "shapes")
+
+
+def write_hr_textures(folder, first_seed: int = 0, size: int = 112):
+    """`folder` holding one generated HR texture per kind of HR_TEXTURES as PNG (seeds first_seed, +1, ...)."""
+    from PIL import Image
+
+    from op4ksr.benchset import texture
+
+    for i, kind in enumerate(HR_TEXTURES):
+        Image.fromarray(texture(kind, first_seed + i, size=size)).save(folder / f"{kind}.png")
+    return folder

@@ -9,20 +9,17 @@ from PIL import Image
 
 from jobs import bench_build, eval as eval_job, train as train_job
 from jobs.cli import main as cli_main
-from op4ksr.benchset import texture
 from op4ksr.evaluate import psnr_ssim_y
 from op4ksr.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
 from op4ksr.model import OP4KSR
 from op4ksr.errors import UserError
+from tests.synthetic_images import write_hr_textures
 
 
 @pytest.fixture(scope="module")
 def hr_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hr")
-    for i, kind in enumerate(("field", "grating", "shapes")):
-        Image.fromarray(texture(kind, 100 + i, size=144)).save(folder / f"{kind}.png")
-    return folder
+    return write_hr_textures(tmp_path_factory.mktemp("hr"), first_seed=100, size=144)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
-from op4ksr.benchset import texture
 from op4ksr.checkpoint import load_state_dict
 from op4ksr.model import OP4KSR
 from op4ksr.training import TrainConfig, loss_terms, train
@@ -13,14 +11,12 @@ from op4ksr.training.data import HRImages, sample_batch
 from op4ksr.training.loop import Objective, build_model, lr_factor
 from tests.tolerance import FORWARD_ATOL
 from op4ksr.training.state import latest_checkpoint
+from tests.synthetic_images import write_hr_textures
 
 
 @pytest.fixture(scope="module")
 def hr_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hr")
-    for i, kind in enumerate(("field", "grating", "shapes")):
-        Image.fromarray(texture(kind, i, size=112)).save(folder / f"{kind}.png")
-    return folder
+    return write_hr_textures(tmp_path_factory.mktemp("hr"))
 
 
 def _cfg(hr_dir, out, **kw) -> TrainConfig:

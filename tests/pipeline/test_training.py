@@ -14,6 +14,7 @@ from op4ksr.model import OP4KSR
 from op4ksr.training import TrainConfig, loss_terms, train
 from op4ksr.training.data import HRImages, sample_batch
 from op4ksr.training.loop import Objective, build_model
+from tests.synthetic_images import write_hr_textures
 from pipeline.storage import open_storage
 from pipeline.training import Launch, run_training
 from pipeline.training_store import CheckpointStore
@@ -35,10 +36,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def hr_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hr")
-    for i, kind in enumerate(("field", "grating", "shapes")):
-        Image.fromarray(texture(kind, i, size=112)).save(folder / f"{kind}.png")
-    return folder
+    return write_hr_textures(tmp_path_factory.mktemp("hr"))
 
 
 def _cfg(data: str, out: str, **kw) -> TrainConfig:
