@@ -20,14 +20,14 @@ import pyarrow as pa
 import torch
 
 import op4ksr
-from op4ksr.imagefile import encode_image, finish_output
+from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.loading import load_model
 from op4ksr.periodicity import quality_report
-from pipeline.layout import report_key
-from pipeline.materialise import materialise_checkpoint
-from pipeline.records import FIELDS, MANIFEST_SCHEMA, failed
-from pipeline.runspec import ActorOptions, ModelSource
+from pipeline.run.layout import report_key
+from pipeline.storage.materialise import materialise_checkpoint
+from pipeline.run.records import FIELDS, MANIFEST_SCHEMA, failed
+from pipeline.run.spec import ActorOptions, ModelSource
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
 

@@ -86,9 +86,9 @@ def make_run(folder: str, rows: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.backfill import MANIFEST_FIRST_PART_ROWS, MANIFEST_MAX_PART_ROWS
-    from pipeline.finish import FinishRecord
-    from pipeline.records import MANIFEST_SCHEMA
+    from pipeline.run.backfill import MANIFEST_FIRST_PART_ROWS, MANIFEST_MAX_PART_ROWS
+    from pipeline.ledger.finish import FinishRecord
+    from pipeline.run.records import MANIFEST_SCHEMA
     from pipeline.storage import open_storage
 
     start = time.perf_counter()
@@ -160,7 +160,7 @@ def measure_report(folder: str) -> dict:
 
 def measure_cost(folder: str) -> dict:
     """`op4ksr cost --catalog` over the output prefix (the run's cost.parquet, written by the report child)."""
-    from pipeline.catalog_cost import catalog_runs, cost_report
+    from pipeline.ledger.catalog_cost import catalog_runs, cost_report
     from pipeline.storage import open_storage
 
     start = time.perf_counter()
@@ -173,7 +173,7 @@ def measure_cost(folder: str) -> dict:
 def measure_done_index(folder: str, rows: int) -> dict:
     import pyarrow as pa
 
-    from pipeline.done_index import DoneIndex
+    from pipeline.listing.done_index import DoneIndex
     from pipeline.storage import open_storage
 
     start = time.perf_counter()
@@ -188,7 +188,7 @@ def measure_done_index(folder: str, rows: int) -> dict:
 
 
 def measure_listing(folder: str, rows: int, latency_s: float, workers: int) -> dict:
-    from pipeline.listing import list_inputs, write_inputs_parquet
+    from pipeline.listing.inputs import list_inputs, write_inputs_parquet
     from pipeline.storage import open_storage
 
     out = open_storage(folder)

@@ -78,7 +78,7 @@ def measure_images(count: int, batch_size: int) -> dict:
     """One backfill of `count` small images through the embedded setup (configs/local.yaml)."""
     from jobs.config import load_config
     from actors.upscaler import UpscaleActor
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
     from jobs.session import run_session
 
     cfg = load_config(["local"], [f"run.id=load-{count}", f"actors.batch_size={batch_size}",
@@ -128,7 +128,7 @@ def measure_listing(keys: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.listing import list_inputs, write_inputs_parquet
+    from pipeline.listing.inputs import list_inputs, write_inputs_parquet
     from pipeline.storage import open_storage
 
     with tempfile.TemporaryDirectory(prefix="op4ksr-load-") as folder:

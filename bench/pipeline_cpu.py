@@ -60,8 +60,8 @@ def throughput(count: int) -> dict:
 
     from actors.upscaler import UpscaleActor
 
-    from pipeline.backfill import run_backfill
-    from pipeline.embedded_s3 import EmbeddedS3
+    from pipeline.run.backfill import run_backfill
+    from pipeline.storage.embedded_s3 import EmbeddedS3
     from jobs.specs import build_run_spec
 
     with EmbeddedS3() as server:
@@ -105,7 +105,7 @@ def _bare_loop(spec, count: int) -> dict:
     import pyarrow as pa
 
     from actors.upscaler import UpscaleActor
-    from pipeline.dataflow import fetch_stage
+    from pipeline.run.dataflow import fetch_stage
 
     fetch = fetch_stage(spec, threads=1)
     keys = [f"img-{i:06d}.png" for i in range(count)]
@@ -125,8 +125,8 @@ def stages() -> dict:
     """Host CPU-seconds per 4096x4096 output: decode a 1024x1024 input, encode by format, upload."""
     import torch
 
-    from op4ksr.imagefile import decode_image, encode_image
-    from pipeline.embedded_s3 import EmbeddedS3
+    from op4ksr.images.codec import decode_image, encode_image
+    from pipeline.storage.embedded_s3 import EmbeddedS3
 
     torch.manual_seed(0)
     source = decode_image(_png(0, 1024))
@@ -157,8 +157,8 @@ def driver_memory(count: int) -> dict:
 
     from actors.upscaler import UpscaleActor
 
-    from pipeline.backfill import run_backfill
-    from pipeline.embedded_s3 import EmbeddedS3
+    from pipeline.run.backfill import run_backfill
+    from pipeline.storage.embedded_s3 import EmbeddedS3
     from jobs.specs import build_run_spec
 
     with EmbeddedS3() as server:

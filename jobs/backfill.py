@@ -41,9 +41,9 @@ def main(argv: list[str]) -> int:
 
     from actors.upscaler import UpscaleActor
 
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
     from jobs.specs import prices_from_config
-    from pipeline.report import print_summary, progress_printer
+    from pipeline.run.console import print_summary, progress_printer
     from jobs.session import run_session
     from jobs.specs import telemetry_from_config
 

@@ -39,8 +39,8 @@ def main(argv: list[str]) -> int:
 
     from omegaconf import OmegaConf
 
-    from op4ksr.benchset import build_bench, load_images
-    from op4ksr.degrade import DegradeConfig
+    from op4ksr.evaluation.benchset import build_bench, load_images
+    from op4ksr.images.degrade import DegradeConfig
 
     degrade_cfg = DegradeConfig.from_dict({**OmegaConf.to_container(cfg.degrade), "scale": int(cfg.sr.scale)})
     try:

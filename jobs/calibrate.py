@@ -36,8 +36,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--scales must be numbers separated by commas, got {args.scales!r}") from None
     cfg = config_from_args(args)
 
-    from op4ksr.calibrate import config_snippet, pick_scale, sweep_rfr
-    from pipeline.calibration_io import load_sample_images, plot_sweep
+    from op4ksr.evaluation.calibrate import config_snippet, pick_scale, sweep_rfr
+    from op4ksr.evaluation.calibration_files import load_sample_images, plot_sweep
 
     images = load_sample_images(args.images, cfg.input.extensions, args.max_images)
     results = sweep_rfr(model_from_config(cfg), images, scales, mode=args.mode,

@@ -47,7 +47,7 @@ def model_from_config(cfg):
 
     spec = model_spec(cfg)
     if spec.source.startswith("s3://"):
-        from pipeline.materialise import materialise_checkpoint
+        from pipeline.storage.materialise import materialise_checkpoint
 
         spec = spec.with_source(materialise_checkpoint(storage_spec(cfg, spec.source)))
     return load_model(spec)

@@ -45,8 +45,8 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
 
     from jobs.specs import prices_from_config, storage_spec
-    from pipeline.catalog_cost import catalog_runs, cost_report
-    from pipeline.cost import format_cost
+    from pipeline.ledger.catalog_cost import catalog_runs, cost_report
+    from pipeline.ledger.cost import format_cost
     from pipeline.storage import StorageError
 
     def opener(uri: str):

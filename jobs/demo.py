@@ -22,10 +22,10 @@ def main(argv: list[str]) -> int:
 
     from actors.upscaler import UpscaleActor
 
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
     from jobs.specs import prices_from_config
-    from pipeline.demo import copy_tree, upload_samples
-    from pipeline.report import print_summary, progress_printer
+    from pipeline.storage.samples import copy_tree, upload_samples
+    from pipeline.run.console import print_summary, progress_printer
     from jobs.session import run_session
     from jobs.specs import telemetry_from_config
 

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     cfg = config_from_args(args)
 
-    from op4ksr.evaluate import evaluate, load_bench, write_report
+    from op4ksr.evaluation.evaluate import evaluate, load_bench, write_report
 
     try:
         manifest, items = load_bench(args.bench)

@@ -88,7 +88,7 @@ class _Fetcher:
             if not Path(path).exists():
                 raise UserError(f"{path}: no such file or folder")
             return Path(path)
-        from pipeline.materialise import materialise_checkpoint
+        from pipeline.storage.materialise import materialise_checkpoint
 
         target = self.scratch / f"in-{len(self.labels)}"
         name = path.rstrip("/").rsplit("/", 1)[-1]

@@ -36,8 +36,8 @@ def rebuild(opener, run_uri: str, reprice_cfg=None) -> dict:
     from omegaconf import OmegaConf
 
     from jobs.specs import prices_from_config
-    from pipeline.cost import Prices
-    from pipeline.finish import rebuild_run
+    from pipeline.ledger.cost import Prices
+    from pipeline.ledger.finish import rebuild_run
     from pipeline.storage import ObjectNotFoundError
 
     try:
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
 
     from jobs.specs import storage_spec
-    from pipeline.cost import format_cost
+    from pipeline.ledger.cost import format_cost
     from pipeline.storage import StorageError
 
     try:

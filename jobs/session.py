@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from jobs.config import to_yaml
 from jobs.specs import build_run_spec
-from pipeline.backfill import new_run_id
-from pipeline.runspec import RunSpec
+from pipeline.run.backfill import new_run_id
+from pipeline.run.spec import RunSpec
 
 
 def _bucket(uri: str) -> str | None:
@@ -24,7 +24,7 @@ def run_session(cfg) -> Iterator[tuple[RunSpec, object | None]]:
     if not cfg.storage.embedded:
         yield build_run_spec(cfg, run_id, to_yaml(cfg)), None
         return
-    from pipeline.embedded_s3 import EmbeddedS3
+    from pipeline.storage.embedded_s3 import EmbeddedS3
 
     with EmbeddedS3() as server:
         cfg = OmegaConf.merge(cfg, {"storage": {"endpoint_url": server.endpoint_url}})

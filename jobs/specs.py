@@ -10,10 +10,10 @@ import json
 
 from jobs.config import ConfigError
 from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
-from op4ksr.sizing import SizePolicy
-from pipeline.cost import PRICE_KEYS, Prices
-from pipeline.records import params_hash
-from pipeline.runspec import ActorOptions, ModelSource, PoolSpec, RunSpec
+from op4ksr.inference.sizing import SizePolicy
+from pipeline.ledger.cost import PRICE_KEYS, Prices
+from pipeline.run.records import params_hash
+from pipeline.run.spec import ActorOptions, ModelSource, PoolSpec, RunSpec
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
 
 
@@ -50,7 +50,7 @@ def size_policy(cfg, gpu_actors: bool = False) -> SizePolicy:
 
 
 def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
-    """sr.max_output_megapixels as a number: `auto` plans from the GPU's memory (op4ksr/memory_plan.py)
+    """sr.max_output_megapixels as a number: `auto` plans from the GPU's memory (op4ksr/inference/memory_plan.py)
     for the model.preset sizes: this machine's GPU, or sr.device_memory_gb; 40 on a CPU."""
     value = cfg.sr.max_output_megapixels
     if value != "auto":
@@ -58,7 +58,7 @@ def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
     if gpu_actors and cfg.sr.device_memory_gb is None:
         raise ConfigError("sr.max_output_megapixels=auto plans for the actors' GPUs, which this driver cannot see: "
                           "set sr.device_memory_gb (e.g. 80 for an H100)")
-    from op4ksr.inference import max_output_megapixels as planned
+    from op4ksr.inference.batch import max_output_megapixels as planned
 
     return planned("auto", preset=cfg.model.preset, dtype=cfg.model.dtype, device=cfg.model.device,
                    device_memory_gb=cfg.sr.device_memory_gb, decode_partitions=int(cfg.model.vae_decode_partitions),
@@ -67,7 +67,7 @@ def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
 
 def output_options(cfg):
     """How `op4ksr upscale` writes its outputs."""
-    from pipeline.local_upscale import OutputOptions
+    from op4ksr.inference.local_files import OutputOptions
 
     return OutputOptions(format=cfg.output.format, quality=int(cfg.output.quality),
                          png_compress_level=int(cfg.output.png_compress_level), size=size_policy(cfg))
@@ -143,7 +143,7 @@ def prices_from_config(cfg) -> Prices:
 
 def telemetry_from_config(cfg):
     """The Telemetry the config's telemetry.* keys ask for (a context manager)."""
-    from pipeline.telemetry import open_telemetry
+    from pipeline.run.telemetry import open_telemetry
 
     t = cfg.telemetry
     return open_telemetry(t.exporter, file=t.file, otlp_endpoint=t.otlp_endpoint)
@@ -151,7 +151,7 @@ def telemetry_from_config(cfg):
 
 def train_launch(cfg):
     """Where and how `op4ksr train` runs its trainers (train.workers/use_gpu/..., storage.*)."""
-    from pipeline.training import Launch
+    from pipeline.training.launch import Launch
 
     t = cfg.train
     return Launch(workers=int(t.workers), use_gpu=bool(t.use_gpu), cpus_per_worker=float(t.cpus_per_worker),
@@ -161,7 +161,7 @@ def train_launch(cfg):
 
 def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credentials | None = None) -> RunSpec:
     """The RunSpec for a validated config (credentials only for an embedded server)."""
-    from pipeline.incremental import parse_since
+    from pipeline.run.incremental import parse_since
 
     if not cfg.input.uri or not cfg.output.uri:
         raise ConfigError("input.uri and output.uri must both be set (s3://bucket/prefix/ or a local folder)")

@@ -1,4 +1,4 @@
-"""`op4ksr train`: parse the config and call pipeline.training (Ray Train) or op4ksr.training (--no-ray)."""
+"""`op4ksr train`: parse the config and call pipeline.training.launch (Ray Train) or op4ksr.training (--no-ray)."""
 from __future__ import annotations
 
 import argparse
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _launch(cfg):
-    """pipeline.training.Launch from train.* and storage.*; a local Ray is started when none is up."""
+    """pipeline.training.launch.Launch from train.* and storage.*; a local Ray is started when none is up."""
     import ray
 
     from jobs.specs import train_launch
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     if args.no_ray:
         return _train_here(train_cfg, cfg)
     from pipeline.storage import StorageError
-    from pipeline.training import run_training
+    from pipeline.training.launch import run_training
 
     launch = _launch(cfg)
     try:
@@ -89,7 +89,7 @@ def _train_here(train_cfg, cfg) -> int:
     """--no-ray: the library loop in this process, on local folders only."""
     from op4ksr.loading import resolve_device
     from op4ksr.training import train
-    from pipeline.training import summary
+    from pipeline.training.launch import summary
 
     if "s3://" in train_cfg.data + train_cfg.output_dir:
         raise UserError("--no-ray reads and writes local folders only; drop --no-ray for s3:// "

@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
 
     import op4ksr
     from jobs.specs import output_options
-    from pipeline.local_upscale import find_jobs, upscale_paths
+    from op4ksr.inference.local_files import find_jobs, upscale_paths
 
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:

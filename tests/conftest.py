@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from pipeline.embedded_s3 import EmbeddedS3
+from pipeline.storage.embedded_s3 import EmbeddedS3
 
 
 @pytest.fixture(scope="session")

@@ -139,7 +139,7 @@ def write_hr_textures(folder, first_seed: int = 0, size: int = 112):
     """`folder` holding one generated HR texture per kind of HR_TEXTURES as PNG (seeds first_seed, +1, ...)."""
     from PIL import Image
 
-    from op4ksr.benchset import texture
+    from op4ksr.evaluation.benchset import texture
 
     for i, kind in enumerate(HR_TEXTURES):
         Image.fromarray(texture(kind, first_seed + i, size=size)).save(folder / f"{kind}.png")

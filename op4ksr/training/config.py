@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from op4ksr.degrade import DegradeConfig
+from op4ksr.images.degrade import DegradeConfig
 
 OBJECTIVES = ("sr", "autoencoder")
 TRANSFORMER_MODES = ("full", "lora", "frozen")

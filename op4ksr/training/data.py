@@ -2,7 +2,7 @@
 
 Every draw (image, crop position, flips, degradation) comes from one torch.Generator whose
 state is part of the train state, so a resumed run sees exactly the batches it would have.
-Images are read from a local folder here; pipeline/training.py streams them from an object-store
+Images are read from a local folder here; pipeline/training/launch.py streams them from an object-store
 prefix with Ray Data instead, using `crop_and_degrade` on CPU workers.
 """
 from __future__ import annotations
@@ -11,18 +11,18 @@ from pathlib import Path
 
 import torch
 
-from op4ksr.degrade import DegradeConfig, degrade
-from op4ksr.rgbimages import list_images, read_image, to_tensor
+from op4ksr.images.degrade import DegradeConfig, degrade
+from op4ksr.images.folders import list_images, read_image, to_tensor
 
 
 class HRImages:
-    """The HR images of a training run: a local folder, or `offline:<split>` (op4ksr.benchset)."""
+    """The HR images of a training run: a local folder, or `offline:<split>` (op4ksr.evaluation.benchset)."""
 
     def __init__(self, source: str, min_side: int, cache: bool = True):
         self._cache: dict[int, torch.Tensor] = {}
         self._keep = cache
         if source.startswith("offline:"):
-            from op4ksr.benchset import offline_images
+            from op4ksr.evaluation.benchset import offline_images
 
             named = offline_images(source.split(":", 1)[1])
             self._items: list = [img for _, img in named]

@@ -1,7 +1,7 @@
 """Data parallelism for the training loop: DDP, or FSDP (PyTorch's `fully_shard`) with one unit per
 transformer block; and the checkpoint collectives (full state gathered to rank 0, restored sharded).
 
-Torch only: the launcher (pipeline/training.py under Ray Train) initialises the process group;
+Torch only: the launcher (pipeline/training/launch.py under Ray Train) initialises the process group;
 without one, the loop runs on one process and nothing here wraps anything.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`train(cfg)`: the training loop. It knows nothing of Ray: a launcher (pipeline/training.py under
+"""`train(cfg)`: the training loop. It knows nothing of Ray: a launcher (pipeline/training/launch.py under
 Ray Train) sets up the process group, and passes hooks for the batches it streams and for
 publishing checkpoints. Data parallelism (DDP or FSDP) comes from op4ksr.training.distributed."""
 from __future__ import annotations

@@ -12,10 +12,10 @@ from actors.upscaler import UpscaleActor
 from jobs.config import load_config
 from jobs.specs import actor_options
 from op4ksr.loading import ModelSpec
-from op4ksr.sizing import SizePolicy
-from pipeline.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
-from pipeline.records import MANIFEST_SCHEMA
-from pipeline.runspec import ModelSource
+from op4ksr.inference.sizing import SizePolicy
+from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
+from pipeline.run.records import MANIFEST_SCHEMA
+from pipeline.run.spec import ModelSource
 from pipeline.storage import StorageSpec
 
 

@@ -85,7 +85,7 @@ def test_backfill_runs_on_a_checkpoint_imported_to_s3(public, aws_env, s3_bucket
     from actors.upscaler import UpscaleActor
     from jobs.config import load_config
     from jobs.specs import build_run_spec
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
 
     store = aws_env.open_storage(f"s3://{s3_bucket}/")
     _upload(store, public / "FLUX.1-tiny", "public/FLUX.1-tiny/")
@@ -108,7 +108,7 @@ def test_backfill_runs_on_a_checkpoint_imported_to_s3(public, aws_env, s3_bucket
 
 def test_a_pipeline_prefix_is_fetched_without_its_root_level_original_weights(aws_env, s3_bucket, tmp_path):
     from jobs.import_weights import _needed
-    from pipeline.materialise import materialise_checkpoint
+    from pipeline.storage.materialise import materialise_checkpoint
     from pipeline.storage import StorageSpec
 
     store = aws_env.open_storage(f"s3://{s3_bucket}/FLUX.1-dev/")

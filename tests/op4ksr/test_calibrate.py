@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from op4ksr.calibrate import ScaleResult, config_snippet, pick_scale, sweep_rfr
+from op4ksr.evaluation.calibrate import ScaleResult, config_snippet, pick_scale, sweep_rfr
 from op4ksr.model import OP4KSR
 
 

@@ -1,4 +1,4 @@
-"""op4ksr.degrade: determinism, shapes, the clean path, kernels and the config mirror."""
+"""op4ksr.images.degrade: determinism, shapes, the clean path, kernels and the config mirror."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from jobs.config import DEFAULT_CONFIG
-from op4ksr.degrade import DegradeConfig, anisotropic_kernel, degrade, filter2d, jpeg_roundtrip, sinc_kernel
+from op4ksr.images.degrade import DegradeConfig, anisotropic_kernel, degrade, filter2d, jpeg_roundtrip, sinc_kernel
 
 ARCHIVE = DegradeConfig(film_grain_prob=1.0, jpeg_recompress_prob=1.0)
 

@@ -153,7 +153,7 @@ def test_a_checkpoint_that_predates_fidelity_runs_without_it(tmp_path, one_torch
 
 
 def test_evaluation_methods_with_a_fidelity_step():
-    from op4ksr.evaluate import BenchItem, colour_error, parse_fidelity, run_method
+    from op4ksr.evaluation.evaluate import BenchItem, colour_error, parse_fidelity, run_method
 
     assert parse_fidelity("wavelet:3") == Fidelity("wavelet", levels=3)
     assert parse_fidelity("backproject:5") == Fidelity("backproject", iterations=5)
@@ -175,7 +175,7 @@ def test_the_shipped_checkpoint_meets_the_issue_14_targets_on_a_held_out_photo(o
     # coffee is in offline:heldout (never trained on); x4 antialiased-bicubic LR, the saved defaults
     import skimage.data
 
-    from op4ksr.evaluate import colour_error, psnr_ssim_y, quantise
+    from op4ksr.evaluation.evaluate import colour_error, psnr_ssim_y, quantise
 
     hr = torch.from_numpy(skimage.data.coffee()[100:228, 200:392].copy()).permute(2, 0, 1)[None].float() / 255
     x_lr = bicubic_resize(hr, (32, 48))

@@ -1,4 +1,4 @@
-"""op4ksr.imagefile by values: bad inputs, orientation, ICC colour, CMYK, alpha, 16 bits, gray, metadata.
+"""op4ksr.images.codec by values: bad inputs, orientation, ICC colour, CMYK, alpha, 16 bits, gray, metadata.
 
 Colour is checked through the decode -> bicubic baseline -> encode path, not the tiny random
 model, which does not preserve colour; the pipeline runs the same functions around the model.
@@ -14,11 +14,11 @@ import tifffile
 import torch
 from PIL import Image, ImageCms, ImageOps
 
-from op4ksr import png16
-from op4ksr.imagefile import (ImageDecodeError, ImageTooLargeError, decode_image, encode_image, finish_output,
+from op4ksr.images import png16
+from op4ksr.images.codec import (ImageDecodeError, ImageTooLargeError, decode_image, encode_image, finish_output,
                               orient)
 from op4ksr.imageops import bicubic_resize
-from op4ksr.sizing import OutputSizeError, plan_output_size
+from op4ksr.inference.sizing import OutputSizeError, plan_output_size
 from tests.badinputs import FRAME_COLOURS, corpus, encode, flat, multi_frame, noise, over_limit_input
 from tests.icc_profiles import ADOBE_RGB, DISPLAY_P3, rgb_profile
 

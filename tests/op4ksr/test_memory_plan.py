@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from op4ksr.memory_plan import (
+from op4ksr.inference.memory_plan import (
     GIB,
     MemoryPlan,
     calibrate,
@@ -151,7 +151,7 @@ def test_analytic_estimate_is_in_the_measured_ballpark(tiny_measured):
 
 
 def test_auto_output_limit_for_the_pipeline():
-    from op4ksr.inference import CPU_MAX_OUTPUT_MEGAPIXELS, OutputSizeError, max_output_megapixels
+    from op4ksr.inference.batch import CPU_MAX_OUTPUT_MEGAPIXELS, OutputSizeError, max_output_megapixels
 
     assert max_output_megapixels(12.5, preset="tiny") == 12.5  # a number stays as configured
     assert max_output_megapixels("auto", preset="flux-dev", device="cpu") == CPU_MAX_OUTPUT_MEGAPIXELS

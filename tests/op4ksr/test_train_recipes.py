@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from jobs.config import load_config
 from op4ksr.model import OP4KSR
-from op4ksr.train_memory import (CROPS, STRATEGIES, lora_param_count, peak_bytes, training_table,
+from op4ksr.training.memory import (CROPS, STRATEGIES, lora_param_count, peak_bytes, training_table,
                                  transformer_sizes, usable_bytes)
 from op4ksr.training import TrainConfig
 from op4ksr.training.trainable import add_lora, set_trainable

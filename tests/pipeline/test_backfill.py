@@ -13,7 +13,7 @@ from PIL import Image
 
 from jobs.config import load_config
 from actors.upscaler import UpscaleActor
-from pipeline.backfill import run_backfill
+from pipeline.run.backfill import run_backfill
 from jobs.specs import build_run_spec
 
 SIZES = [(24, 32), (32, 24), (40, 40), (16, 48)]  # (h, w): landscape, portrait, square, wide
@@ -169,7 +169,7 @@ def test_inputs_that_share_an_output_key_fail_the_later_one_and_overwrite_nothin
 
 
 def test_an_actor_pool_the_cluster_cannot_place_fails_the_run_in_time(s3_server, s3_bucket, ray_local):
-    from pipeline.dataflow import ActorStartTimeout
+    from pipeline.run.dataflow import ActorStartTimeout
 
     _catalog(s3_server, s3_bucket, count=1)
     spec = _spec(s3_server, s3_bucket, "no-gpu", "actors.num_gpus=1", "actors.start_timeout_s=2")  # no GPU here

@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import load_config
-from pipeline.catalog_cost import catalog_runs, cost_report
+from pipeline.ledger.catalog_cost import catalog_runs, cost_report
 from jobs.specs import prices_from_config
-from pipeline.cost import (LEDGER_SCHEMA, Prices, build_ledger, cost_summary, group_costs,
+from pipeline.ledger.cost import (LEDGER_SCHEMA, Prices, build_ledger, cost_summary, group_costs,
                            read_ledger, stage_breakdown, write_ledger)
-from pipeline.records import MANIFEST_SCHEMA, new_record
+from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
 T0 = 1_780_000_000.0  # 2026-05-28 UTC
@@ -188,9 +188,9 @@ def test_a_backfill_writes_its_ledger_summary_report_and_trace(s3_server, s3_buc
 
     from actors.upscaler import UpscaleActor
 
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
     from jobs.specs import build_run_spec
-    from pipeline.telemetry import Telemetry
+    from pipeline.run.telemetry import Telemetry
 
     inputs = s3_server.open_storage(f"s3://{s3_bucket}/in/")
     for i in range(3):

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import load_config
-from pipeline.done_index import DoneIndex
-from pipeline.records import MANIFEST_SCHEMA, new_record
+from pipeline.listing.done_index import DoneIndex
+from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
 
@@ -63,7 +63,7 @@ def _rows(out, run_id):
 @pytest.mark.slow
 def test_a_rerun_skips_done_inputs_without_gets_and_falls_back_to_reports(s3_server, s3_bucket, ray_local):
     from actors.upscaler import UpscaleActor
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
 
     inputs = s3_server.open_storage(f"s3://{s3_bucket}/in/")
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.embedded_s3 import EmbeddedS3
+from pipeline.storage.embedded_s3 import EmbeddedS3
 
 
 def is_gone(pid: int) -> bool:
@@ -45,7 +45,7 @@ def test_the_server_dies_with_a_sigkilled_owner():
     # atexit does not run on SIGKILL; the child's watchdog must notice its parent is gone.
     owner = subprocess.Popen(
         [sys.executable, "-c",
-         "import time; from pipeline.embedded_s3 import EmbeddedS3; s = EmbeddedS3().start(); "
+         "import time; from pipeline.storage.embedded_s3 import EmbeddedS3; s = EmbeddedS3().start(); "
          "print(s._process.pid, flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True,
     )

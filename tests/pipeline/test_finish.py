@@ -7,13 +7,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.backfill import ManifestWriter
-from pipeline.cost import Prices, build_ledger, cost_summary, group_costs, ledger_table, read_manifest
-from pipeline.finish import FinishRecord, finish_run
-from pipeline.html_report import ReportDigest
-from pipeline.ledger_totals import LedgerTotals
-from pipeline.manifest_scan import scan_manifest
-from pipeline.records import MANIFEST_SCHEMA, new_record
+from pipeline.run.backfill import ManifestWriter
+from pipeline.ledger.cost import Prices, build_ledger, cost_summary, group_costs, ledger_table, read_manifest
+from pipeline.ledger.finish import FinishRecord, finish_run
+from pipeline.ledger.page import ReportDigest
+from pipeline.ledger.totals import LedgerTotals
+from pipeline.ledger.manifest_scan import scan_manifest
+from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
 T0 = 1_780_000_000.0
@@ -159,7 +159,7 @@ def test_report_rebuild_of_a_real_run_equals_what_its_finish_phase_wrote(s3_serv
 
     from jobs.config import load_config, to_yaml
     from actors.upscaler import UpscaleActor
-    from pipeline.backfill import run_backfill
+    from pipeline.run.backfill import run_backfill
     from jobs.report import rebuild
     from jobs.specs import build_run_spec
 

@@ -21,10 +21,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.backfill import RunSummary
-from pipeline.cost import Prices, build_ledger, cost_summary
-from pipeline.html_report import CONTACT_SHEET_IMAGES, write_report
-from pipeline.records import MANIFEST_SCHEMA, new_record
+from pipeline.run.backfill import RunSummary
+from pipeline.ledger.cost import Prices, build_ledger, cost_summary
+from pipeline.ledger.page import CONTACT_SHEET_IMAGES, write_report
+from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
 CHROMIUM = "/usr/bin/chromium"
@@ -216,7 +216,7 @@ def test_the_browser_check_catches_script_errors_and_external_assets(tmp_path, c
 
 
 def test_the_bicubic_crop_is_the_crop_of_a_whole_image_bicubic_upscale():
-    from pipeline.html_report import _bicubic_crop
+    from pipeline.ledger.page import _bicubic_crop
 
     rng = np.random.default_rng(1)
     source = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))

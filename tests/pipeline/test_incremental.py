@@ -16,10 +16,10 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from jobs.config import load_config
-from pipeline import backfill as backfill_module
+from pipeline.run import backfill as backfill_module
 from actors.upscaler import UpscaleActor
-from pipeline.backfill import run_backfill
-from pipeline.incremental import (
+from pipeline.run.backfill import run_backfill
+from pipeline.run.incremental import (
     LOCK_KEY,
     WATERMARK_KEY,
     Increment,
@@ -30,7 +30,7 @@ from pipeline.incremental import (
     parse_since,
     read_watermark,
 )
-from pipeline.listing import list_inputs
+from pipeline.listing.inputs import list_inputs
 from jobs.specs import build_run_spec
 from pipeline.storage import open_storage
 

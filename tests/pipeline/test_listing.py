@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import pipeline.listing
-from pipeline.layout import output_image_key
-from pipeline.listing import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
+import pipeline.listing.inputs
+from pipeline.run.layout import output_image_key
+from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.storage import ObjectInfo, open_storage
 
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
@@ -109,6 +109,6 @@ def test_an_input_whose_output_an_earlier_input_claims_is_marked(tmp_path):
 
 
 def test_collisions_are_found_within_a_bounded_window(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline.listing, "COLLISION_WINDOW", 2)  # remembers the last 2 output keys
+    monkeypatch.setattr(pipeline.listing.inputs, "COLLISION_WINDOW", 2)  # remembers the last 2 output keys
     assert _collisions(tmp_path, ["a.jpg", "b.png", "a.png"]) == [None, None, "a.jpg"]
     assert _collisions(tmp_path, ["a.jpg", "b.png", "c.png", "a.png"]) == [None, None, None, None]

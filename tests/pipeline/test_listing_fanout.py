@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-import pipeline.listing_fanout
-from pipeline.listing import list_inputs
-from pipeline.listing_fanout import iter_fanned_out
+import pipeline.listing.fanout
+from pipeline.listing.inputs import list_inputs
+from pipeline.listing.fanout import iter_fanned_out
 from pipeline.storage import open_storage
 
 # Keys under no folder sort between folders ("a.jpg" < "a/..." < "a0.png" < "b/..."), a folder
@@ -28,8 +28,8 @@ def _keys(objects):
 
 @pytest.fixture
 def small_pages(monkeypatch):
-    monkeypatch.setattr(pipeline.listing_fanout, "PAGE_KEYS", 3)  # many pages per folder, bounded queues
-    monkeypatch.setattr(pipeline.listing_fanout, "PAGES_AHEAD", 1)
+    monkeypatch.setattr(pipeline.listing.fanout, "PAGE_KEYS", 3)  # many pages per folder, bounded queues
+    monkeypatch.setattr(pipeline.listing.fanout, "PAGES_AHEAD", 1)
 
 
 def _check_equal(storage):
@@ -94,13 +94,13 @@ def test_folders_past_the_memory_window_wait_on_disk_and_leave_nothing_behind(tm
     spills.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spills))
     made = []
-    real_spill = pipeline.listing_fanout._Spill.__init__
+    real_spill = pipeline.listing.fanout._Spill.__init__
 
     def counting(self):
         real_spill(self)
         made.append(self.path)
 
-    monkeypatch.setattr(pipeline.listing_fanout._Spill, "__init__", counting)
+    monkeypatch.setattr(pipeline.listing.fanout._Spill, "__init__", counting)
     assert _keys(iter_fanned_out(storage, None, 4)) == _keys(storage.iter_objects())
     assert made and list(spills.iterdir()) == []  # the many/ folder spilled; every file read and removed
     cut = list(itertools.islice(iter_fanned_out(storage, None, 4), 5))  # a limit: the rest is abandoned

@@ -21,11 +21,11 @@ import tifffile
 from PIL import Image
 
 from jobs.config import ConfigError, load_config, to_yaml
-from op4ksr import png16
+from op4ksr.images import png16
 from actors.upscaler import UpscaleActor
-from pipeline.backfill import run_backfill
-from pipeline.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode, SizePolicy
-from pipeline.layout import UnsafeKeyError, output_image_key, report_key
+from pipeline.run.backfill import run_backfill
+from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode, SizePolicy
+from pipeline.run.layout import UnsafeKeyError, output_image_key, report_key
 from jobs.specs import build_run_spec
 from pipeline.storage import S3Credentials, StorageError, StorageSpec, open_storage
 from tests.badinputs import HOSTILE_KEYS, corpus, encode, flat, multi_frame, noise, over_limit_input

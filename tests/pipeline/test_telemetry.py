@@ -9,11 +9,11 @@ from opentelemetry.trace import StatusCode
 from PIL import Image
 
 from jobs.config import load_config
-from pipeline.fetch import FetchContext, FetchDecode, SizePolicy
-from pipeline.records import new_record
+from pipeline.run.fetch import FetchContext, FetchDecode, SizePolicy
+from pipeline.run.records import new_record
 from pipeline.storage import StorageSpec
 from jobs.specs import telemetry_from_config
-from pipeline.telemetry import STAGES, Telemetry, stage_intervals
+from pipeline.run.telemetry import STAGES, Telemetry, stage_intervals
 
 T0 = 1_780_000_000.0
 

@@ -1,4 +1,4 @@
-"""pipeline.training: Ray Train workers (gloo, CPU) with FSDP + gradient checkpointing + LoRA on the
+"""pipeline.training.launch: Ray Train workers (gloo, CPU) with FSDP + gradient checkpointing + LoRA on the
 tiny preset, HR images on the moto S3 server, checkpoints published to it; resume and restart."""
 import io
 import json
@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from op4ksr.benchset import texture
+from op4ksr.evaluation.benchset import texture
 from op4ksr.model import OP4KSR
 from op4ksr.training import TrainConfig, loss_terms, train
 from op4ksr.training.data import HRImages, sample_batch
 from op4ksr.training.loop import Objective, build_model
 from tests.synthetic_images import write_hr_textures
 from pipeline.storage import open_storage
-from pipeline.training import Launch, run_training
-from pipeline.training_store import CheckpointStore
+from pipeline.training.launch import Launch, run_training
+from pipeline.training.store import CheckpointStore
 
 # One FSDP step against one process on the same global batch: loss and gradient norm are sums in a
 # different order (reduce-scatter over 2 ranks). Measured on this machine: loss 7e-8 and gradient

@@ -1,0 +1,59 @@
+"""Running the model on decoded image files: the output-size limit of a device, batches."""
+from __future__ import annotations
+
+import torch
+
+from op4ksr.images.codec import DecodedImage, finish_output
+from op4ksr.imageops import bicubic_resize
+from op4ksr.loading import resolve_device
+from op4ksr.model import OP4KSR
+from op4ksr.presets import PRESETS
+from op4ksr.inference.sizing import OutputSizeError
+
+
+CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)
+
+
+def max_output_megapixels(
+    value: float | str,
+    *,
+    preset: str,
+    dtype: str = "bfloat16",
+    device: str = "auto",
+    device_memory_gb: float | None = None,
+    decode_partitions: int = 0,
+    attention_backend: str = "",
+) -> float:
+    """sr.max_output_megapixels as a number: a number as is; "auto" is the largest output that the
+    memory plan (op4ksr.inference.memory_plan) fits on the GPU (`device_memory_gb`, else `device`'s memory),
+    and CPU_MAX_OUTPUT_MEGAPIXELS when the model runs on a CPU."""
+    if value != "auto":
+        return float(value)
+    from op4ksr.inference.memory_plan import GIB, load_plan
+
+    if device_memory_gb is None:
+        torch_device = resolve_device(device)
+        if torch_device.type != "cuda":
+            return CPU_MAX_OUTPUT_MEGAPIXELS
+        device_memory_gb = torch.cuda.get_device_properties(torch_device).total_memory / GIB
+    if preset not in PRESETS:
+        raise ValueError(f"sr.max_output_megapixels=auto needs a model preset ({', '.join(PRESETS)}), got "
+                         f"{preset!r}; set a number instead")
+    plan = load_plan(preset, dtype, partitions=decode_partitions,
+                     attention="math" if attention_backend == "_native_math" else "flash")
+    limit = plan.max_output_megapixels(float(device_memory_gb))
+    if limit <= 0:
+        raise OutputSizeError(f"{preset} in {dtype} does not fit a {float(device_memory_gb):g} GB GPU "
+                              f"({plan.source}); use a GPU with more memory")
+    return limit
+
+
+def upscale_batch(model: OP4KSR, images: list[DecodedImage], size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(rgb (3, H, W), alpha (1, H, W) | None) on the CPU for each image; all inputs share one size."""
+    x = torch.stack([im.rgb for im in images])  # (B, 3, h, w)
+    out = model.upscale(x, size).cpu()  # (B, 3, H, W)
+    results = []
+    for image, rgb in zip(images, out):
+        alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
+        results.append((finish_output(rgb, alpha), alpha))
+    return results

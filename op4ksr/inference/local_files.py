@@ -1,0 +1,80 @@
+"""Upscaling local files and folders in-process (the `op4ksr upscale` command), no Ray, no S3."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from op4ksr.images.codec import EXTENSIONS, decode_image, encode_image
+from op4ksr.inference.batch import upscale_batch
+from op4ksr.model import OP4KSR
+from op4ksr.inference.sizing import SizePolicy
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """How `op4ksr upscale` writes its outputs (output.*, sr.*; built by jobs/specs.py)."""
+
+    format: str
+    quality: int
+    png_compress_level: int
+    size: SizePolicy
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+@dataclass(frozen=True)
+class Failure:
+    source: Path
+    error: str
+
+
+def find_jobs(inputs: Iterable[str], out_dir: Path, extensions: Iterable[str], fmt: str) -> Iterator[Job]:
+    """One job per image file: files as given, folders walked recursively with their structure mirrored."""
+    exts = {e.lower() for e in extensions}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts):
+                yield Job(file, (out_dir / file.relative_to(path)).with_suffix(EXTENSIONS[fmt]))
+        else:
+            yield Job(path, (out_dir / path.name).with_suffix(EXTENSIONS[fmt]))
+
+
+def upscale_file(model: OP4KSR, job: Job, options: OutputOptions, provenance: dict) -> None:
+    """Decode, upscale and write one file; raises with a plain message on any failure."""
+    image = decode_image(job.source.read_bytes(), max_pixels=options.size.max_input_pixels)
+    size = options.size.plan(*image.size)
+    (rgb, alpha), = upscale_batch(model, [image], size)
+    data = encode_image(rgb, image, options.format, alpha=alpha, quality=options.quality,
+                        png_compress_level=options.png_compress_level, provenance=provenance)
+    job.target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = job.target.with_name(job.target.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(job.target)  # a target that exists is always a whole image
+
+
+def upscale_paths(
+    model: OP4KSR,
+    jobs: list[Job],
+    options: OutputOptions,
+    provenance: dict,
+    on_done: Callable[[Job, Failure | None], None] = lambda job, failure: None,
+) -> list[Failure]:
+    """Run every job, never stopping at a bad file; the failures, in input order."""
+    failures = []
+    for job in jobs:
+        failure = None
+        try:
+            if not job.source.is_file():
+                raise FileNotFoundError(f"no such file: {job.source}")
+            upscale_file(model, job, options, provenance)
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
+            failure = Failure(job.source, f"{type(err).__name__}: {err}")
+            failures.append(failure)
+        on_done(job, failure)
+    return failures

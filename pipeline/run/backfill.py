@@ -1,0 +1,269 @@
+"""The backfill run: list -> skip done -> fetch/decode (CPU tasks) -> actor pool -> manifest.
+
+The driver holds only a bounded window of metadata rows: inputs are listed to Parquet in
+batches, Ray Data streams them, and manifest rows are written as they arrive. At the end the
+manifest is streamed back (its metadata only, a batch at a time: pipeline/ledger/finish.py) for the
+cost ledger, the summary and the report page.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.ledger.cost import Prices
+from pipeline.listing.done_index import DoneIndex, DueSplit
+from pipeline.ledger.finish import FinishRecord, finish_run
+from pipeline.run.incremental import incremental_run
+from pipeline.run.layout import output_image_key, run_key
+from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
+from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
+from pipeline.run.spec import RunSpec
+from pipeline.storage import normalise_uri
+from pipeline.run.telemetry import Telemetry
+
+MANIFEST_FIRST_PART_ROWS = 1000
+MANIFEST_MAX_PART_ROWS = 500_000
+MANIFEST_PART_SECONDS = 600.0
+ROW_GROUP_ROWS = 1000
+
+
+@dataclass
+class Progress:
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done / max(1e-9, time.perf_counter() - self.started)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.images_per_second
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def line(self) -> str:
+        eta = self.eta_seconds
+        return (f"done {self.done}/{self.total}  ok {self.ok}  failed {self.failed}  skipped {self.skipped}  "
+                f"remaining {self.total - self.done}  {self.images_per_second:.2f} img/s  "
+                f"ETA {'-' if eta is None else f'{eta:.0f}s'}")
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    seconds: float
+    manifest_uri: str
+    summary_uri: str
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    flagged: int = 0
+    dry_run: bool = False
+    cost: dict = field(default_factory=dict)  # pipeline.ledger.cost.cost_summary, plus the prices used
+    cost_uri: str = ""
+    report_uri: str = ""
+    estimate: dict = field(default_factory=dict)  # dry runs: pipeline.run.estimate.dry_run_estimate
+
+
+class ManifestWriter:
+    """Appends records to runs/<id>/manifest/part-NNNNN.parquet; parts grow with the run.
+
+    The first part holds MANIFEST_FIRST_PART_ROWS rows and each next one twice its predecessor, up
+    to MANIFEST_MAX_PART_ROWS, so a 10 M-row run is about 30 objects rather than 10,000 tiny ones
+    and a small run still has its first rows in storage early. A part is built on local disk a
+    row group at a time (memory: one row group) and uploaded whole when it is full or
+    MANIFEST_PART_SECONDS old, which bounds what a killed run's manifest lacks (its reports
+    still say what was done).
+    """
+
+    def __init__(self, storage, run_id: str, first_rows: int = MANIFEST_FIRST_PART_ROWS,
+                 max_rows: int = MANIFEST_MAX_PART_ROWS, part_seconds: float = MANIFEST_PART_SECONDS):
+        self.storage, self.run_id = storage, run_id
+        self.part_rows, self.max_rows, self.part_seconds = first_rows, max_rows, part_seconds
+        self.buffer: list[dict] = []
+        self.parts = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._path, self._rows, self._opened = "", 0, 0.0
+
+    def add(self, records: list[dict]) -> None:
+        if records and self._rows == 0 and not self.buffer:
+            self._opened = time.monotonic()  # the part's first row: its age counts from here
+        self.buffer += records
+        while len(self.buffer) >= min(ROW_GROUP_ROWS, self.part_rows - self._rows):
+            take = min(ROW_GROUP_ROWS, self.part_rows - self._rows)
+            self._write(self.buffer[:take])
+            self.buffer = self.buffer[take:]
+            if self._rows >= self.part_rows:
+                self._upload()
+                if self.buffer:
+                    self._opened = time.monotonic()
+        if (self.buffer or self._rows) and time.monotonic() - self._opened > self.part_seconds:
+            self._write(self.buffer)
+            self.buffer = []
+            self._upload()
+
+    def close(self) -> None:
+        if self.buffer or (self.parts == 0 and self._writer is None):
+            self._write(self.buffer)
+        self.buffer = []
+        if self._writer is not None:
+            self._upload()
+
+    def _write(self, rows: list[dict]) -> None:
+        if self._writer is None:
+            fd, self._path = tempfile.mkstemp(prefix="op4ksr-manifest-", suffix=".parquet")
+            os.close(fd)
+            self._writer, self._rows = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0
+        self._writer.write_table(pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows],
+                                                      schema=MANIFEST_SCHEMA))
+        self._rows += len(rows)
+
+    def _upload(self) -> None:
+        self._writer.close()
+        try:
+            self.storage.put_file(run_key(self.run_id, f"manifest/part-{self.parts:05d}.parquet"), self._path,
+                                  "application/vnd.apache.parquet")
+        finally:
+            os.remove(self._path)
+        self._writer, self._rows = None, 0
+        self.parts += 1
+        self.part_rows = min(2 * self.part_rows, self.max_rows)
+
+
+def new_run_id() -> str:
+    """A sortable run id from the UTC time."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], None] = lambda p: None, *,
+                 prices: Prices | None = None, telemetry: Telemetry | None = None) -> RunSummary:
+    """Process every input under spec.input that is not done; one manifest row per listed input.
+
+    `model_stage` is the model actor class (actors.upscaler.UpscaleActor; pipeline.run.dataflow).
+    Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`), summary.json, report.html};
+    `telemetry` (default: none) gets the run's trace and metrics. Holds the output prefix's run
+    lock throughout; lists only inputs modified after spec.since when set; a run with no
+    failures moves the watermark (pipeline.run.incremental).
+    """
+    outputs = spec.output.open()
+    outputs.check_writable()
+    with incremental_run(outputs, spec) as increment:
+        summary = _run(spec, model_stage, increment.since, on_progress, prices, telemetry or Telemetry())
+        increment.finish(summary)
+    return summary
+
+
+def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, prices: Prices | None,
+         telemetry: Telemetry) -> RunSummary:
+    inputs, outputs = spec.input.open(), spec.output.open()
+    outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
+    writer = ManifestWriter(outputs, spec.run_id)
+    # Inputs earlier runs' manifests prove done get their `skipped` rows here; the rest are due.
+    due = DueSplit(DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id), outputs,
+                   run_key(spec.run_id, "due.parquet"), spec,
+                   None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
+    listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
+    total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
+                                 output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
+                                 on_batch=due)
+    due_rows = due.close(INPUTS_SCHEMA)
+    progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped)
+    totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)
+    with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
+        actors_ended_at = time.time()
+        if due_rows and not spec.dry_run:
+            actors_ended_at = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals,
+                                       on_progress)
+        writer.close()
+        estimate = {}
+        if spec.dry_run and total:
+            from pipeline.run.estimate import dry_run_estimate
+
+            estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
+                                        spec.model_id, spec.params_hash)
+        summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at, estimate)
+        telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
+                                     **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
+    return summary
+
+
+def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals, on_progress) -> float:
+    """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
+    from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
+
+    with _ray_session(spec.ray_num_cpus):
+        configure_ray_data(spec.pool)
+        dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
+                                traceparent)
+        for rows in iter_records(dataset, spec.pool):
+            writer.add(rows)
+            telemetry.record(rows)
+            for row in rows:
+                setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
+                for name in ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out"):
+                    totals[name] += _number(row.get(name))
+                totals["flagged"] += bool(row.get("flagged") is True)
+            on_progress(progress)
+        return time.time()  # the pool is released here, before Ray shuts down
+
+
+def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float,
+            estimate: dict) -> RunSummary:
+    """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
+    (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`."""
+    run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
+    run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
+    record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
+                          progress.total)
+    record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
+    return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
+
+
+def _number(value) -> float:
+    return 0.0 if value is None or value != value else float(value)  # None and NaN count as 0
+
+
+@contextlib.contextmanager
+def _ray_session(num_cpus: float | None):
+    """Use the Ray already connected (a cluster, a test fixture), else join the cluster RAY_ADDRESS
+    names (a Ray job's driver: `ray job submit`, KubeRay), else start a local one for this run."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
+        ray.init(log_to_driver=False, logging_level="WARNING")
+    else:
+        # Ray's token authentication stays on (its default for a new local cluster); only its notice
+        # that it is on is dropped, so a run prints op4ksr's own lines
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,79 @@
+"""The typed specs of a backfill run: what the driver, the fetch stage and the model actor need.
+
+Plain, picklable, keyword-only dataclasses with no defaults of their own for what the config
+decides: configs/default.yaml is the contract, and jobs/specs.py builds these from it in one
+place. Nothing here reads a config object.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from op4ksr.loading import ModelSpec
+from op4ksr.inference.sizing import SizePolicy
+from pipeline.storage import StorageSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSpec:
+    """The model actor pool and the fetch/decode tasks that feed it (actors.*, pipeline.*)."""
+
+    min_actors: int
+    max_actors: int
+    batch_size: int
+    num_gpus: float
+    num_cpus: float
+    decode_num_cpus: float
+    fetch_tasks: int  # fetch/decode tasks at once
+    fetch_threads: int  # inputs fetched at once within one task
+    start_timeout_s: float  # until min_actors actors are up, or the run fails
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorOptions:
+    """What the model actor needs besides the model: where and how to write outputs and reports."""
+
+    output: StorageSpec
+    output_format: str
+    quality: int
+    png_compress_level: int
+    report_threshold: float
+    period_px: int | None  # None: the model's token period
+    max_lag_multiple: int
+    warmup_shapes: tuple[tuple[int, int], ...]
+    upload_threads: int
+    params_hash: str
+    torch_threads: int | None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """The model to load in the actor; `storage` is set when the checkpoint lies under an object-store prefix."""
+
+    spec: ModelSpec
+    storage: StorageSpec | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """Everything one backfill run needs, resolved once on the driver."""
+
+    run_id: str
+    input: StorageSpec
+    output: StorageSpec
+    extensions: tuple[str, ...]
+    model: ModelSource
+    model_id: str
+    actor: ActorOptions
+    size: SizePolicy
+    pool: PoolSpec
+    limit: int | None
+    dry_run: bool
+    ray_num_cpus: float | None
+    config_yaml: str
+    since: str | None  # run.since as given: None, "last" or an ISO time (pipeline.run.incremental)
+    lock_ttl_seconds: float
+    watermark_margin_seconds: float
+
+    @property
+    def params_hash(self) -> str:
+        return self.actor.params_hash
