@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     cfg = config_from_args(args)
+    if _remote(args.out):
+        _refuse_a_used_prefix(storage_spec(cfg, args.out))  # as a local --out must be empty
     from op4ksr.importing import ImportSpec, import_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="op4ksr-import-") as scratch:
@@ -111,6 +113,14 @@ def _needed(storage):
     if storage.exists("model_index.json"):
         return lambda key: "/" in key or key == "model_index.json"
     return None
+
+
+def _refuse_a_used_prefix(spec) -> None:
+    """CheckpointError if anything is stored under the --out prefix: a checkpoint never lands on another."""
+    from op4ksr.checkpoint import CheckpointError
+
+    if next(iter(spec.open().iter_objects()), None) is not None:
+        raise CheckpointError(f"--out {spec.uri} is not empty; remove what is under it or choose another prefix")
 
 
 def _upload(spec, folder: Path) -> None:
