@@ -180,12 +180,12 @@ def rule_for(key: str, default: Any) -> Rule | None:
     return Rule(list) if isinstance(default, (list, tuple)) else None
 
 
-def value_problems(values: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
-    """`key=value problem` for each value in `values` (key -> value) its rule refuses."""
+def value_problems(values: dict[str, Any], defaults: dict[str, Any], rule: Rule | None = None) -> list[str]:
+    """`key=value problem` for each value in `values` (key -> value) its rule (`rule` for all, if given) refuses."""
     problems = []
     for key, value in values.items():
-        rule = rule_for(key, defaults.get(key))
-        why = rule.problem(value) if rule is not None else ""
+        checked = rule or rule_for(key, defaults.get(key))
+        why = checked.problem(value) if checked is not None else ""
         if why:
             problems.append(f"{key}={value!r} {why}")
     return problems

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from jobs.common import add_config_arguments, config_from_args
@@ -54,9 +53,11 @@ def main(argv: list[str]) -> int:
         _refuse_a_used_prefix(storage_spec(cfg, args.out))  # as a local --out must be empty
     from op4ksr.importing import ImportSpec, import_checkpoint
 
-    with tempfile.TemporaryDirectory(prefix="op4ksr-import-") as scratch:
-        fetch = _Fetcher(cfg, Path(scratch))
-        local_out = Path(scratch) / "out" if _remote(args.out) else Path(args.out)
+    from pipeline.storage.scratch import scratch
+
+    with scratch("import") as folder:  # copies of s3:// inputs and a remote --out's build; gone at the end
+        fetch = _Fetcher(cfg, folder)
+        local_out = folder / "out" if _remote(args.out) else Path(args.out)
         spec = ImportSpec(
             base=fetch(args.base), out=local_out, vae=fetch(args.vae), vae_stride=args.vae_stride,
             loras=tuple(fetch(p) for p in args.lora), prompt=args.prompt, prompt_embeds=fetch(args.prompt_embeds),

@@ -9,6 +9,7 @@ import functools
 import json
 
 from jobs.config import ConfigError
+from jobs.config_rules import RULES, value_problems
 from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
 from op4ksr.inference.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
@@ -149,6 +150,10 @@ def prices_from_config(cfg) -> Prices:
             raise ConfigError(f"cost.presets.{name}: unknown keys {', '.join(sorted(unknown))}; "
                              f"use {', '.join(PRICE_KEYS)}")
         values.update({k: v for k, v in presets[name].items() if k in PRICE_KEYS})
+        problems = value_problems({f"cost.presets.{name}.{k}": v for k, v in presets[name].items() if k in PRICE_KEYS},
+                                  {}, rule=RULES["cost.gpu_hour_usd"])  # a preset's price: as cost.* itself
+        if problems:
+            raise ConfigError(problems[0])
     return Prices(**{k: float(v) for k, v in values.items()}, preset=name)
 
 

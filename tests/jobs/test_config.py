@@ -152,3 +152,12 @@ def test_numbers_for_number_keys_whole_numbers_for_whole_ones():
     cfg = load_config([], ["sr.scale=2", "actors.num_gpus=0.5", "train.cpus_per_worker=0.5", "sr.fidelity_strength=1",
                            "run.id=20260501", "sr.max_output_megapixels=auto"])
     assert (cfg.sr.scale, cfg.actors.num_gpus, cfg.sr.fidelity_strength) == (2, 0.5, 1)
+
+
+def test_a_named_price_set_is_checked_as_the_prices_are():
+    from jobs.specs import prices_from_config
+
+    with pytest.raises(ConfigError, match=r"^cost.presets.mine.gpu_hour_usd='cheap' must be a number$"):
+        prices_from_config(load_config([], ["cost.presets.mine.gpu_hour_usd=cheap", "cost.preset=mine"]))
+    with pytest.raises(ConfigError, match=r"^cost.presets.mine.put_per_1k=-1 must be 0 or more$"):
+        prices_from_config(load_config([], ["cost.presets.mine.put_per_1k=-1", "cost.preset=mine"]))
