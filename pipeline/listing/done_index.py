@@ -65,7 +65,7 @@ class DoneIndex:
                 his.append(hi)
                 los.append(lo)
         empty = np.zeros(0, np.uint64)
-        owners = OutputOwners(*(np.concatenate(column) for column in zip(*owned))) if owned else OutputOwners()
+        owners = OutputOwners(owned)
         return cls(np.concatenate(his) if his else empty, np.concatenate(los) if los else empty, owners)
 
     def contains(self, keys: pa.Array, etags: pa.Array) -> np.ndarray:

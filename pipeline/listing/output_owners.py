@@ -34,11 +34,24 @@ def _hash(values, key: str) -> np.ndarray:
 class OutputOwners:
     """The output keys earlier runs wrote, each with (a hash of) the input key that wrote it."""
 
-    def __init__(self, hi: np.ndarray | None = None, lo: np.ndarray | None = None, owner: np.ndarray | None = None):
-        empty = np.zeros(0, np.uint64)
-        rows = np.unique(np.stack([hi if hi is not None else empty, lo if lo is not None else empty,
-                                   owner if owner is not None else empty], axis=1), axis=0)  # sorted by (hi, lo, owner)
-        self.hi, self.lo, self.owner = rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy()
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None):
+        """From (hi, lo, owner) parts (OutputOwners.hashes of manifest batches; emptied as they are used)."""
+        parts = parts if parts is not None else []
+        columns = []
+        for column in range(3):  # one column at a time, dropping the parts' copies, to bound the peak
+            columns.append(np.concatenate([p[column] for p in parts]) if parts else np.zeros(0, np.uint64))
+            parts[:] = [tuple(None if c == column else p[c] for c in range(3)) for p in parts]
+        parts.clear()
+        hi, lo, owner = columns
+        del columns
+        order = np.lexsort((owner, lo, hi))  # sorted by (hi, lo, owner), one column copied at a time
+        hi = hi[order]
+        lo = lo[order]
+        owner = owner[order]
+        del order
+        new = np.ones(len(hi), bool)  # each (output, owner) pair once: earlier runs repeat them
+        new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (owner[1:] != owner[:-1])
+        self.hi, self.lo, self.owner = hi[new], lo[new], owner[new]
 
     def __len__(self) -> int:
         return len(self.hi)
