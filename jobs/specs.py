@@ -192,7 +192,8 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
         actor=actor_options(cfg, output, params_hash(output_params(cfg, options))),
-        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg), limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
+        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg),
+        limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
         watermark_margin_seconds=float(cfg.run.watermark_margin_seconds))
