@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pyarrow as pa
 import torch
@@ -22,11 +21,10 @@ import torch
 import op4ksr
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.loading import load_model
 from op4ksr.periodicity import quality_report
 from op4ksr.quality.report import no_reference_scores
 from pipeline.run.layout import report_key
-from pipeline.storage.materialise import materialise_checkpoint
+from pipeline.storage.materialise import load_materialised
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA, failed
 from pipeline.run.spec import ActorOptions, ModelSource
 
@@ -41,8 +39,7 @@ class UpscaleActor:
         start = time.perf_counter()
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
-        spec = replace(model.spec, source=materialise_checkpoint(model.storage)) if model.storage else model.spec
-        self.model = load_model(spec)
+        self.model = load_materialised(model.spec, model.storage)  # an object store's copy is gone once loaded
         self.load_seconds = time.perf_counter() - start
         self.options = options
         self.period_px = options.period_px or self.model.token_period_px

@@ -179,12 +179,19 @@ def measure_done_index(folder: str, rows: int) -> dict:
     start = time.perf_counter()
     index = DoneIndex.build(open_storage(folder), MODEL_ID, PARAMS_HASH)
     built = time.perf_counter() - start
-    hits = 0
+    hits = clashes = 0
+    owners_seconds = 0.0
     for first in range(0, rows, 10_000):  # the listing's batches, as write_inputs_parquet hands them over
         span = range(first, min(first + 10_000, rows))
-        hits += int(index.contains(pa.array([_key(i, rows) for i in span]), pa.array([f"{i:032x}" for i in span])).sum())
-    return {"build_seconds": built, "lookup_seconds": time.perf_counter() - start - built, "indexed": len(index),
-            "hits": hits, "peak_rss_mb": _peak_rss_mb()}
+        keys = [_key(i, rows) for i in span]
+        hits += int(index.contains(pa.array(keys), pa.array([f"{i:032x}" for i in span])).sum())
+        owners_start = time.perf_counter()  # who wrote each output before (a run's collision check)
+        outputs = ["images/" + k[:-4] + ".png" for k in keys]
+        clashes += sum(o is not None for o in index.owners.owners_of(outputs, keys, extensions=(".jpg", ".png")))
+        owners_seconds += time.perf_counter() - owners_start
+    return {"build_seconds": built, "lookup_seconds": time.perf_counter() - start - built,
+            "owners_lookup_seconds": owners_seconds, "indexed": len(index), "outputs_indexed": len(index.owners),
+            "hits": hits, "collisions": clashes, "peak_rss_mb": _peak_rss_mb()}
 
 
 def measure_listing(folder: str, rows: int, latency_s: float, workers: int) -> dict:

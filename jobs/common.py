@@ -41,13 +41,9 @@ def config_from_args(args, extra_overrides: list[str] = ()):
 
 def model_from_config(cfg):
     """The OP4KSR model a config names, through the one loader (op4ksr.loading); an object-store
-    prefix is copied to a temporary folder first."""
-    from jobs.specs import model_spec, storage_spec
-    from op4ksr.loading import load_model
+    prefix is copied to a scratch folder first, removed once the model is loaded."""
+    from jobs.specs import model_reader, model_spec
+    from pipeline.storage.materialise import load_materialised
 
-    spec = model_spec(cfg)
-    if spec.source.startswith("s3://"):
-        from pipeline.storage.materialise import materialise_checkpoint
-
-        spec = spec.with_source(materialise_checkpoint(storage_spec(cfg, spec.source)))
-    return load_model(spec)
+    storage, _ = model_reader(cfg)
+    return load_materialised(model_spec(cfg), storage)

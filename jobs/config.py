@@ -6,11 +6,13 @@ with the closest valid key named, so a misspelt override never silently does not
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 from typing import Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from jobs.config_rules import value_problems
 from op4ksr.errors import UserError
 from pipeline.storage import redact_url
 
@@ -82,45 +84,17 @@ def load_config(files: Iterable[str] = (), overrides: Iterable[str] = ()) -> Dic
     return cfg
 
 
-def _choice(cfg: DictConfig, key: str, allowed: tuple) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, allowed))}")
-
-
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the key for values that cannot work."""
-    _choice(cfg, "output.format", ("png", "jpeg", "webp", "tiff"))
-    _choice(cfg, "model.preset", ("tiny", "flux-dev"))
-    _choice(cfg, "model.dtype", ("float32", "bfloat16", "float16"))
-    _choice(cfg, "rfr.mode", (None, "none", "base", "ntk"))
-    _choice(cfg, "sr.fidelity", (None, "none", "wavelet", "adain", "backproject"))
-    _choice(cfg, "telemetry.exporter", ("none", "console", "file", "otlp"))
-    if cfg.sr.long_side is not None and int(cfg.sr.long_side) <= 0:
-        raise ConfigError(f"sr.long_side={cfg.sr.long_side} must be a positive number of pixels")
+    """Raise ConfigError naming the key for values that cannot work: every key against its rule
+    (jobs/config_rules.py: type from the default, bounds, choices), then the checks across keys."""
+    defaults = _defaults()
+    problems = value_problems({key: _plain(OmegaConf.select(cfg, key)) for key in defaults}, defaults)
+    if problems:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     if cfg.sr.long_side is None and not float(cfg.sr.scale) > 0:
         raise ConfigError(f"sr.scale={cfg.sr.scale} must be positive")
-    if cfg.rfr.scale is not None and not float(cfg.rfr.scale) > 0:
-        raise ConfigError(f"rfr.scale={cfg.rfr.scale} must be positive")
-    if not 1 <= int(cfg.output.quality) <= 100:
-        raise ConfigError(f"output.quality={cfg.output.quality} must be within 1..100")
-    if not 0 <= int(cfg.output.png_compress_level) <= 9:
-        raise ConfigError(f"output.png_compress_level={cfg.output.png_compress_level} must be 0..9")
-    if int(cfg.actors.min) < 1 or int(cfg.actors.max) < int(cfg.actors.min):
+    if int(cfg.actors.max) < int(cfg.actors.min):
         raise ConfigError(f"actors.min={cfg.actors.min}, actors.max={cfg.actors.max}: need 1 <= min <= max")
-    if int(cfg.actors.batch_size) < 1:
-        raise ConfigError(f"actors.batch_size={cfg.actors.batch_size} must be at least 1")
-    if cfg.run.limit is not None and int(cfg.run.limit) < 0:
-        raise ConfigError(f"run.limit={cfg.run.limit} must be 0 or more")
-    for key, (lowest, allowed) in _LOWER_BOUNDS.items():
-        value = OmegaConf.select(cfg, key)
-        if value is None and key in _NULLABLE or value == "auto" and key in _AUTO:
-            continue
-        if not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} must be a number" + (" or auto" if key in _AUTO else ""))
-        if not (float(value) >= lowest if allowed else float(value) > lowest):
-            rule = "must be positive" if not allowed else f"must be at least {lowest}" if lowest else "must be 0 or more"
-            raise ConfigError(f"{key}={value} {rule}")
     endpoint = cfg.storage.endpoint_url
     if endpoint and not str(endpoint).startswith(("http://", "https://")):
         raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
@@ -128,17 +102,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
 
 
-# key -> (lowest value, whether the lowest itself is allowed)
-_LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, True),
-                 "sr.max_output_megapixels": (0, False), "actors.num_gpus": (0, True), "actors.num_cpus": (0, False),
-                 "actors.upload_threads": (1, True), "actors.torch_threads": (1, True),
-                 "actors.start_timeout_s": (0, False),
-                 "pipeline.decode_num_cpus": (0, False),
-                 "pipeline.fetch_tasks": (1, True), "pipeline.fetch_threads": (1, True),
-                 "report.threshold": (0, True)}
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    """configs/default.yaml's leaf keys (open sections excluded) -> default value."""
+    cfg = OmegaConf.load(DEFAULT_CONFIG)
+    return {key: _plain(OmegaConf.select(cfg, key)) for key in _leaf_keys(cfg) if key not in OPEN_SECTIONS}
 
-_NULLABLE = {"pipeline.fetch_tasks", "actors.torch_threads"}  # null: the default configs/default.yaml describes
-_AUTO = {"sr.max_output_megapixels"}  # auto: planned from the GPU's memory (jobs/specs.py)
+
+def _plain(value):
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from jobs.common import add_config_arguments, config_from_args
@@ -50,11 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)
     cfg = config_from_args(args)
+    if _remote(args.out):
+        _refuse_a_used_prefix(storage_spec(cfg, args.out))  # as a local --out must be empty
     from op4ksr.importing import ImportSpec, import_checkpoint
 
-    with tempfile.TemporaryDirectory(prefix="op4ksr-import-") as scratch:
-        fetch = _Fetcher(cfg, Path(scratch))
-        local_out = Path(scratch) / "out" if _remote(args.out) else Path(args.out)
+    from pipeline.storage.scratch import scratch
+
+    with scratch("import") as folder:  # copies of s3:// inputs and a remote --out's build; gone at the end
+        fetch = _Fetcher(cfg, folder)
+        local_out = folder / "out" if _remote(args.out) else Path(args.out)
         spec = ImportSpec(
             base=fetch(args.base), out=local_out, vae=fetch(args.vae), vae_stride=args.vae_stride,
             loras=tuple(fetch(p) for p in args.lora), prompt=args.prompt, prompt_embeds=fetch(args.prompt_embeds),
@@ -111,6 +114,14 @@ def _needed(storage):
     if storage.exists("model_index.json"):
         return lambda key: "/" in key or key == "model_index.json"
     return None
+
+
+def _refuse_a_used_prefix(spec) -> None:
+    """CheckpointError if anything is stored under the --out prefix: a checkpoint never lands on another."""
+    from op4ksr.checkpoint import CheckpointError
+
+    if next(iter(spec.open().iter_objects()), None) is not None:
+        raise CheckpointError(f"--out {spec.uri} is not empty; remove what is under it or choose another prefix")
 
 
 def _upload(spec, folder: Path) -> None:

@@ -9,6 +9,7 @@ import functools
 import json
 
 from jobs.config import ConfigError
+from jobs.config_rules import RULES, value_problems
 from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
 from op4ksr.inference.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
@@ -43,15 +44,17 @@ def model_spec(cfg) -> ModelSpec:
                      seed=int(cfg.model.seed), options=inference_options(cfg))
 
 
-def size_policy(cfg, gpu_actors: bool = False) -> SizePolicy:
-    """The output-size policy of a config's sr.* keys; `gpu_actors`: the model runs on other machines' GPUs."""
+def size_policy(cfg, gpu_actors: bool = False, read_json=None) -> SizePolicy:
+    """The output-size policy of a config's sr.* keys; `gpu_actors`: the model runs on other machines' GPUs;
+    `read_json`: the model's checkpoint files (default: model_reader(cfg))."""
     return SizePolicy(None if cfg.sr.long_side else float(cfg.sr.scale), cfg.sr.long_side,
-                      int(cfg.sr.min_output_side), max_output_megapixels(cfg, gpu_actors))
+                      int(cfg.sr.min_output_side), max_output_megapixels(cfg, gpu_actors, read_json))
 
 
-def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
+def max_output_megapixels(cfg, gpu_actors: bool = False, read_json=None) -> float:
     """sr.max_output_megapixels as a number: `auto` plans from the GPU's memory (op4ksr/inference/memory_plan.py)
-    for the model.preset sizes: this machine's GPU, or sr.device_memory_gb; 40 on a CPU."""
+    for the model that is loaded (its checkpoint's configs, through `read_json`, default model_reader(cfg);
+    a preset's sizes when model.path names one): this machine's GPU, or sr.device_memory_gb; 40 on a CPU."""
     value = cfg.sr.max_output_megapixels
     if value != "auto":
         return float(value)
@@ -60,8 +63,9 @@ def max_output_megapixels(cfg, gpu_actors: bool = False) -> float:
                           "set sr.device_memory_gb (e.g. 80 for an H100)")
     from op4ksr.inference.batch import max_output_megapixels as planned
 
-    return planned("auto", preset=cfg.model.preset, dtype=cfg.model.dtype, device=cfg.model.device,
-                   device_memory_gb=cfg.sr.device_memory_gb, decode_partitions=int(cfg.model.vae_decode_partitions),
+    return planned("auto", preset=model_source(cfg), read_json=read_json or model_reader(cfg)[1],
+                   dtype=cfg.model.dtype, device=cfg.model.device, device_memory_gb=cfg.sr.device_memory_gb,
+                   decode_partitions=int(cfg.model.vae_decode_partitions),
                    attention_backend=cfg.model.attention_backend)
 
 
@@ -109,8 +113,9 @@ def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
                         torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None)
 
 
-def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, str, dict]:
-    """(where the actor loads the model, model_id, resolved inference options), all without weights."""
+def model_reader(cfg, credentials: S3Credentials | None = None):
+    """(StorageSpec of an object-store model or None, read_json(relative path) of its checkpoint files or
+    None for a preset): the model's configs, read without weights, from a folder or an object store."""
     spec = model_spec(cfg)
     storage = storage_spec(cfg, spec.source, credentials) if spec.source.startswith("s3://") else None
     if storage:
@@ -118,9 +123,16 @@ def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, 
         read_json = lambda name: json.loads(opened.get(name))  # noqa: E731
     else:
         read_json = checkpoint_reader(spec)
-    if read_json:
-        read_json = functools.cache(read_json)  # model_index.json serves both the id and the options
-    return ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json)
+    # model_index.json serves the id and the options, the configs the options and the size plan
+    return storage, functools.cache(read_json) if read_json else None
+
+
+def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, str, dict, object]:
+    """(where the actor loads the model, model_id, resolved inference options, read_json), all without weights."""
+    spec = model_spec(cfg)
+    storage, read_json = model_reader(cfg, credentials)
+    return (ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json),
+            read_json)
 
 
 def prices_from_config(cfg) -> Prices:
@@ -138,6 +150,10 @@ def prices_from_config(cfg) -> Prices:
             raise ConfigError(f"cost.presets.{name}: unknown keys {', '.join(sorted(unknown))}; "
                              f"use {', '.join(PRICE_KEYS)}")
         values.update({k: v for k, v in presets[name].items() if k in PRICE_KEYS})
+        problems = value_problems({f"cost.presets.{name}.{k}": v for k, v in presets[name].items() if k in PRICE_KEYS},
+                                  {}, rule=RULES["cost.gpu_hour_usd"])  # a preset's price: as cost.* itself
+        if problems:
+            raise ConfigError(problems[0])
     return Prices(**{k: float(v) for k, v in values.items()}, preset=name)
 
 
@@ -170,16 +186,14 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         parse_since(since)  # names run.since, before any work
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if not float(cfg.run.lock_ttl_seconds) > 0 or float(cfg.run.watermark_margin_seconds) < 0:
-        raise ConfigError(f"run.lock_ttl_seconds={cfg.run.lock_ttl_seconds} must be positive and "
-                         f"run.watermark_margin_seconds={cfg.run.watermark_margin_seconds} 0 or more")
-    model, model_id, options = _model_source(cfg, credentials)
+    model, model_id, options, read_json = _model_source(cfg, credentials)
     output = storage_spec(cfg, cfg.output.uri, credentials)
     return RunSpec(
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
         actor=actor_options(cfg, output, params_hash(output_params(cfg, options))),
-        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0), pool=pool_spec(cfg), limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
+        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg),
+        limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
         watermark_margin_seconds=float(cfg.run.watermark_margin_seconds))

@@ -12,9 +12,14 @@ from op4ksr.errors import UserError
 DESCRIPTION = """\
 Upscale image files with OP4KSR in one forward pass per image (no tiles).
 
-Folders are walked recursively and their structure is mirrored under --out. A file that
-cannot be processed is reported on one line and the others go on; the exit status is 0 only
-if every input succeeded. Any config key can be set with key=value (see configs/default.yaml).
+Folders are walked recursively and their structure is mirrored under --out; an output is named
+after its input with the output format's extension. No output is ever overwritten by another
+input's: when two inputs name one output (a.jpg and a.png in one folder, or two 1.jpg given
+from different folders), the first given owns it and the later one is refused by name and
+writes nothing. An output file that already exists is kept, and its input skipped, unless
+--overwrite is given. A file that cannot be processed is reported on one line and the others
+go on; the exit status is 0 only if no input failed or was refused. Any config key can be set
+with key=value (see configs/default.yaml).
 
 examples:
   op4ksr upscale photo.jpg --out upscaled/
@@ -34,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--long-side", type=int, metavar="PX", help="output long side in pixels, e.g. 4096")
     add_model_argument(parser)
     parser.add_argument("--format", choices=["png", "jpeg", "webp", "tiff"], help="output format (default png)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that already exist (default: keep them, skip their inputs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -57,16 +64,36 @@ def main(argv: list[str]) -> int:
     if not paths:
         raise UserError("give at least one image file or folder")
     cfg = config_from_args(args, _overrides(args))
-
-    from tqdm import tqdm
-
-    import op4ksr
-    from jobs.specs import output_options
-    from op4ksr.inference.local_files import find_jobs, upscale_paths
+    from op4ksr.inference.local_files import find_jobs, plan_jobs
 
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:
         raise UserError(f"no image files found in {', '.join(paths)} (extensions: input.extensions)")
+    plan = plan_jobs(jobs, overwrite=args.overwrite)  # before the model loads and anything is written
+    for failure in plan.refused:
+        print(f"refused: {failure.source}: {failure.error}", file=sys.stderr)
+    failures = list(plan.refused)
+    if plan.todo:
+        failures += _run(cfg, args, plan.todo)
+    given = len(plan.todo) + len(plan.refused) + len(plan.existing)
+    line = f"{len(plan.todo) + len(plan.refused) - len(failures)} of {given} images written to {args.out}"
+    if failures:
+        line += f"; {len(failures)} failed"
+    if plan.existing:
+        line += (f"; {len(plan.existing)} skipped: their output exists (e.g. {plan.existing[0].target}); "
+                 "--overwrite replaces them")
+    print(line, file=sys.stderr)
+    return 0 if not failures else 1
+
+
+def _run(cfg, args, jobs) -> list:
+    """Load the model and upscale `jobs`; their failures."""
+    from tqdm import tqdm
+
+    import op4ksr
+    from jobs.specs import output_options
+    from op4ksr.inference.local_files import upscale_paths
+
     model = model_from_config(cfg)
     options = output_options(cfg)
     provenance = {"version": op4ksr.__version__, "model_id": model.model_id}
@@ -82,5 +109,4 @@ def main(argv: list[str]) -> int:
 
     failures = upscale_paths(model, jobs, options, provenance, on_done)
     bar.close()
-    print(f"{len(jobs) - len(failures)} of {len(jobs)} images written to {args.out}", file=sys.stderr)
-    return 0 if not failures else 1
+    return failures

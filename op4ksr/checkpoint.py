@@ -76,15 +76,19 @@ def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], wh
         raise CheckpointError(f"{where}: " + "; ".join(problems))
 
 
-def load_component(cls, folder: Path, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
-    """An instance of `cls` (a diffusers ModelMixin) from a folder with config.json + safetensors."""
-    config = read_config(folder)
+def meta_component(cls, config: dict, where: str) -> torch.nn.Module:
+    """An instance of `cls` (a diffusers ModelMixin) built from its config on the meta device: shapes, no weights."""
     with torch.device("meta"):
         try:
             accepted = inspect.signature(cls.__init__).parameters
-            module = cls(**{k: v for k, v in config.items() if k in accepted})
+            return cls(**{k: v for k, v in config.items() if k in accepted and not k.startswith("_")})
         except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{folder}/config.json does not describe a {cls.__name__}: {err}") from err
+            raise CheckpointError(f"{where} does not describe a {cls.__name__}: {err}") from err
+
+
+def load_component(cls, folder: Path, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    """An instance of `cls` (a diffusers ModelMixin) from a folder with config.json + safetensors."""
+    module = meta_component(cls, read_config(folder), f"{folder}/config.json")
     state = load_state_dict(folder, device)
     check_state_dict(module, state, str(folder))
     module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, assign=True)

@@ -1,6 +1,8 @@
 """Running the model on decoded image files: the output-size limit of a device, batches."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from op4ksr.images.codec import DecodedImage, finish_output
@@ -17,7 +19,8 @@ CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the
 def max_output_megapixels(
     value: float | str,
     *,
-    preset: str,
+    preset: str = "",
+    read_json: Callable[[str], dict] | None = None,
     dtype: str = "bfloat16",
     device: str = "auto",
     device_memory_gb: float | None = None,
@@ -26,24 +29,28 @@ def max_output_megapixels(
 ) -> float:
     """sr.max_output_megapixels as a number: a number as is; "auto" is the largest output that the
     memory plan (op4ksr.inference.memory_plan) fits on the GPU (`device_memory_gb`, else `device`'s memory),
-    and CPU_MAX_OUTPUT_MEGAPIXELS when the model runs on a CPU."""
+    and CPU_MAX_OUTPUT_MEGAPIXELS when the model runs on a CPU. The plan is for the checkpoint that
+    `read_json` reads (op4ksr.loading.checkpoint_reader: its configs, no weights), else for `preset`."""
     if value != "auto":
         return float(value)
-    from op4ksr.inference.memory_plan import GIB, load_plan
+    from op4ksr.inference.memory_plan import GIB, checkpoint_plan, load_plan
 
     if device_memory_gb is None:
         torch_device = resolve_device(device)
         if torch_device.type != "cuda":
             return CPU_MAX_OUTPUT_MEGAPIXELS
         device_memory_gb = torch.cuda.get_device_properties(torch_device).total_memory / GIB
-    if preset not in PRESETS:
-        raise ValueError(f"sr.max_output_megapixels=auto needs a model preset ({', '.join(PRESETS)}), got "
-                         f"{preset!r}; set a number instead")
-    plan = load_plan(preset, dtype, partitions=decode_partitions,
-                     attention="math" if attention_backend == "_native_math" else "flash")
+    attention = "math" if attention_backend == "_native_math" else "flash"
+    if read_json is not None:
+        plan, name = checkpoint_plan(read_json, dtype, partitions=decode_partitions, attention=attention), "the model"
+    elif preset in PRESETS:
+        plan, name = load_plan(preset, dtype, partitions=decode_partitions, attention=attention), preset
+    else:
+        raise ValueError(f"sr.max_output_megapixels=auto needs a checkpoint or a model preset ({', '.join(PRESETS)}), "
+                         f"got {preset!r}; set a number instead")
     limit = plan.max_output_megapixels(float(device_memory_gb))
     if limit <= 0:
-        raise OutputSizeError(f"{preset} in {dtype} does not fit a {float(device_memory_gb):g} GB GPU "
+        raise OutputSizeError(f"{name} in {dtype} does not fit a {float(device_memory_gb):g} GB GPU "
                               f"({plan.source}); use a GPU with more memory")
     return limit
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from op4ksr.images.codec import EXTENSIONS, decode_image, encode_image
+from op4ksr.images.codec import decode_image, encode_image
+from op4ksr.images.output_names import OutputClaims, collision_error, output_name
 from op4ksr.inference.batch import upscale_batch
 from op4ksr.model import OP4KSR
 from op4ksr.inference.sizing import SizePolicy
@@ -40,9 +41,43 @@ def find_jobs(inputs: Iterable[str], out_dir: Path, extensions: Iterable[str], f
         path = Path(item)
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts):
-                yield Job(file, (out_dir / file.relative_to(path)).with_suffix(EXTENSIONS[fmt]))
+                yield Job(file, out_dir / output_name(file.relative_to(path).as_posix(), fmt))
         else:
-            yield Job(path, (out_dir / path.name).with_suffix(EXTENSIONS[fmt]))
+            yield Job(path, out_dir / output_name(path.name, fmt))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The jobs to run, and the inputs that write nothing: refused (collisions) and skipped (exist)."""
+
+    todo: list[Job]
+    refused: list[Failure]
+    existing: list[Job]
+
+
+def plan_jobs(jobs: Iterable[Job], overwrite: bool = False) -> Plan:
+    """Sort jobs before anything is written: an input given twice runs once; one whose output another
+    input claimed first is refused by name (op4ksr.images.output_names, the backfill's rule); one
+    whose output file exists is skipped unless `overwrite`."""
+    claims, seen = OutputClaims(), set()
+    todo, refused, existing = [], [], []
+    for job in jobs:
+        source = job.source.resolve()
+        if source in seen:
+            continue
+        seen.add(source)
+        owner = claims.claim(str(job.target.resolve()), str(job.source))
+        if owner is not None:
+            refused.append(Failure(job.source, _describe(collision_error(str(job.target), owner))))
+        elif job.target.exists() and not overwrite:
+            existing.append(job)
+        else:
+            todo.append(job)
+    return Plan(todo, refused, existing)
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
 
 
 def upscale_file(model: OP4KSR, job: Job, options: OutputOptions, provenance: dict) -> None:
@@ -74,7 +109,7 @@ def upscale_paths(
                 raise FileNotFoundError(f"no such file: {job.source}")
             upscale_file(model, job, options, provenance)
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
-            failure = Failure(job.source, f"{type(err).__name__}: {err}")
+            failure = Failure(job.source, _describe(err))
             failures.append(failure)
         on_done(job, failure)
     return failures

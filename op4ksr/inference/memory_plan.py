@@ -20,6 +20,9 @@ import functools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
+
+from op4ksr.presets import PRESETS
 
 GIB = 2**30
 STAGES = ("vae_encode", "transformer", "vae_decode")
@@ -70,6 +73,30 @@ def preset_architecture(preset: str) -> Architecture:
     from op4ksr.model import OP4KSR
 
     return Architecture.of_model(OP4KSR.from_preset(preset, device="meta"))
+
+
+# FLUX's longest T5 prompt: the prompt length that a checkpoint's configs do not give (it is the
+# shape of prompt_embeds.safetensors), so a plan from configs counts this many, an upper bound
+PROMPT_TOKENS_BOUND = 512
+
+
+def checkpoint_architecture(read_json: Callable[[str], dict]) -> Architecture:
+    """The Architecture of a checkpoint from its component configs alone (`read_json(relative path)`,
+    no weights read): both components built on the meta device, the prompt PROMPT_TOKENS_BOUND long."""
+    import torch
+
+    from op4ksr.checkpoint import meta_component
+    from op4ksr.model import OP4KSR
+    from op4ksr.transformer import RFRFluxTransformer2DModel
+    from op4ksr.vae import F16AutoencoderKL
+
+    vae = meta_component(F16AutoencoderKL, read_json("vae/config.json"), "vae/config.json")
+    transformer = meta_component(RFRFluxTransformer2DModel, read_json("transformer/config.json"),
+                                 "transformer/config.json")
+    with torch.device("meta"):
+        prompt = torch.empty(1, PROMPT_TOKENS_BOUND, transformer.config.joint_attention_dim)
+        pooled = torch.empty(1, transformer.config.pooled_projection_dim)
+    return Architecture.of_model(OP4KSR(vae, transformer, prompt, pooled))
 
 
 def weights_bytes(arch: Architecture, mode: str) -> float:
@@ -131,6 +158,7 @@ class MemoryPlan:
     attention: str = "flash"
     partitions: int = 0
     weights: float | None = None  # measured weight bytes (None: counted from the architecture)
+    architecture: Architecture | None = None  # a checkpoint's (checkpoint_plan); None: the preset's
     scale: dict = field(default_factory=lambda: {s: (1.0, WORKSPACE_BYTES) for s in STAGES})  # stage -> (a, c)
     source: str = "analytic estimate (no measured peaks): op4ksr/inference/memory_plan.py"
 
@@ -141,7 +169,7 @@ class MemoryPlan:
 
     @property
     def arch(self) -> Architecture:
-        return preset_architecture(self.preset)
+        return self.architecture or preset_architecture(self.preset)
 
     def weights_bytes(self) -> float:
         return self.weights if self.weights is not None else weights_bytes(self.arch, self.mode)
@@ -227,6 +255,18 @@ def load_plan(preset: str, mode: str = "bfloat16", *, partitions: int = 0, atten
     plan = MemoryPlan(preset, mode, attention, int(partitions))
     path = Path(measurements) if measurements else MEASUREMENTS_DIR / f"{preset}.json"
     return calibrate(plan, path) if path.is_file() else plan
+
+
+def checkpoint_plan(read_json: Callable[[str], dict], mode: str = "bfloat16", *, partitions: int = 0,
+                    attention: str = "flash") -> MemoryPlan:
+    """The plan for the checkpoint `read_json` reads, from its configs: a preset's (calibrated when
+    measured) when the checkpoint has that preset's sizes, else the analytic estimate of its own."""
+    arch = checkpoint_architecture(read_json)
+    for preset in PRESETS:
+        if replace(arch, prompt_tokens=PROMPT_TOKENS_BOUND) == replace(preset_architecture(preset),
+                                                                     prompt_tokens=PROMPT_TOKENS_BOUND):
+            return load_plan(preset, mode, partitions=partitions, attention=attention)
+    return MemoryPlan("checkpoint", mode, attention, int(partitions), architecture=arch)
 
 
 def plan_table(preset: str, modes: tuple[str, ...] = ("bfloat16", "fp8"), devices_gb: tuple[float, ...] = (24, 48, 80),

@@ -26,32 +26,36 @@ import pyarrow.parquet as pq
 
 from pipeline.run.layout import output_image_key
 from pipeline.ledger.manifest_scan import runs_storage, scan_parquet
+from pipeline.listing.output_owners import OutputOwners
 from pipeline.run.records import new_record
 from pipeline.storage import Storage
 
-INDEX_COLUMNS = ["key", "status", "input_etag", "model_id", "params_hash"]
+INDEX_COLUMNS = ["key", "status", "input_etag", "model_id", "params_hash", "output_key"]
 _HASH_KEYS = ("op4ksr-done-hi-1", "op4ksr-done-lo-2")  # two 16-byte SipHash keys: 2 x 64 bits
 
 
 class DoneIndex:
     """The (key, etag) pairs that earlier runs finished with one model id and params hash."""
 
-    def __init__(self, hi: np.ndarray, lo: np.ndarray):
+    def __init__(self, hi: np.ndarray, lo: np.ndarray, owners: OutputOwners | None = None):
         order = np.lexsort((lo, hi))
         self.hi, self.lo = hi[order], lo[order]  # (N,) uint64 each, sorted by (hi, lo)
+        self.owners = owners if owners is not None else OutputOwners()  # every earlier run's outputs, any model
 
     def __len__(self) -> int:
         return len(self.hi)
 
     @classmethod
     def build(cls, outputs: Storage, model_id: str, params_hash: str, exclude_run: str = "") -> DoneIndex:
-        """The index of every run's manifest under `outputs`' runs/ (but `exclude_run`'s)."""
-        his, los = [], []
+        """The index of every run's manifest under `outputs`' runs/ (but `exclude_run`'s), with the
+        owners of every output those runs wrote (pipeline/listing/output_owners.py)."""
+        his, los, owned = [], [], []
         runs = runs_storage(outputs)
         parts = [] if runs is None else sorted(
             o.key for o in runs.iter_objects(extensions=[".parquet"])
             if "/manifest/" in o.key and not o.key.startswith(f"{exclude_run}/"))
         for batch in scan_parquet(runs, parts, INDEX_COLUMNS) if parts else ():
+            owned.append(OutputOwners.hashes(batch))
             done = pc.and_kleene(pc.equal(batch["status"], "ok"),
                                  pc.and_kleene(pc.equal(batch["model_id"], model_id),
                                                pc.equal(batch["params_hash"], params_hash)))
@@ -61,7 +65,8 @@ class DoneIndex:
                 his.append(hi)
                 los.append(lo)
         empty = np.zeros(0, np.uint64)
-        return cls(np.concatenate(his) if his else empty, np.concatenate(los) if los else empty)
+        owners = OutputOwners(owned)
+        return cls(np.concatenate(his) if his else empty, np.concatenate(los) if los else empty, owners)
 
     def contains(self, keys: pa.Array, etags: pa.Array) -> np.ndarray:
         """(N,) bool: which (key, etag) pairs are done."""

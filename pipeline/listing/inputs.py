@@ -9,7 +9,8 @@ Two inputs can name the same output (`a.jpg` and `a.png` both become `images/a.p
 extension is replaced). The listing marks the later one with the key it `collides_with`, so
 the fetch stage fails it with a clear error instead of letting it overwrite the first image.
 Keys are listed in order and such pairs sit close together, so a bounded window of recent
-output keys finds them (COLLISION_WINDOW keys apart at most).
+output keys finds them (COLLISION_WINDOW keys apart at most). Outputs that earlier runs wrote
+are claimed by their inputs first, whatever this listing holds (pipeline/listing/output_owners.py).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import datetime as dt
 import itertools
 import os
 import tempfile
-from collections import OrderedDict
 from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from op4ksr.images.output_names import OutputClaims
 from pipeline.listing.fanout import iter_fanned_out
+from pipeline.listing.output_owners import UNNAMED_OWNER
 from pipeline.storage import ObjectInfo, Storage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -41,6 +43,8 @@ INPUTS_SCHEMA = pa.schema(
 COLLISION_WINDOW = 10_000
 LISTING_WORKERS = 8  # folders listed at once once a listing is large
 FAN_OUT_AFTER_KEYS = 10_000  # keys listed sequentially before fanning out (ten pages: a small catalog never fans out)
+# (output keys, their input keys) -> for each, the earlier run's input that wrote that output, if another
+EarlierOwners = Callable[[list[str], list[str]], list["str | None"]]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -88,17 +92,20 @@ def _fanned_out(storage: Storage, extensions, workers: int, fan_out_after: int) 
 def write_inputs_parquet(
     objects: Iterable[ObjectInfo], storage: Storage, key: str, batch_rows: int = 10_000,
     output_key: Callable[[str], str] | None = None, on_batch: Callable[[pa.RecordBatch], None] | None = None,
+    earlier_owners: EarlierOwners | None = None,
 ) -> int:
     """Stream `objects` to a Parquet file at `key` in `storage` (INPUTS_SCHEMA); returns the row count.
 
     At most `batch_rows` rows are held at once. The file is built on local disk and uploaded
     whole, so a half-written inputs.parquet never appears in storage. With `output_key` (input
-    key -> output key), rows whose output an earlier row already claims get `collides_with`.
+    key -> output key), rows whose output an earlier row already claims get `collides_with`, and so
+    do rows whose output `earlier_owners` (output keys, input keys -> owners) says another input
+    wrote in an earlier run (pipeline/listing/output_owners.py).
     `on_batch` sees each record batch as it is written (pipeline/listing/done_index.py's DueSplit).
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows={batch_rows} must be at least 1")
-    collisions = _Collisions(output_key) if output_key else None
+    collisions = _Collisions(output_key, earlier_owners) if output_key else None
     fd, path = tempfile.mkstemp(prefix="op4ksr-inputs-", suffix=".parquet")
     os.close(fd)
     try:
@@ -118,27 +125,38 @@ def write_inputs_parquet(
 
 
 class _Collisions:
-    """Remembers the last COLLISION_WINDOW output keys and which input claimed each."""
+    """Which input owns each output key (op4ksr.images.output_names): earlier runs' inputs claim
+    theirs first (`earlier`), then listed keys in order; the last COLLISION_WINDOW keys are remembered."""
 
-    def __init__(self, output_key: Callable[[str], str]):
-        self.output_key = output_key
-        self.claimed: OrderedDict[str, str] = OrderedDict()  # output key -> the input key that claimed it
+    def __init__(self, output_key: Callable[[str], str], earlier: EarlierOwners | None = None):
+        self.output_key, self.earlier = output_key, earlier
+        self.claims = OutputClaims(window=COLLISION_WINDOW)
+        self.done_earlier: set[str] = set()  # owners seen in earlier runs' manifests (named in the error)
 
     def check(self, objects: list[ObjectInfo]) -> list[str | None]:
-        """For each object, the earlier input key whose output it would overwrite, or None."""
-        return [self._check(obj.key) for obj in objects]
+        """For each object, the input key whose output it would overwrite, or None."""
+        keys = [obj.key for obj in objects]
+        outputs = [self._output(key) for key in keys]
+        named = [i for i, out in enumerate(outputs) if out is not None]
+        earlier = [None] * len(keys)
+        if self.earlier is not None and named:
+            for i, owner in zip(named, self.earlier([outputs[i] for i in named], [keys[i] for i in named])):
+                earlier[i] = owner
+        collides = []
+        for key, out, owner in zip(keys, outputs, earlier):
+            if out is not None and owner is not None:
+                self.claims.claim(out, owner)  # an earlier run wrote it: that input claims it first
+                self.done_earlier.add(owner)
+            first = None if out is None else self.claims.claim(out, key)
+            collides.append(f"{first} (done by an earlier run)" if first in self.done_earlier and first != UNNAMED_OWNER
+                            else first)
+        return collides
 
-    def _check(self, key: str) -> str | None:
+    def _output(self, key: str) -> str | None:
         try:
-            out = self.output_key(key)
+            return self.output_key(key)
         except ValueError:  # an unsafe key: the fetch stage fails it on its own
             return None
-        first = self.claimed.get(out)
-        if first is None:
-            self.claimed[out] = key
-            if len(self.claimed) > COLLISION_WINDOW:
-                self.claimed.popitem(last=False)
-        return first
 
 
 def _batches(objects: Iterable[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:

@@ -182,13 +182,14 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
     writer = ManifestWriter(outputs, spec.run_id)
     # Inputs earlier runs' manifests prove done get their `skipped` rows here; the rest are due.
-    due = DueSplit(DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id), outputs,
-                   run_key(spec.run_id, "due.parquet"), spec,
+    index = DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id)
+    due = DueSplit(index, outputs, run_key(spec.run_id, "due.parquet"), spec,
                    None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
     listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
                                  output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
-                                 on_batch=due)
+                                 on_batch=due, earlier_owners=functools.partial(index.owners.owners_of,
+                                                                                extensions=spec.extensions))
     due_rows = due.close(INPUTS_SCHEMA)
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped)
     totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)

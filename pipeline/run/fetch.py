@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from op4ksr.images.codec import decode_image
 from op4ksr.inference.sizing import SizePolicy
-from pipeline.run.layout import OutputKeyCollisionError, output_image_key, report_key
+from op4ksr.images.output_names import collision_error
+from pipeline.run.layout import output_image_key, report_key
 from pipeline.run.records import MANIFEST_SCHEMA, failed, is_done, new_record
 from pipeline.storage import ObjectNotFoundError, Storage, StorageSpec
 
@@ -72,9 +73,7 @@ class FetchDecode:
         try:
             output_key = output_image_key(row["key"], ctx.output_format)
             if row.get("collides_with"):  # that output is the other input's: this row writes nothing
-                raise OutputKeyCollisionError(
-                    f"its output {output_key} is already the output of {row['collides_with']} (listed first); "
-                    f"rename one of them, or narrow input.extensions")
+                raise collision_error(output_key, row["collides_with"])
             record["output_key"] = output_key
             record["requests_get"] = 1
             start = time.perf_counter()  # t_fetch: both GETs, the done check's and the input's

@@ -1,9 +1,7 @@
 """Where things live under the output prefix (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
-import posixpath
-
-from op4ksr.images.codec import EXTENSIONS
+from op4ksr.images.output_names import output_name
 from pipeline.storage import safe_key
 
 IMAGES, REPORTS, RUNS = "images/", "reports/", "runs/"
@@ -11,10 +9,6 @@ IMAGES, REPORTS, RUNS = "images/", "reports/", "runs/"
 
 class UnsafeKeyError(ValueError):
     """An input key that cannot name an output under the output prefix (`..`, a leading `/`, ...)."""
-
-
-class OutputKeyCollisionError(ValueError):
-    """Two inputs map to one output key (`a.jpg`, `a.png` -> images/a.png): the later one is refused."""
 
 
 def _output_name(input_key: str) -> str:
@@ -26,8 +20,7 @@ def _output_name(input_key: str) -> str:
 
 def output_image_key(input_key: str, fmt: str) -> str:
     """images/<input key with the output format's extension>; UnsafeKeyError for keys that could escape."""
-    stem, _ = posixpath.splitext(_output_name(input_key))
-    return f"{IMAGES}{stem}{EXTENSIONS[fmt]}"
+    return IMAGES + output_name(_output_name(input_key), fmt)
 
 
 def report_key(input_key: str) -> str:

@@ -2,17 +2,29 @@
 from __future__ import annotations
 
 import os
-import tempfile
+from dataclasses import replace
 from typing import Callable
 
 from op4ksr.errors import UserError
+from op4ksr.loading import ModelSpec, load_model
 from pipeline.storage import StorageSpec
+from pipeline.storage.scratch import scratch
 
 
-def materialise_checkpoint(spec: StorageSpec, into: str | None = None, keep: Callable[[str], bool] | None = None) -> str:
-    """A local folder (`into`, else a new temp folder) holding a copy of the objects under the prefix (those `keep`s)."""
+def load_materialised(model: ModelSpec, storage: StorageSpec | None):
+    """The model `model` names, through the one loader (op4ksr.loading.load_model). An object-store
+    model (`storage`) is copied to a scratch folder first, and the copy is removed as soon as the
+    weights are loaded (pipeline/storage/scratch.py removes it later if this process is killed first)."""
+    if storage is None:
+        return load_model(model)
+    with scratch("model") as folder:
+        return load_model(replace(model, source=materialise_checkpoint(storage, str(folder))))
+
+
+def materialise_checkpoint(spec: StorageSpec, into: str, keep: Callable[[str], bool] | None = None) -> str:
+    """`into`, a local folder, now holding a copy of the objects under the prefix (those `keep`s)."""
     storage = spec.open()
-    local = into or tempfile.mkdtemp(prefix="op4ksr-model-")
+    local = into
     found = False
     for obj in storage.iter_objects():
         if keep is not None and not keep(obj.key):

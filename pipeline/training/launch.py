@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from typing import Callable
 from op4ksr.training.config import TrainConfig
 from op4ksr.training.loop import METRICS_FILE
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
+from pipeline.storage.scratch import scratch
 from pipeline.training.data import build_stream, list_hr_images, shard_batches
 from pipeline.training.store import CheckpointStore
 
@@ -45,17 +45,28 @@ class Launch:
 def _worker(config: dict) -> None:
     """Ray Train's train_loop_per_worker: fetch the latest checkpoint, stream batches, train, publish."""
     import ray.train
+
+    cfg = TrainConfig.from_dict(config["train"])
+    rank = ray.train.get_context().get_world_rank()
+    store = CheckpointStore(config["output"]) if config["output"] is not None else None
+    if store is None:
+        _train_worker(cfg, None, None, config)
+        return
+    # the loop works in a local staging folder, removed when the worker ends (by the next one if it is
+    # killed: pipeline/storage/scratch.py); the object store is the record
+    with scratch(f"train-rank{rank}") as staging:
+        _train_worker(cfg, store, staging, config)
+
+
+def _train_worker(cfg: TrainConfig, store: CheckpointStore | None, staging: Path | None, config: dict) -> None:
+    """One worker's training: from the latest checkpoint in `store` (fetched into `staging`), publishing to it."""
+    import ray.train
     import ray.train.torch
 
     from op4ksr.training import TrainHooks, train
 
-    cfg = TrainConfig.from_dict(config["train"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    store = CheckpointStore(config["output"]) if config["output"] is not None else None
     resume_from = None
-    if store is not None:  # the loop works in a local staging folder; the object store is the record
-        staging = Path(tempfile.mkdtemp(prefix=f"op4ksr-train-rank{rank}-"))
+    if store is not None:
         latest = store.latest() if cfg.resume == "auto" else None
         if latest:
             resume_from = store.fetch(latest, staging / "fetched")
@@ -128,18 +139,18 @@ def run_training(cfg: TrainConfig, launch: Launch, *, stream: bool | None = None
     else:
         _resume_step(cfg, store)
     resources = {"CPU": launch.cpus_per_worker, **({"GPU": 1} if launch.use_gpu else {})}
-    trainer = TorchTrainer(
-        _worker,
-        train_loop_config={"train": cfg.as_dict(), "output": store.output if store else None, "stream": stream,
-                           "on_step": on_step},
-        scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=launch.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name=f"op4ksr-train-{uuid.uuid4().hex[:8]}",
-                             storage_path=str(Path(tempfile.gettempdir()) / "op4ksr-ray-train"),
-                             failure_config=FailureConfig(max_failures=launch.max_failures)),
-        datasets=datasets,
-    )
-    trainer.fit()
+    with scratch("ray-train") as ray_storage:  # Ray Train's own run records: our checkpoints live elsewhere
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={"train": cfg.as_dict(), "output": store.output if store else None, "stream": stream,
+                               "on_step": on_step},
+            scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=launch.use_gpu,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(name=f"op4ksr-train-{uuid.uuid4().hex[:8]}", storage_path=str(ray_storage),
+                                 failure_config=FailureConfig(max_failures=launch.max_failures)),
+            datasets=datasets,
+        )
+        trainer.fit()
     return summary(cfg, store)
 
 

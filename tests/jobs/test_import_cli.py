@@ -60,6 +60,13 @@ def test_import_from_s3_gives_the_checkpoint_a_folder_gives(public, aws_env, s3_
         "models/tiny-f16/transformer/config.json", "models/tiny-f16/transformer/diffusion_pytorch_model.safetensors",
         "models/tiny-f16/vae/config.json", "models/tiny-f16/vae/diffusion_pytorch_model.safetensors"}
 
+    before = {o.key: o.etag for o in store.iter_objects()}
+    capsys.readouterr()
+    assert cli(args + [f"storage.endpoint_url={aws_env.endpoint_url}", "--timestep", "0.3"]) == 2  # a used prefix
+    assert capsys.readouterr().err.strip() == (f"op4ksr import: --out s3://{s3_bucket}/models/tiny-f16/ is not empty; "
+                                               "remove what is under it or choose another prefix")
+    assert {o.key: o.etag for o in store.iter_objects()} == before  # nothing fetched, built or written
+
 
 def test_upscale_runs_on_an_imported_checkpoint(public, tmp_path):
     assert cli(_args(str(public / "FLUX.1-tiny"), str(public / "vae-f16"), str(public / "lora"),

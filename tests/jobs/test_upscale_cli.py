@@ -70,3 +70,55 @@ def test_a_random_weight_preset_runs_only_by_name_and_says_so(folder, tmp_path, 
     assert "model tiny: a preset with random weights" in capsys.readouterr().err
     assert cli(["upscale", str(folder / "wide.png"), "--out", str(tmp_path / "d"), "--quiet"]) == 0
     assert "random weights" not in capsys.readouterr().err  # the default model is trained
+
+
+def _image(path, size=(12, 16), seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+
+
+def test_inputs_that_name_one_output_refuse_the_later_one_and_overwrite_nothing(tmp_path, capsys):
+    # a.jpg and a.png in one folder both name out/a.png; two 1.jpg from different folders both name out/1.png
+    src, one, two, out = tmp_path / "src", tmp_path / "d1", tmp_path / "d2", tmp_path / "out"
+    _image(src / "a.jpg", seed=1)
+    _image(src / "a.png", size=(8, 8), seed=2)
+    _image(one / "1.jpg", seed=3)
+    _image(two / "1.jpg", size=(8, 8), seed=4)
+    status = cli(["upscale", str(src), str(one / "1.jpg"), str(two / "1.jpg"), str(src / "a.jpg"), "--out", str(out),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1
+    refused = [line for line in err.splitlines() if line.startswith("refused: ")]
+    assert refused == [f"refused: {src / 'a.png'}: OutputKeyCollisionError: its output {out / 'a.png'} is already "
+                       f"the output of {src / 'a.jpg'}; rename one of them (or narrow input.extensions)",
+                       f"refused: {two / '1.jpg'}: OutputKeyCollisionError: its output {out / '1.png'} is already "
+                       f"the output of {one / '1.jpg'}; rename one of them (or narrow input.extensions)"]
+    assert f"2 of 4 images written to {out}; 2 failed" in err  # a.jpg given twice counts once
+    assert Image.open(out / "a.png").size == (64, 48)  # the first given: a.jpg, 16x12 -> 64x48
+    assert Image.open(out / "1.png").size == (64, 48)  # d1/1.jpg's, not d2's 8x8
+    assert sorted(p.name for p in out.iterdir()) == ["1.png", "a.png", "op4ksr-config.yaml"]
+
+
+def test_an_existing_output_is_kept_unless_overwrite(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _image(src / "a.png")
+    _image(src / "b.png")
+    out.mkdir()
+    (out / "a.png").write_bytes(b"an earlier output")
+    assert cli(["upscale", str(src), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (out / "a.png").read_bytes() == b"an earlier output" and Image.open(out / "b.png").size == (64, 48)
+    assert f"1 of 2 images written to {out}; 1 skipped: their output exists (e.g. {out / 'a.png'}); " \
+           "--overwrite replaces them" in err
+    assert cli(["upscale", str(src), "--out", str(out), "--quiet"]) == 0  # a rerun does nothing, loads no model
+    assert f"0 of 2 images written to {out}; 2 skipped" in capsys.readouterr().err
+    assert cli(["upscale", str(src / "a.png"), "--out", str(out), "--overwrite", "--quiet"]) == 0
+    assert Image.open(out / "a.png").size == (64, 48)
+    assert f"1 of 1 images written to {out}" in capsys.readouterr().err
+
+
+def test_help_documents_the_collision_rule_and_overwrite(capsys):
+    with pytest.raises(SystemExit):
+        cli(["upscale", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the later one is refused by name and writes nothing" in text and "--overwrite" in text

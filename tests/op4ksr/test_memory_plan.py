@@ -159,5 +159,5 @@ def test_auto_output_limit_for_the_pipeline():
     assert max_output_megapixels("auto", preset="flux-dev", device_memory_gb=80) == plan.max_output_megapixels(80)
     with pytest.raises(OutputSizeError, match="does not fit a 24 GB GPU"):
         max_output_megapixels("auto", preset="flux-dev", device_memory_gb=24)
-    with pytest.raises(ValueError, match="needs a model preset"):
+    with pytest.raises(ValueError, match="needs a checkpoint or a model preset"):
         max_output_megapixels("auto", preset="/models/op4ksr", device_memory_gb=80)

@@ -1,4 +1,5 @@
 """The done-index: earlier runs' ok rows skip inputs without a request; the report check stays the fallback."""
+import datetime as dt
 import io
 import json
 
@@ -95,3 +96,50 @@ def test_a_rerun_skips_done_inputs_without_gets_and_falls_back_to_reports(s3_ser
     fourth = run_backfill(_spec(s3_server, s3_bucket, "run-4"), UpscaleActor)
     assert (fourth.ok, fourth.skipped, fourth.bytes_out) == (0, 5, 0)
     assert [r["requests_get"] for r in _rows(out, "run-4").values()] == [1] * 5
+
+
+def _written(storage, run_id, rows):
+    """A manifest part of ok/failed rows that wrote (or not) an output key."""
+    table = pa.Table.from_pylist([new_record(k, run_id, status=s, input_etag="e", model_id="m", params_hash="h",
+                                             output_key=o) for k, s, o in rows], schema=MANIFEST_SCHEMA)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    storage.put(f"runs/{run_id}/manifest/part-00000.parquet", sink.getvalue())
+
+
+def test_the_index_knows_who_wrote_each_output_whatever_the_model(tmp_path):
+    out = open_storage(str(tmp_path))
+    _written(out, "r1", [("a.jpg", "ok", "images/a.png"), ("b.png", "failed", "images/b.png"),
+                         ("x//y.png", "ok", "images/x/y.png"), ("c.tif", "ok", "images/c.png")])
+    _written(out, "r2", [("c.tif", "ok", "images/c.png"), ("c.png", "ok", "images/c.png")])  # an old overwrite
+    owners = DoneIndex.build(out, "another-model", "another-hash").owners
+    assert len(owners) == 4  # r2's c.tif repeats r1's row
+    outputs = ["images/a.png", "images/a.png", "images/b.png", "images/x/y.png", "images/c.png", "images/c.png",
+               "images/new.png"]
+    keys = ["a.jpg", "a.png", "b.png", "x/y.png", "c.png", "c.jpg", "new.jpg"]
+    assert owners.owners_of(outputs, keys, extensions=(".jpg", ".png", ".tif")) == [
+        None,  # its own output: redone, not a collision
+        "a.jpg",
+        None,  # a failed row wrote nothing
+        "an input done by an earlier run",  # x//y.png is not y's stem with a listed extension
+        None,  # one of the two inputs that wrote images/c.png
+        "c.png",  # the first writer found by hash among c.png, c.tif
+        None]
+    assert owners.owners_of([], [], ()) == [] and DoneIndex.build(open_storage(str(tmp_path / "none")), "m", "h") \
+        .owners.owners_of(["images/a.png"], ["a.png"]) == [None]
+
+
+def test_an_earlier_runs_output_is_claimed_before_the_listing_order(tmp_path):
+    """p.png was done earlier; p.jpg, added since, lists first: p.jpg is the one refused."""
+    from pipeline.listing.inputs import write_inputs_parquet
+    from pipeline.run.layout import output_image_key
+    from pipeline.storage import ObjectInfo
+
+    out = open_storage(str(tmp_path / "out"))
+    _written(out, "r1", [("p.png", "ok", "images/p.png")])
+    owners = DoneIndex.build(out, "m", "h").owners
+    listed = [ObjectInfo(k, 1, "e", dt.datetime.now(dt.timezone.utc)) for k in ("p.jpg", "p.png", "q.jpg", "q.png")]
+    write_inputs_parquet(listed, out, "inputs.parquet", output_key=lambda k: output_image_key(k, "png"),
+                         earlier_owners=lambda o, k: owners.owners_of(o, k, extensions=(".jpg", ".png")))
+    collides = pq.read_table(out.uri_for("inputs.parquet")).column("collides_with").to_pylist()
+    assert collides == ["p.png (done by an earlier run)", None, None, "q.jpg"]

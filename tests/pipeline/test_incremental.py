@@ -11,6 +11,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
@@ -246,3 +247,26 @@ def test_run_backfill_stops_at_a_held_lock_and_releases_its_own_on_failure(tmp_p
     with pytest.raises(RuntimeError, match="went away"):
         run_backfill(_local_spec(tmp_path, "crashing"), UpscaleActor)
     assert not out.exists(LOCK_KEY) and read_watermark(out) is None
+
+
+def test_since_last_never_lets_a_new_input_overwrite_an_earlier_runs_output(tmp_path, ray_local):
+    """a.jpg is done by run r1; a.png arrives later and names the same output, images/a.png. A
+    `--since last` run lists a.png alone: it fails as a collision naming a.jpg, with one manifest
+    row, and a.jpg's image stays as it was."""
+    inputs = open_storage(str(tmp_path / "in"))
+    out = open_storage(str(tmp_path / "out"))
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 12), "red").save(jpeg, "JPEG")
+    inputs.put("a.jpg", jpeg.getvalue())
+    first = run_backfill(_local_spec(tmp_path, "r1", "run.since=last"), UpscaleActor)
+    assert (first.total, first.ok) == (1, 1)
+    image = out.get("images/a.png")
+
+    inputs.put("a.png", _png(1))
+    second = run_backfill(_local_spec(tmp_path, "r2", "run.since=last"), UpscaleActor)
+    assert (second.total, second.ok, second.failed) == (1, 0, 1)  # a.jpg is not even listed
+    parts = sorted(o.key for o in out.iter_objects() if o.key.startswith("runs/r2/manifest/"))
+    rows = [r for p in parts for r in pq.read_table(io.BytesIO(out.get(p))).to_pylist()]
+    assert [(r["key"], r["status"], r["error_class"]) for r in rows] == [("a.png", "failed", "OutputKeyCollisionError")]
+    assert "images/a.png is already the output of a.jpg (done by an earlier run)" in rows[0]["error"]
+    assert out.get("images/a.png") == image and not out.exists("reports/a.png.json")

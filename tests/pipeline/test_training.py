@@ -148,6 +148,10 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes_from_the_last_checkpo
     steps = [r["step"] for r in rows]
     assert steps[-1] == 4 and sorted(set(steps)) == [1, 2, 3, 4]
     assert store.latest() == "step-0000004"
+    # the killed rank's staging folder went when the restarted workers started, theirs when they ended
+    from pipeline.storage.scratch import SCRATCH_ROOT
+
+    assert [p.name for p in SCRATCH_ROOT.glob("*") if "-train-rank" in p.name or "-ray-train-" in p.name] == []
 
 
 def test_an_empty_prefix_is_an_error_before_any_worker_starts(ray_local, s3_server, s3_bucket):
