@@ -18,7 +18,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 # Sections whose children are free-form (a named table the user extends).
-OPEN_SECTIONS = ("cost.presets",)
+OPEN_SECTIONS = ("cost.presets", "actors.resources")
+# Ray resources that have keys of their own (actors.num_cpus, actors.num_gpus) or are not custom.
+_RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
 class ConfigError(UserError):
@@ -110,6 +112,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"actors.min={cfg.actors.min}, actors.max={cfg.actors.max}: need 1 <= min <= max")
     if int(cfg.actors.batch_size) < 1:
         raise ConfigError(f"actors.batch_size={cfg.actors.batch_size} must be at least 1")
+    _check_actor_resources(cfg.actors.resources)
     if cfg.run.limit is not None and int(cfg.run.limit) < 0:
         raise ConfigError(f"run.limit={cfg.run.limit} must be 0 or more")
     for key, (lowest, allowed) in _LOWER_BOUNDS.items():
@@ -126,6 +129,19 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
     if not list(cfg.input.extensions):
         raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
+
+
+def _check_actor_resources(resources) -> None:
+    example = "e.g. actors.resources.model_slot=1"
+    if not isinstance(resources, DictConfig):
+        raise ConfigError(f"actors.resources={resources!r} must be a mapping of Ray resource name to amount, {example}")
+    for name, amount in resources.items():
+        if name in _RAY_BUILTIN_RESOURCES:
+            raise ConfigError(f"actors.resources.{name}: {name} is not a custom resource; use "
+                              "actors.num_cpus / actors.num_gpus, or another name")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount >= 0.0001:
+            raise ConfigError(f"actors.resources.{name}={amount!r} must be a number of at least 0.0001 (Ray's "
+                              f"smallest amount), {example}")
 
 
 # key -> (lowest value, whether the lowest itself is allowed)
