@@ -51,6 +51,7 @@ def one_run(worker_nodes: int, count: int) -> dict:
     from pipeline.run.backfill import run_backfill
     from pipeline.storage.embedded_s3 import EmbeddedS3
 
+    load_before = os.getloadavg()[0]
     with EmbeddedS3() as server:
         cfg, _ = pipeline_cpu._setup(server, count, f"scale-{worker_nodes}", f"actors.min={worker_nodes}",
                                      f"actors.max={worker_nodes}", f"actors.resources.{MODEL_SLOT}=1",
@@ -79,7 +80,7 @@ def one_run(worker_nodes: int, count: int) -> dict:
             "images_per_s": round(count / (end - start), 3),
             "steady_images_per_s": round(steady, 3) if steady else None,
             "model_slots_in_use_at_most": worker_nodes - min(slots_free, default=worker_nodes),
-            "load_average_1m_after": round(os.getloadavg()[0], 2)}
+            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # before, after
 
 
 def _child(worker_nodes: int, count: int, input_side: int) -> dict:
@@ -91,15 +92,20 @@ def _child(worker_nodes: int, count: int, input_side: int) -> dict:
 
 
 def _summary(runs: list[dict], nodes: list[int]) -> dict:
-    by_nodes = {n: [r for r in runs if r["worker_nodes"] == n] for n in nodes}
-    median = {key: {str(n): statistics.median(r[key] for r in rs) for n, rs in by_nodes.items()}
-              for key in ("images_per_s", "steady_images_per_s")}
-    low, high = str(min(nodes)), str(max(nodes))
-    return {"median_images_per_s": median["images_per_s"],
-            "median_steady_images_per_s": median["steady_images_per_s"],
-            f"ratio_{high}_vs_{low}_end_to_end": round(median["images_per_s"][high] / median["images_per_s"][low], 3),
-            f"ratio_{high}_vs_{low}_steady_state":
-                round(median["steady_images_per_s"][high] / median["steady_images_per_s"][low], 3)}
+    """Medians per node count, and the ratio of the largest to the smallest: of the medians, and the
+    median of the ratios within each repeat (runs back to back, so less moved by drifting load)."""
+    low, high = min(nodes), max(nodes)
+    out = {}
+    for key, name in (("images_per_s", "end_to_end"), ("steady_images_per_s", "steady_state")):
+        medians = {n: statistics.median(r[key] for r in runs if r["worker_nodes"] == n) for n in nodes}
+        repeats = [runs[i:i + len(nodes)] for i in range(0, len(runs), len(nodes))]
+        within = [next(r[key] for r in rs if r["worker_nodes"] == high) / next(r[key] for r in rs if r["worker_nodes"] == low)
+                  for rs in repeats]
+        out[f"median_images_per_s_{name}"] = {str(n): round(v, 3) for n, v in medians.items()}
+        out[f"ratio_{high}_vs_{low}_{name}"] = round(medians[high] / medians[low], 3)
+        out[f"ratio_{high}_vs_{low}_{name}_per_repeat"] = [round(r, 3) for r in within]
+        out[f"ratio_{high}_vs_{low}_{name}_median_of_repeats"] = round(statistics.median(within), 3)
+    return out
 
 
 def main() -> None:
