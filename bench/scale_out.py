@@ -97,10 +97,10 @@ def _summary(runs: list[dict], nodes: list[int]) -> dict:
     low, high = min(nodes), max(nodes)
     out = {}
     for key, name in (("images_per_s", "end_to_end"), ("steady_images_per_s", "steady_state")):
-        medians = {n: statistics.median(r[key] for r in runs if r["worker_nodes"] == n) for n in nodes}
-        repeats = [runs[i:i + len(nodes)] for i in range(0, len(runs), len(nodes))]
-        within = [next(r[key] for r in rs if r["worker_nodes"] == high) / next(r[key] for r in rs if r["worker_nodes"] == low)
-                  for rs in repeats]
+        # a run too short for a steady state has None there: it counts in no figure
+        medians = {n: statistics.median(r[key] for r in runs if r["worker_nodes"] == n and r[key]) for n in nodes}
+        repeats = [{r["worker_nodes"]: r[key] for r in runs[i:i + len(nodes)]} for i in range(0, len(runs), len(nodes))]
+        within = [rates[high] / rates[low] for rates in repeats if rates[high] and rates[low]]
         out[f"median_images_per_s_{name}"] = {str(n): round(v, 3) for n, v in medians.items()}
         out[f"ratio_{high}_vs_{low}_{name}"] = round(medians[high] / medians[low], 3)
         out[f"ratio_{high}_vs_{low}_{name}_per_repeat"] = [round(r, 3) for r in within]

@@ -132,6 +132,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check_actor_resources(resources) -> None:
+    """actors.resources: names Ray does not reserve, each with an amount Ray accepts."""
     example = "e.g. actors.resources.model_slot=1"
     if not isinstance(resources, DictConfig):
         raise ConfigError(f"actors.resources={resources!r} must be a mapping of Ray resource name to amount, {example}")

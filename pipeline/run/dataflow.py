@@ -63,8 +63,8 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
         if "starting actors" not in str(err):
             raise
         raise ActorStartTimeout(
-            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU{_custom(pool)} each did not "
-            f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
+            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU{_custom(pool)} "
+            f"each did not start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
 
 
