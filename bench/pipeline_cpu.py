@@ -40,7 +40,8 @@ def _png(seed: int, side: int | None = None) -> bytes:
     return out.getvalue()
 
 
-def _setup(server, count: int, bucket_suffix: str):
+def _setup(server, count: int, bucket_suffix: str, *overrides: str):
+    """(config, input store) for `count` PNG inputs in a new bucket; `overrides` win over the bench's own."""
     from jobs.config import load_config
 
     bucket = f"bench-{bucket_suffix}"
@@ -50,7 +51,7 @@ def _setup(server, count: int, bucket_suffix: str):
         store.put(f"img-{i:06d}.png", _png(i))
     cfg = load_config([], [f"input.uri=s3://{bucket}/in/", f"output.uri=s3://{bucket}/out/",
                            f"storage.endpoint_url={server.endpoint_url}", "pipeline.ray_num_cpus=4",
-                           "actors.batch_size=4", f"actors.torch_threads={TORCH_THREADS}"])
+                           "actors.batch_size=4", f"actors.torch_threads={TORCH_THREADS}", *overrides])
     return cfg, store
 
 

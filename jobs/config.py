@@ -20,7 +20,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 # Sections whose children are free-form (a named table the user extends).
-OPEN_SECTIONS = ("cost.presets",)
+OPEN_SECTIONS = ("cost.presets", "actors.resources")
+# Ray resources that have keys of their own (actors.num_cpus, actors.num_gpus) or are not custom.
+_RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
 class ConfigError(UserError):
@@ -95,6 +97,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"sr.scale={cfg.sr.scale} must be positive")
     if int(cfg.actors.max) < int(cfg.actors.min):
         raise ConfigError(f"actors.min={cfg.actors.min}, actors.max={cfg.actors.max}: need 1 <= min <= max")
+    _check_actor_resources(cfg.actors.resources)
     endpoint = cfg.storage.endpoint_url
     if endpoint and not str(endpoint).startswith(("http://", "https://")):
         raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
@@ -107,6 +110,20 @@ def _defaults() -> dict:
     """configs/default.yaml's leaf keys (open sections excluded) -> default value."""
     cfg = OmegaConf.load(DEFAULT_CONFIG)
     return {key: _plain(OmegaConf.select(cfg, key)) for key in _leaf_keys(cfg) if key not in OPEN_SECTIONS}
+
+
+def _check_actor_resources(resources) -> None:
+    """actors.resources: names Ray does not reserve, each with an amount Ray accepts."""
+    example = "e.g. actors.resources.model_slot=1"
+    if not isinstance(resources, DictConfig):
+        raise ConfigError(f"actors.resources={resources!r} must be a mapping of Ray resource name to amount, {example}")
+    for name, amount in resources.items():
+        if name in _RAY_BUILTIN_RESOURCES:
+            raise ConfigError(f"actors.resources.{name}: {name} is not a custom resource; use "
+                              "actors.num_cpus / actors.num_gpus, or another name")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount >= 0.0001:
+            raise ConfigError(f"actors.resources.{name}={amount!r} must be a number of at least 0.0001 (Ray's "
+                              f"smallest amount), {example}")
 
 
 def _plain(value):

@@ -100,7 +100,8 @@ def pool_spec(cfg) -> PoolSpec:
                     batch_size=int(cfg.actors.batch_size), num_gpus=float(cfg.actors.num_gpus),
                     num_cpus=float(cfg.actors.num_cpus), decode_num_cpus=float(cfg.pipeline.decode_num_cpus),
                     fetch_tasks=int(cfg.pipeline.fetch_tasks or 2 * int(cfg.actors.max)),
-                    fetch_threads=int(cfg.pipeline.fetch_threads), start_timeout_s=float(cfg.actors.start_timeout_s))
+                    fetch_threads=int(cfg.pipeline.fetch_threads), start_timeout_s=float(cfg.actors.start_timeout_s),
+                    resources={str(name): float(amount) for name, amount in cfg.actors.resources.items()})
 
 
 def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:

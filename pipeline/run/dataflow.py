@@ -63,9 +63,14 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
         if "starting actors" not in str(err):
             raise
         raise ActorStartTimeout(
-            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU each did not "
-            f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
+            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU{_custom(pool)} "
+            f"each did not start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
+
+
+def _custom(pool: PoolSpec) -> str:
+    """' and model_slot 1' for the pool's custom resources, as the timeout message names them."""
+    return "".join(f" and {name} {amount:g}" for name, amount in pool.resources.items())
 
 
 def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None) -> FetchDecode:
@@ -99,6 +104,7 @@ def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, trace
             batch_format="pyarrow",
             num_gpus=pool.num_gpus or None,
             num_cpus=pool.num_cpus,
+            resources=dict(pool.resources) or None,
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
                                                max_concurrent_calls_per_actor=2, enable_true_multi_threading=True),
         )

@@ -6,6 +6,7 @@ place. Nothing here reads a config object.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from op4ksr.loading import ModelSpec
@@ -26,6 +27,7 @@ class PoolSpec:
     fetch_tasks: int  # fetch/decode tasks at once
     fetch_threads: int  # inputs fetched at once within one task
     start_timeout_s: float  # until min_actors actors are up, or the run fails
+    resources: Mapping[str, float]  # Ray custom resources per actor (empty: none)
 
 
 @dataclass(frozen=True, kw_only=True)

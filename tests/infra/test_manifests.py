@@ -53,6 +53,7 @@ def test_manifests_match_the_kuberay_crd_schema(k8s_docs, schema_errors):
 
 _DELETE = object()
 _WORKERS = "spec.rayClusterSpec.workerGroupSpecs.0"
+_HEAD_AFFINITY = "spec.rayClusterSpec.headGroupSpec.template.spec.affinity.nodeAffinity"
 
 
 def _set(doc: dict, path: str, value) -> dict:
@@ -78,8 +79,12 @@ def _set(doc: dict, path: str, value) -> dict:
      "num-cpus: 0 is not of type 'string'"),
     (f"{_WORKERS}.template.spec.containers.0.resources.limits.cpu", 0.5, "cpu: 0.5 is not valid"),
     ("spec.rayClusterSpec.autoscalerOptions.upscalingMode", "Fast", "'Fast' is not one of"),
+    (f"{_HEAD_AFFINITY}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms", _DELETE,
+     "'nodeSelectorTerms' is a required property"),
+    (f"{_HEAD_AFFINITY}.requiredDuringScheduling", {}, "Additional properties are not allowed"),
 ], ids=["minReplicas-string", "maxReplicas-over-int32", "misspelt-field", "no-headGroupSpec",
-        "rayStartParams-number", "cpu-float", "upscalingMode-not-in-enum"])
+        "rayStartParams-number", "cpu-float", "upscalingMode-not-in-enum", "no-nodeSelectorTerms",
+        "misspelt-nodeAffinity-field"])
 def test_a_broken_rayjob_fails_validation(rayjob, schema_errors, field, value, expected):
     errors = schema_errors(_set(rayjob, field, value))
     assert any(expected in e for e in errors), errors
@@ -196,21 +201,23 @@ def test_ray_version_is_the_pinned_one(rayjob, pinned_version):
 def test_gpu_workers_autoscale_on_gpu_nodes_as_the_config_expects(rayjob):
     cluster = rayjob["spec"]["rayClusterSpec"]
     assert cluster["enableInTreeAutoscaling"] is True
-    (group,) = cluster["workerGroupSpecs"]
-    assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-    pod = group["template"]["spec"]
-    assert pod["nodeSelector"], "GPU workers need a nodeSelector for GPU nodes"
-    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-    (container,) = pod["containers"]
-    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
-    gpus = int(limits["nvidia.com/gpu"])
-    assert gpus >= 1 and requests.get("nvidia.com/gpu") == limits["nvidia.com/gpu"]
-
     configs, overrides, _ = _parse_backfill(rayjob["spec"]["entrypoint"])
     cfg = load_config([str(_config_file(name)) for name in configs], overrides)
     assert cfg.actors.num_gpus >= 1
-    assert cfg.actors.max == group["maxReplicas"] * gpus // cfg.actors.num_gpus
-    assert _cpus(limits["cpu"]) >= cfg.actors.num_cpus, "an actor's CPUs must fit in its pod"
+    gpus_at_most = 0
+    for group in cluster["workerGroupSpecs"]:
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
+        pod = group["template"]["spec"]
+        assert pod["nodeSelector"], "GPU workers need a nodeSelector for GPU nodes"
+        assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+        (container,) = pod["containers"]
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        gpus = int(limits["nvidia.com/gpu"])
+        assert gpus >= 1 and requests.get("nvidia.com/gpu") == limits["nvidia.com/gpu"]
+        assert _cpus(limits["cpu"]) >= cfg.actors.num_cpus, "an actor's CPUs must fit in its pod"
+        gpus_at_most += group["maxReplicas"] * gpus
+    # the pool may hold as many actors as every GPU group at its largest, and no more
+    assert cfg.actors.max == gpus_at_most // cfg.actors.num_gpus
 
 
 def _cpus(quantity) -> float:
@@ -227,6 +234,8 @@ def test_head_runs_no_work(rayjob):
 
 def test_images_are_pinned_and_the_same_everywhere(k8s_docs, cluster_launcher):
     images = {c["image"] for _, doc in k8s_docs for _, c in _containers(doc)}
+    images |= {c["image"] for _, doc in k8s_docs
+               for c in _ray_spec(doc).get("submitterPodTemplate", {}).get("spec", {}).get("containers", [])}
     images.add(cluster_launcher["docker"]["image"])
     assert len(images) == 1, f"one image for head, workers and launcher, got {images}"
     (image,) = images
