@@ -130,7 +130,7 @@ def validate(cfg: DictConfig) -> None:
 
 # key -> (lowest value, whether the lowest itself is allowed)
 _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, True),
-                 "sr.max_output_megapixels": (0, False), "actors.num_gpus": (0, True), "actors.num_cpus": (0, False),
+                 "sr.max_output_megapixels": (0, False), "sr.max_input_megapixels": (0, False), "actors.num_gpus": (0, True), "actors.num_cpus": (0, False),
                  "actors.upload_threads": (1, True), "actors.torch_threads": (1, True),
                  "actors.start_timeout_s": (0, False),
                  "pipeline.decode_num_cpus": (0, False),

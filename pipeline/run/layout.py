@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
-from op4ksr.images.codec import EXTENSIONS
+from op4ksr.images.formats import EXTENSIONS
 from pipeline.storage import safe_key
 
 IMAGES, REPORTS, RUNS = "images/", "reports/", "runs/"
