@@ -16,9 +16,17 @@ summary and copy the results to a local folder you can open.
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="op4ksr demo", description=DESCRIPTION)
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="local folder for the results")
-    add_config_arguments(parser, default=("local",))
+    parser.add_argument("--samples", type=Path, metavar="DIR",
+                        help="only write the sample images into DIR (inputs to try upscale and backfill on) and exit")
+    add_config_arguments(parser, default=("demo",))
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if args.samples:
+        from pipeline.storage import open_storage
+        from pipeline.storage.samples import upload_samples
+
+        print(f"{upload_samples(open_storage(str(args.samples)))} sample images written to {args.samples.resolve()}")
+        return 0
 
     from actors.upscaler import UpscaleActor
 

@@ -51,18 +51,25 @@ def test_report_and_cost_read_parquet_without_importing_torch(tmp_path):
     assert (run / "cost.parquet").is_file() and chart.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_backfill_imports_no_optional_package_and_the_embedded_server_names_its_extra():
+def test_a_backfill_imports_no_optional_package_and_the_demo_names_its_extra(tmp_path):
     hide = "".join(f"sys.modules[{name!r}] = None\n" for name in OPTIONAL)  # as if not installed
     done = _python(
         "import sys\n" + hide +
         "import jobs.backfill, jobs.upscale, actors.upscaler, pipeline.run.backfill, pipeline.run.dataflow\n"
         "import pipeline.ledger.finish, op4ksr.loading, op4ksr.model\n"
         "from jobs.cli import main\n"
-        "sys.exit(main(['backfill', '--config', 'local', 'run.dry_run=true']))\n")
+        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n")
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("op4ksr backfill: the embedded S3 server") and "pip install 'op4ksr[demo]'" in lines[-1]
+    assert lines[-1].startswith("op4ksr demo: the embedded S3 server") and "pip install 'op4ksr[demo]'" in lines[-1]
     assert "Traceback" not in done.stderr
+
+
+def test_backfill_refuses_an_embedded_server_it_would_leave_empty(capsys):
+    from jobs.cli import main
+
+    assert main(["backfill", "--config", "demo"]) == 2
+    assert "storage.embedded=true starts an empty S3 server" in capsys.readouterr().err
 
 
 def test_require_names_the_extra_to_install():
