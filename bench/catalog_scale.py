@@ -41,6 +41,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_seconds() -> float:
+    """This process's user + system CPU seconds: on a shared machine, steadier than wall seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _key(index: int, rows: int) -> str:
     per_folder = -(-rows // FOLDERS)
     return f"d{index // per_folder:04d}/img-{index % per_folder:08d}.jpg"
@@ -153,9 +159,10 @@ def measure_report(folder: str) -> dict:
     from jobs.report import rebuild
     from pipeline.storage import open_storage
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     summary = rebuild(open_storage, os.path.join(folder, "runs", "bench"))
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "rows": summary["total"],
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu,
+            "peak_rss_mb": _peak_rss_mb(), "rows": summary["total"],
             "ok": summary["ok"], "total_usd": summary["cost"]["total_usd"],
             "report_kb": os.path.getsize(os.path.join(folder, "runs", "bench", "report.html")) / 1024,
             "cost_parquet_mb": os.path.getsize(os.path.join(folder, "runs", "bench", "cost.parquet")) / 2**20}
@@ -168,10 +175,11 @@ def measure_cost(folder: str) -> dict:
     from pipeline.ledger.catalog_cost import catalog_runs, cost_report
     from pipeline.storage import open_storage
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     report = cost_report(catalog_runs(open_storage, folder), "month", rebuild_prices=prices_from_config(load_config()))
     chart = report.totals.chart("month")
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "images": report.summary["images"],
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu,
+            "peak_rss_mb": _peak_rss_mb(), "images": report.summary["images"],
             "chart_kb": len(chart) / 1024}
 
 

@@ -47,7 +47,6 @@ def main(argv: list[str]) -> int:
     from actors.upscaler import UpscaleActor
 
     from pipeline.run.backfill import run_backfill
-    from jobs.specs import prices_from_config
     from pipeline.run.console import print_summary, progress_printer
     from jobs.session import run_session
     from jobs.specs import telemetry_from_config
@@ -55,7 +54,6 @@ def main(argv: list[str]) -> int:
     # a UserError (bad config, a locked output, no room for the actors) is printed as one line by
     # jobs.cli; anything else is a bug or an outage and keeps its traceback
     with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
-        summary = run_backfill(spec, UpscaleActor, progress_printer(), prices=prices_from_config(cfg),
-                               telemetry=telemetry)
+        summary = run_backfill(spec, UpscaleActor, progress_printer(), telemetry=telemetry)  # priced at spec.prices
     print_summary(summary, cfg)
     return 0 if summary.failed == 0 else 1

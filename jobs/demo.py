@@ -31,7 +31,6 @@ def main(argv: list[str]) -> int:
     from actors.upscaler import UpscaleActor
 
     from pipeline.run.backfill import run_backfill
-    from jobs.specs import prices_from_config
     from pipeline.storage.samples import copy_tree, upload_samples
     from pipeline.run.console import print_summary, progress_printer
     from jobs.session import run_session
@@ -40,7 +39,7 @@ def main(argv: list[str]) -> int:
     with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
         count = upload_samples(spec.input.open())
         print(f"uploaded {count} sample images to {spec.input.uri}")
-        summary = run_backfill(spec, UpscaleActor, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
+        summary = run_backfill(spec, UpscaleActor, progress_printer(), telemetry=telemetry)  # priced at spec.prices
         copied = copy_tree(spec.output.open(), "", args.out)
     summary.report_uri = ""  # the embedded server is gone: name the local copy instead
     print_summary(summary, cfg)
