@@ -262,7 +262,10 @@ def _ray_session(num_cpus: float | None):
         # that it is on is dropped, so a run prints op4ksr's own lines
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
             lambda record: not record.getMessage().startswith("Token authentication is enabled"))
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        # address="local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster names
+        # (anyone's `ray start` on this machine) and then refuses num_cpus
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
     try:
         yield
     finally:
