@@ -1,18 +1,41 @@
-# The README's two commands. Both create .venv and install the project on first use.
+# The README's commands. Each creates .venv on first use and installs what it needs into it:
+#   make install  the project with what a backfill needs (what the runtime image installs)
+#   make demo     that plus the `demo` extra (embedded S3 server, sample images), then the demo
+#   make test     that plus every extra and the test tools, then the whole suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CORE := $(VENV)/.installed-core
+DEMO := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean browser
+.PHONY: install demo test test-fast clean browser
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+# The interpreter is checked before pip runs: the pinned packages (numpy 2.4) need 3.11, and
+# pip's own error on 3.10 names no cause.
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "op4ksr needs Python 3.11 or newer, and $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo missing)."; \
+		echo "Install Python 3.11 (e.g. apt-get install python3.11-venv) and run: make PYTHON=python3.11 $(MAKECMDGOALS)"; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(CORE): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEMO): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@ $(CORE)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(DEMO) $(CORE)
+
+install: $(CORE)
+
+demo: $(DEMO)
 	$(BIN)/op4ksr demo
 
 # The report page's test opens it in Debian's Chromium: installed here when missing and we are root (CI).

@@ -4,6 +4,7 @@ usage:
   python bench/catalog_scale.py --rows 1000000,2000000            # all three measurements per size
   python bench/catalog_scale.py --rows 10000000 --only report     # one measurement (report: + cost --catalog)
   python bench/catalog_scale.py --rows 2000000 --list-latency-ms 50 --listing-workers 1,8
+  python bench/catalog_scale.py --rows 2000000 --part-rows 1000 --only report   # a long run of small parts
 
 No images: a synthetic run folder on local disk (manifest parts sized as ManifestWriter sizes
 them, rows shaped like a real run's: 95% ok, 4% skipped, 1% failed, 16 actors) and a synthetic
@@ -38,6 +39,12 @@ T0 = 1_780_000_000.0
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_seconds() -> float:
+    """This process's user + system CPU seconds: on a shared machine, steadier than wall seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _key(index: int, rows: int) -> str:
@@ -80,8 +87,9 @@ class _KeyView:
         return _key(i, self.rows)
 
 
-def make_run(folder: str, rows: int) -> dict:
-    """A run folder runs/bench/ under `folder`: manifest parts as ManifestWriter sizes them, finish.json."""
+def make_run(folder: str, rows: int, part_rows: int = 0) -> dict:
+    """A run folder runs/bench/ under `folder`: manifest parts as ManifestWriter sizes them (or of `part_rows`
+    each: a long run on a small fleet flushes a part every few minutes), finish.json."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -95,12 +103,13 @@ def make_run(folder: str, rows: int) -> dict:
     run = os.path.join(folder, "runs", "bench")
     os.makedirs(os.path.join(run, "manifest"), exist_ok=True)
     rng = np.random.default_rng(0)
-    done, part, size = 0, 0, MANIFEST_FIRST_PART_ROWS
+    done, part, size = 0, 0, part_rows or MANIFEST_FIRST_PART_ROWS
     while done < rows:
         n = min(size, rows - done)
         table = pa.Table.from_pydict(_rows(rng, done, n, rows), schema=MANIFEST_SCHEMA)
         pq.write_table(table, os.path.join(run, "manifest", f"part-{part:05d}.parquet"), row_group_size=1000)
-        done, part, size = done + n, part + 1, min(2 * size, MANIFEST_MAX_PART_ROWS)
+        done, part = done + n, part + 1
+        size = part_rows or min(2 * size, MANIFEST_MAX_PART_ROWS)
     FinishRecord("bench", T0 + rows / 100 + 60, rows / 100, listed=rows).save(open_storage(run))
     return {"rows": rows, "parts": part, "seconds": time.perf_counter() - start,
             "manifest_mb": sum(e.stat().st_size for e in os.scandir(os.path.join(run, "manifest"))) / 2**20}
@@ -150,9 +159,10 @@ def measure_report(folder: str) -> dict:
     from jobs.report import rebuild
     from pipeline.storage import open_storage
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     summary = rebuild(open_storage, os.path.join(folder, "runs", "bench"))
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "rows": summary["total"],
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu,
+            "peak_rss_mb": _peak_rss_mb(), "rows": summary["total"],
             "ok": summary["ok"], "total_usd": summary["cost"]["total_usd"],
             "report_kb": os.path.getsize(os.path.join(folder, "runs", "bench", "report.html")) / 1024,
             "cost_parquet_mb": os.path.getsize(os.path.join(folder, "runs", "bench", "cost.parquet")) / 2**20}
@@ -160,13 +170,16 @@ def measure_report(folder: str) -> dict:
 
 def measure_cost(folder: str) -> dict:
     """`op4ksr cost --catalog` over the output prefix (the run's cost.parquet, written by the report child)."""
+    from jobs.config import load_config
+    from jobs.specs import prices_from_config
     from pipeline.ledger.catalog_cost import catalog_runs, cost_report
     from pipeline.storage import open_storage
 
-    start = time.perf_counter()
-    report = cost_report(catalog_runs(open_storage, folder), "month")
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    report = cost_report(catalog_runs(open_storage, folder), "month", rebuild_prices=prices_from_config(load_config()))
     chart = report.totals.chart("month")
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "images": report.summary["images"],
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu,
+            "peak_rss_mb": _peak_rss_mb(), "images": report.summary["images"],
             "chart_kb": len(chart) / 1024}
 
 
@@ -226,13 +239,15 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000,2000000")
     parser.add_argument("--only", default="report,done-index,listing",
                         help="comma list of report (with cost), done-index, listing")
+    parser.add_argument("--part-rows", type=int, default=0,
+                        help="rows per manifest part (default: ManifestWriter's sizes, doubling up to its maximum)")
     parser.add_argument("--list-latency-ms", type=float, default=50.0)
     parser.add_argument("--listing-workers", default="1,8", help="listing threads to measure: 1 is sequential")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, folder, rows = args.child[0], args.child[1], int(args.child[2])
-        result = {"make": lambda: make_run(folder, rows), "report": lambda: measure_report(folder),
+        result = {"make": lambda: make_run(folder, rows, int(args.child[3]) if len(args.child) > 3 else 0), "report": lambda: measure_report(folder),
                   "cost": lambda: measure_cost(folder),
                   "done-index": lambda: measure_done_index(folder, rows),
                   "listing": lambda: measure_listing(folder, rows, float(args.child[3]), int(args.child[4]))}[kind]()
@@ -241,7 +256,7 @@ def main() -> None:
     results = {"versions": _versions(), "sizes": []}
     for rows in (int(r) for r in args.rows.split(",")):
         with tempfile.TemporaryDirectory(prefix="op4ksr-scale-") as folder:
-            entry = {"rows": rows, "make": _child(["make", folder, str(rows)])}
+            entry = {"rows": rows, "make": _child(["make", folder, str(rows), str(args.part_rows)])}
             only = args.only.split(",")
             if "report" in only:
                 entry["report"] = _child(["report", folder, str(rows)])

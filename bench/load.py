@@ -75,13 +75,13 @@ def _small_png(i: int) -> bytes:
 
 
 def measure_images(count: int, batch_size: int) -> dict:
-    """One backfill of `count` small images through the embedded setup (configs/local.yaml)."""
+    """One backfill of `count` small images through the embedded setup (configs/demo.yaml)."""
     from jobs.config import load_config
     from actors.upscaler import UpscaleActor
     from pipeline.run.backfill import run_backfill
     from jobs.session import run_session
 
-    cfg = load_config(["local"], [f"run.id=load-{count}", f"actors.batch_size={batch_size}",
+    cfg = load_config(["demo"], [f"run.id=load-{count}", f"actors.batch_size={batch_size}",
                                   "actors.warmup_shapes=[[64,64]]", "pipeline.ray_num_cpus=4"])
     baseline = _rss_mb()
     with run_session(cfg) as (spec, server):

@@ -29,7 +29,7 @@ COMMANDS = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: op4ksr COMMAND [options]   (op4ksr COMMAND --help for a command's options)",
+        "usage: op4ksr COMMAND [options]   (op4ksr help COMMAND, or op4ksr COMMAND --help, for its options)",
         "",
         "One-step, patch-free 4K super-resolution (OP4KSR), on local files or as a batch job",
         "over object storage.",
@@ -58,7 +58,12 @@ def show_notes() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"] and len(argv) > 1 and argv[1] in COMMANDS:
+        argv = [argv[1], "--help"]  # `op4ksr help CMD` is `op4ksr CMD --help`
     if not argv or argv[0] in ("-h", "--help", "help"):
+        if len(argv) > 1 and argv[0] == "help":
+            print(f"op4ksr: unknown command '{argv[1]}'\n\n{_usage()}", file=sys.stderr)
+            return 2
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]

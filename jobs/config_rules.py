@@ -105,6 +105,7 @@ RULES: dict[str, Rule] = {
     "sr.long_side": _whole(1, null=True),
     "sr.min_output_side": _whole(1),
     "sr.max_output_megapixels": _number(0, low_open=True, auto=True),
+    "sr.max_input_megapixels": _number(0, low_open=True),
     "sr.device_memory_gb": _number(0, low_open=True, null=True),
     "sr.fidelity": Rule(str, choices=("none", "wavelet", "adain", "backproject"), null=True),
     "sr.fidelity_levels": _whole(1, null=True),
@@ -137,6 +138,7 @@ RULES: dict[str, Rule] = {
     # train.* choices and cross-checks: op4ksr.training.TrainConfig, built on the driver before any worker
     "train.steps": _whole(0),
     "train.batch_size": _whole(1),
+    "train.data_cpus": _number(0, low_open=True),
     "train.crop": _whole(1),
     "train.lora_rank": _whole(1),
     "train.vae_lora_rank": _whole(1),

@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
     by = {"run": "run_id"}.get(args.group_by, args.group_by)
     try:
         runs = catalog_runs(opener, args.catalog) if args.catalog else [opener(uri) for uri in uris]
-        report = cost_report(runs, by, prices_from_config(cfg) if args.reprice else None)
+        report = cost_report(runs, by, prices_from_config(cfg) if args.reprice else None,
+                             rebuild_prices=prices_from_config(cfg))
     except StorageError as err:  # no such run folder, refused credentials: the user fixes it
         raise UserError(str(err)) from None
     print(f"{len(report.runs)} run(s), {report.summary['images']} ledger rows, {report.summary['ok']} ok\n")

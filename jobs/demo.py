@@ -16,14 +16,21 @@ summary and copy the results to a local folder you can open.
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="op4ksr demo", description=DESCRIPTION)
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="local folder for the results")
-    add_config_arguments(parser, default=("local",))
+    parser.add_argument("--samples", type=Path, metavar="DIR",
+                        help="only write the sample images into DIR (inputs to try upscale and backfill on) and exit")
+    add_config_arguments(parser, default=("demo",))
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if args.samples:
+        from pipeline.storage import open_storage
+        from pipeline.storage.samples import upload_samples
+
+        print(f"{upload_samples(open_storage(str(args.samples)))} sample images written to {args.samples.resolve()}")
+        return 0
 
     from actors.upscaler import UpscaleActor
 
     from pipeline.run.backfill import run_backfill
-    from jobs.specs import prices_from_config
     from pipeline.storage.samples import copy_tree, upload_samples
     from pipeline.run.console import print_summary, progress_printer
     from jobs.session import run_session
@@ -32,7 +39,7 @@ def main(argv: list[str]) -> int:
     with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
         count = upload_samples(spec.input.open())
         print(f"uploaded {count} sample images to {spec.input.uri}")
-        summary = run_backfill(spec, UpscaleActor, progress_printer(), prices=prices_from_config(cfg), telemetry=telemetry)
+        summary = run_backfill(spec, UpscaleActor, progress_printer(), telemetry=telemetry)  # priced at spec.prices
         copied = copy_tree(spec.output.open(), "", args.out)
     summary.report_uri = ""  # the embedded server is gone: name the local copy instead
     print_summary(summary, cfg)

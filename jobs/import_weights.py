@@ -125,7 +125,4 @@ def _refuse_a_used_prefix(spec) -> None:
 
 
 def _upload(spec, folder: Path) -> None:
-    storage = spec.open()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "model_index.json")
-    for path in files + [folder / "model_index.json"]:  # the index last: its presence means complete
-        storage.put_file(path.relative_to(folder).as_posix(), str(path))
+    spec.open().put_tree(folder, last=["model_index.json"])  # the index last: its presence means complete

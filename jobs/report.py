@@ -35,11 +35,12 @@ def rebuild(opener, run_uri: str, reprice_cfg=None) -> dict:
     `reprice_cfg` when given); returns the new summary.json's dict."""
     from omegaconf import OmegaConf
 
+    from jobs.config import load_config
     from jobs.specs import prices_from_config
-    from pipeline.ledger.cost import Prices
     from pipeline.ledger.finish import rebuild_run
     from pipeline.storage import ObjectNotFoundError
 
+    defaults = load_config()  # for what an older run's config.yaml lacks (or a run without one)
     try:
         saved = OmegaConf.create(opener(run_uri).get("config.yaml").decode("utf-8"))
     except ObjectNotFoundError:
@@ -47,10 +48,9 @@ def rebuild(opener, run_uri: str, reprice_cfg=None) -> dict:
     if reprice_cfg is not None:
         prices = prices_from_config(reprice_cfg)
     else:
-        prices = prices_from_config(saved) if OmegaConf.select(saved, "cost.gpu_hour_usd") is not None else Prices()
-    threshold = OmegaConf.select(saved, "report.threshold")
-    return rebuild_run(opener, run_uri, prices, **({} if threshold is None else {"threshold": float(threshold)}),
-                       input_uri=OmegaConf.select(saved, "input.uri"))
+        prices = prices_from_config(saved if OmegaConf.select(saved, "cost.gpu_hour_usd") is not None else defaults)
+    threshold = OmegaConf.select(saved, "report.threshold", default=defaults.report.threshold)
+    return rebuild_run(opener, run_uri, prices, float(threshold), input_uri=OmegaConf.select(saved, "input.uri"))
 
 
 def main(argv: list[str]) -> int:

@@ -47,8 +47,10 @@ def model_spec(cfg) -> ModelSpec:
 def size_policy(cfg, gpu_actors: bool = False, read_json=None) -> SizePolicy:
     """The output-size policy of a config's sr.* keys; `gpu_actors`: the model runs on other machines' GPUs;
     `read_json`: the model's checkpoint files (default: model_reader(cfg))."""
-    return SizePolicy(None if cfg.sr.long_side else float(cfg.sr.scale), cfg.sr.long_side,
-                      int(cfg.sr.min_output_side), max_output_megapixels(cfg, gpu_actors, read_json))
+    return SizePolicy(scale=None if cfg.sr.long_side else float(cfg.sr.scale), long_side=cfg.sr.long_side,
+                      min_side=int(cfg.sr.min_output_side),
+                      max_megapixels=max_output_megapixels(cfg, gpu_actors, read_json),
+                      max_input_pixels=int(float(cfg.sr.max_input_megapixels) * 1_000_000))
 
 
 def max_output_megapixels(cfg, gpu_actors: bool = False, read_json=None) -> float:
@@ -172,7 +174,7 @@ def train_launch(cfg):
 
     t = cfg.train
     return Launch(workers=int(t.workers), use_gpu=bool(t.use_gpu), cpus_per_worker=float(t.cpus_per_worker),
-                  max_failures=int(t.max_failures), endpoint_url=cfg.storage.endpoint_url,
+                  max_failures=int(t.max_failures), data_cpus=float(t.data_cpus), endpoint_url=cfg.storage.endpoint_url,
                   region=cfg.storage.region, max_attempts=int(cfg.storage.max_attempts))
 
 
@@ -197,4 +199,4 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
-        watermark_margin_seconds=float(cfg.run.watermark_margin_seconds))
+        watermark_margin_seconds=float(cfg.run.watermark_margin_seconds), prices=prices_from_config(cfg))

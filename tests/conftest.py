@@ -28,7 +28,8 @@ def ray_local():
     model actor (fractional num_cpus) can never wait on each other on a 2-core machine."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    # address="local": a Ray of its own, not one that another process started with `ray start` here
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

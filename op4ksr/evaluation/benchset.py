@@ -34,9 +34,9 @@ TEXTURE_SIZE = 384
 
 
 def _photo(name: str) -> np.ndarray:
-    import skimage.data
+    from op4ksr.extras import require
 
-    img = getattr(skimage.data, name)()
+    img = getattr(require("skimage.data", "eval", "scikit-image's sample photos (bench-build, offline:train)"), name)()
     if name == "stereo_motorcycle":
         img = img[0]  # the left view only: the right one is nearly the same picture
     return img

@@ -7,14 +7,13 @@ import torch
 
 from op4ksr.errors import UserError
 from op4ksr.images.codec import decode_image
+from op4ksr.images.folders import image_files
 
 
 def load_sample_images(folder: Path, extensions, limit: int) -> list[torch.Tensor]:
     """Up to `limit` images under `folder` as (3, h, w) tensors in [0, 1]; unreadable files are skipped."""
-    exts = {e.lower() for e in extensions}
-    paths = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in exts)
     images = []
-    for path in paths:
+    for path in image_files(folder, extensions):
         try:
             images.append(decode_image(path.read_bytes()).rgb)
         except ValueError:
@@ -22,7 +21,7 @@ def load_sample_images(folder: Path, extensions, limit: int) -> list[torch.Tenso
         if len(images) >= limit:
             break
     if not images:
-        raise UserError(f"no readable images in {folder} (extensions: {', '.join(sorted(exts))})")
+        raise UserError(f"no readable images in {folder} (extensions: {', '.join(sorted(e.lower() for e in extensions))})")
     return images
 
 

@@ -53,7 +53,10 @@ def y_channel(x: torch.Tensor) -> np.ndarray:
 
 def psnr_ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> tuple[float, float]:
     """(PSNR dB, SSIM) on Y with `border` px cropped from each side."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from op4ksr.extras import require
+
+    metrics = require("skimage.metrics", "eval", "PSNR/SSIM scoring (op4ksr eval)")
+    peak_signal_noise_ratio, structural_similarity = metrics.peak_signal_noise_ratio, metrics.structural_similarity
 
     a, b = y_channel(sr), y_channel(hr)
     if border:

@@ -23,9 +23,7 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
 from op4ksr.images import png16
-
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
-EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+from op4ksr.images.formats import EXTENSIONS, FORMATS  # noqa: F401 - importable from here as before
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
 ORIENTATION, SOFTWARE, DESCRIPTION, XMP_TAG = 0x0112, 0x0131, 0x010E, 700  # EXIF/TIFF tags
 

@@ -1,12 +1,14 @@
-"""Plain RGB uint8 tensors from arrays and image files, and the image files of a folder.
+"""The image files of a folder (the one walker of image folders), and plain RGB uint8 tensors of them.
 
-The lowest layer under training data (op4ksr.training.data) and benchmark building
-(op4ksr.evaluation.benchset): both import it, neither imports the other. Unlike op4ksr.images.codec it keeps
-no metadata: training and benchmarks want pixels only.
+Every command that takes a folder of images walks it here: `op4ksr upscale` (op4ksr.inference.local_files),
+`op4ksr calibrate` (op4ksr.evaluation.calibration_files), training data (op4ksr.training.data) and
+benchmark building (op4ksr.evaluation.benchset). The tensors keep no metadata (training and
+benchmarks want pixels only); op4ksr.images.codec decodes what an archive keeps.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -27,10 +29,7 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 def read_image(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 RGB tensor of an image file."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return to_tensor(np.asarray(img.convert("RGB")))
+    return decode_image(Path(path).read_bytes())
 
 
 def decode_image(data: bytes) -> torch.Tensor:
@@ -43,9 +42,15 @@ def decode_image(data: bytes) -> torch.Tensor:
         return to_tensor(np.asarray(img.convert("RGB")))
 
 
+def image_files(folder: Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The files under `folder` (recursive) whose extension is one of `extensions` (any case), sorted."""
+    wanted = {e.lower() for e in extensions}
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in wanted and p.is_file())
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files under `folder` (recursive), sorted for a stable order."""
+    """Image files under the HR image folder `folder` (recursive), sorted; FileNotFoundError if it is no folder."""
     if not folder.is_dir():
         raise FileNotFoundError(f"HR image folder {folder} does not exist: give a folder of images or an "
                                 "s3:// prefix (object-store prefixes need the Ray launcher, not --no-ray)")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return image_files(folder)

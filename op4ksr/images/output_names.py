@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 from collections import OrderedDict
 
-from op4ksr.images.codec import EXTENSIONS
+from op4ksr.images.formats import EXTENSIONS
 
 
 class OutputKeyCollisionError(ValueError):

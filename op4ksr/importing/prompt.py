@@ -41,7 +41,12 @@ def check_text_parts(base: Path) -> None:
 def encode_prompt(base: Path, prompt: str, max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds (1, N, D), pooled (1, P)) in float32 for `prompt`, from a FluxPipeline folder's encoders."""
     from diffusers import FluxPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+    from op4ksr.extras import require
+
+    transformers = require("transformers", "import", "encoding the prompt (op4ksr import)")
+    CLIPTextModel, CLIPTokenizer = transformers.CLIPTextModel, transformers.CLIPTokenizer
+    T5EncoderModel, T5TokenizerFast = transformers.T5EncoderModel, transformers.T5TokenizerFast
 
     if not 1 <= max_sequence_length <= T5_MAX_TOKENS:
         raise CheckpointError(f"--max-sequence-length {max_sequence_length}: T5 takes 1..{T5_MAX_TOKENS} tokens")

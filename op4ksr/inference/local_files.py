@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from op4ksr.images.codec import decode_image, encode_image
+from op4ksr.images.folders import image_files
 from op4ksr.images.output_names import OutputClaims, collision_error, output_name
 from op4ksr.inference.batch import upscale_batch
 from op4ksr.model import OP4KSR
@@ -36,11 +37,11 @@ class Failure:
 
 def find_jobs(inputs: Iterable[str], out_dir: Path, extensions: Iterable[str], fmt: str) -> Iterator[Job]:
     """One job per image file: files as given, folders walked recursively with their structure mirrored."""
-    exts = {e.lower() for e in extensions}
+    extensions = list(extensions)
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts):
+            for file in image_files(path, extensions):
                 yield Job(file, out_dir / output_name(file.relative_to(path).as_posix(), fmt))
         else:
             yield Job(path, out_dir / output_name(path.name, fmt))

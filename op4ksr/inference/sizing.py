@@ -43,15 +43,15 @@ def plan_output_size(
     return size
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SizePolicy:
-    """How output sizes are chosen and bounded (the sr.* config); one object for every caller."""
+    """How output sizes are chosen and bounded (the sr.* config, built by jobs/specs.py); one object for every caller."""
 
-    scale: float | None = 4
-    long_side: int | None = None
-    min_side: int = 32
-    max_megapixels: float = 40.0
-    max_input_pixels: int = 100_000_000
+    scale: float | None  # None: long_side decides
+    long_side: int | None
+    min_side: int
+    max_megapixels: float
+    max_input_pixels: int  # larger inputs (or decompression bombs) are refused before decoding
 
     def plan(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) for an input of (height, width); OutputSizeError if out of limits."""

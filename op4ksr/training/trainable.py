@@ -28,8 +28,10 @@ def zero_init_proj_out(model: OP4KSR) -> None:
 
 
 def _inject(module: torch.nn.Module, rank: int, alpha: float, targets, seed: int) -> None:
-    from peft import LoraConfig, inject_adapter_in_model
+    from op4ksr.extras import require
 
+    peft = require("peft", "train", "training LoRA adapters (train.transformer=lora, train.vae=encoder_lora)")
+    LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets),

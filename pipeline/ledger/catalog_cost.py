@@ -32,8 +32,8 @@ class CostReport:
 
     runs: list[str]              # run folder uris
     totals: LedgerTotals         # the ledgers' sums (totals.chart(by) draws the chart)
-    summary: dict                # cost_summary
-    groups: pd.DataFrame         # group_costs
+    summary: dict                # totals.summary(prices): summary.json's cost
+    groups: pd.DataFrame         # totals.groups(by)
     listed: int                  # distinct input keys listed by the runs
     remaining: int               # listed keys with no ok or skipped row in any run
     projected_usd: float         # remaining x USD per delivered image so far
@@ -48,11 +48,15 @@ def catalog_runs(open_storage: Callable[[str], Storage], output_uri: str) -> lis
     return [open_storage(_child(output_uri, f"runs/{run_id}")) for run_id in ids]
 
 
-def cost_report(runs: list[Storage], by: str = "run_id", prices: Prices | None = None) -> CostReport:
-    """Ledgers of `runs` together (repriced with `prices` if given), grouped `by` run_id, month or prefix."""
+def cost_report(runs: list[Storage], by: str = "run_id", prices: Prices | None = None, *,
+                rebuild_prices: Prices) -> CostReport:
+    """Ledgers of `runs` together (repriced with `prices` if given), grouped `by` run_id, month or prefix.
+
+    A run without cost.parquet (an older one) has its ledger built from its manifest at `prices`,
+    else at `rebuild_prices` (the config's cost.*)."""
     totals, price_sets, listed, done = LedgerTotals(), set(), [], []
     for run in runs:
-        with run_ledger(run, prices) as (batches, run_prices):
+        with run_ledger(run, prices, rebuild_prices) as (batches, run_prices):
             price_sets.add(run_prices)
             for ledger in batches:
                 totals.add(ledger)
@@ -68,11 +72,13 @@ def cost_report(runs: list[Storage], by: str = "run_id", prices: Prices | None =
 
 
 @contextlib.contextmanager
-def run_ledger(run: Storage, prices: Prices | None) -> Iterator[tuple[Iterator[pd.DataFrame], Prices]]:
+def run_ledger(run: Storage, prices: Prices | None,
+               rebuild_prices: Prices) -> Iterator[tuple[Iterator[pd.DataFrame], Prices]]:
     """(the run's ledger a batch at a time, its prices): cost.parquet, or one built from the manifest if it has
-    none (an older run). `prices` reprices it; without them the run's own are kept (defaults for a rebuilt one)."""
+    none (an older run). `prices` reprices it; without them the run's own are kept (`rebuild_prices` for a
+    rebuilt one)."""
     if not run.exists("cost.parquet"):
-        rebuilt = prices or Prices()
+        rebuilt = prices or rebuild_prices
         yield (ledger for _, ledger in ledger_batches(run, rebuilt, None)), rebuilt
         return
     with local_copy(run, "cost.parquet") as path:

@@ -9,16 +9,12 @@ device seconds of a run's ledger add up to the actors' whole lifetimes: nothing 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from op4ksr.errors import UserError
-from pipeline.ledger.totals import CPU_STAGES, GROUP_BYS, LedgerTotals
-from pipeline.storage import ObjectNotFoundError, Storage
+from pipeline.ledger.totals import CPU_STAGES
 
 PRICE_KEYS = ("gpu_hour_usd", "cpu_hour_usd", "put_per_1k", "get_per_1k", "egress_per_gb")
 
@@ -57,28 +53,19 @@ LEDGER_FIELDS = tuple(LEDGER_SCHEMA.names)
 
 @dataclasses.dataclass(frozen=True)
 class Prices:
-    """USD prices; the defaults are configs/default.yaml's `cost.*` (a test keeps them equal)."""
+    """USD prices (cost.* or a cost.presets entry; built by jobs/specs.prices_from_config)."""
 
-    gpu_hour_usd: float = 2.5
-    cpu_hour_usd: float = 0.05
-    put_per_1k: float = 0.005
-    get_per_1k: float = 0.0004
-    egress_per_gb: float = 0.0
-    preset: str = ""  # the cost.presets entry these came from, if any
+    gpu_hour_usd: float
+    cpu_hour_usd: float
+    put_per_1k: float
+    get_per_1k: float
+    egress_per_gb: float
+    preset: str = ""  # the cost.presets entry these came from; empty: none, the cost.* keys themselves
 
     def __post_init__(self) -> None:
         negative = [k for k in PRICE_KEYS if getattr(self, k) < 0]
         if negative:
             raise UserError(f"prices must not be negative: {', '.join(negative)}")
-
-
-def read_manifest(run_storage: Storage) -> pd.DataFrame:
-    """All manifest rows of the run whose folder `run_storage` is (runs/<id>/), as one DataFrame."""
-    parts = sorted(o.key for o in run_storage.iter_objects(extensions=[".parquet"]) if o.key.startswith("manifest/"))
-    tables = [pq.read_table(io.BytesIO(run_storage.get(key))) for key in parts]
-    if not tables:
-        raise UserError(f"{run_storage.spec.uri}: no manifest parts; is this a run folder (runs/<id>/)?")
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
 def build_ledger(manifest: pd.DataFrame, prices: Prices, run_ended_at: float | None = None,
@@ -155,39 +142,6 @@ def price(ledger: pd.DataFrame, prices: Prices) -> pd.DataFrame:
     return out[list(LEDGER_FIELDS)]
 
 
-def ledger_table(ledger: pd.DataFrame, prices: Prices) -> pa.Table:
-    """The ledger as an Arrow table in LEDGER_SCHEMA, with the prices in the schema metadata."""
-    table = pa.Table.from_pandas(ledger[list(LEDGER_FIELDS)], schema=LEDGER_SCHEMA, preserve_index=False)
-    return table.replace_schema_metadata({"op4ksr.prices": json.dumps(dataclasses.asdict(prices))})
-
-
-def write_ledger(run_storage: Storage, ledger: pd.DataFrame, prices: Prices) -> str:
-    """Write cost.parquet into the run folder; returns its uri."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(ledger_table(ledger, prices), sink)
-    run_storage.put("cost.parquet", sink.getvalue().to_pybytes(), "application/vnd.apache.parquet")
-    return run_storage.uri_for("cost.parquet")
-
-
-def read_ledger(run_storage: Storage, prices: Prices | None = None) -> tuple[pd.DataFrame, Prices]:
-    """(ledger, its prices): the run's cost.parquet, or one built from its manifest if it has none (an older run).
-
-    `prices` reprices it; without them the run's own prices are kept (defaults for a rebuilt one).
-    """
-    try:
-        table = pq.read_table(io.BytesIO(run_storage.get("cost.parquet")))
-    except ObjectNotFoundError:
-        return build_ledger(read_manifest(run_storage), prices or Prices()), prices or Prices()
-    if prices is not None:
-        return price(table.to_pandas(), prices), prices
-    return table.to_pandas(), Prices(**json.loads((table.schema.metadata or {})[b"op4ksr.prices"]))
-
-
-def cost_summary(ledger: pd.DataFrame, prices: Prices | None) -> dict:
-    """Totals for summary.json and the tables: USD by kind and by stage, per-image statistics, utilisation."""
-    return LedgerTotals.of(ledger).summary(prices)
-
-
 def format_cost(summary: dict) -> str:
     """The cost table printed after a run and by `op4ksr cost`: by stage, then the per-image figures."""
     stages = pd.DataFrame(summary["stages"])
@@ -212,27 +166,6 @@ def describe_prices(prices: dict | None) -> str:
     return (f"{prices['preset'] or 'cost.*'}: device {prices['gpu_hour_usd']:g} USD/h, CPU {prices['cpu_hour_usd']:g} "
             f"USD/h, GET {prices['get_per_1k']:g} / PUT {prices['put_per_1k']:g} USD per 1000, "
             f"egress {prices['egress_per_gb']:g} USD/GB")
-
-
-def stage_breakdown(ledger: pd.DataFrame) -> pd.DataFrame:
-    """Seconds (or requests, GB) and USD per stage: device forward / warm-up / idle, CPU stages, requests, egress.
-
-    USD comes from the ledger's own *_usd columns (a row's device USD split by its device seconds),
-    so ledgers of runs priced differently still add up.
-    """
-    return LedgerTotals.of(ledger).stages()
-
-
-def group_costs(ledger: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Per run, month or prefix: images, ok, USD, USD per delivered image, device seconds, utilisation."""
-    if by not in GROUP_BYS:
-        raise ValueError(f"group by {by!r}: use month or prefix (or run_id)")
-    return LedgerTotals.of(ledger).groups(by)
-
-
-def cost_chart(ledger: pd.DataFrame, by: str = "prefix") -> bytes:
-    """PNG: USD by kind stacked per group (left) and the per-image cost distribution of ok images (right)."""
-    return LedgerTotals.of(ledger).chart(by)
 
 
 def _actor_shares(m: pd.DataFrame, forward: pd.Series, actors: pd.DataFrame,

@@ -32,7 +32,6 @@ from pipeline.run.records import STATUSES
 from pipeline.storage import ObjectNotFoundError, Storage
 
 FINISH_KEY = "finish.json"
-DEFAULT_THRESHOLD = 0.04  # configs/default.yaml report.threshold, for a run folder without its config
 _ACTOR_COLUMNS = ["key", "actor_id", "gpu_seconds", "actor_started_at", "actor_load_seconds", "actor_warmup_seconds",
                   "started_at", "t_fetch", "t_decode", "model_started_at", "t_model", "encode_started_at", "t_encode",
                   "t_upload", "ap_excess"]
@@ -147,12 +146,12 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate}
 
 
-def rebuild_run(open_storage: Callable[[str], Storage], run_uri: str, prices: Prices,
-                threshold: float = DEFAULT_THRESHOLD, input_uri: str | None = None) -> dict:
+def rebuild_run(open_storage: Callable[[str], Storage], run_uri: str, prices: Prices, threshold: float,
+                input_uri: str | None = None) -> dict:
     """`op4ksr report`: redo a run's finish phase from its manifest; returns the new summary.json's dict.
 
-    `open_storage(uri)` opens a uri with the caller's storage settings; `input_uri` (the run's
-    input prefix) fills the page's contact sheet, which stays empty without it."""
+    `open_storage(uri)` opens a uri with the caller's storage settings; `threshold` is report.threshold;
+    `input_uri` (the run's input prefix) fills the page's contact sheet, which stays empty without it."""
     run = open_storage(run_uri)
     manifest_parts(run)  # a clear error now if this is no run folder
     output_uri = run.spec.uri.rstrip("/").rsplit("/runs/", 1)[0] + "/"

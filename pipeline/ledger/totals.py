@@ -20,7 +20,7 @@ DEVICE_PARTS = {"device forward": "device_forward_seconds", "device warm-up": "d
 _SUMMED = ("total_usd", "device_usd", "cpu_usd", "get_usd", "put_usd", "egress_usd", "device_seconds",
            "device_forward_seconds", "device_warmup_seconds", "device_idle_seconds", "cpu_seconds",
            *(f"cpu_{stage}_seconds" for stage in (*CPU_STAGES, "other")), "requests_get", "requests_put", "bytes_in")
-# per group: the columns of group_costs, then the chart's USD by kind
+# per group: the columns of groups(), then the chart's USD by kind
 _GROUP_COLUMNS = ("images", "ok", "total_usd", "device_seconds", "forward", *DEVICE_PARTS, "CPU", "requests", "egress")
 
 
@@ -64,7 +64,7 @@ class LedgerTotals:
         return self._ok_usd[0] if self._ok_usd else np.zeros(0)
 
     def summary(self, prices) -> dict:
-        """cost_summary's dict: USD by kind and by stage, per-image statistics, utilisation, the prices."""
+        """summary.json's cost: USD by kind and by stage, per-image statistics, utilisation, the prices."""
         s, ok = self.sums, self.ok_usd()
         device, forward = s["device_seconds"], s["device_forward_seconds"]
         p50, p95 = (float(q) for q in np.quantile(ok, [0.5, 0.95])) if len(ok) else (0.0, 0.0)
@@ -85,7 +85,9 @@ class LedgerTotals:
         }
 
     def stages(self) -> pd.DataFrame:
-        """stage_breakdown's table: stage, unit, amount, usd, share."""
+        """Per stage (device forward / warm-up / idle, CPU stages, requests, egress): stage, unit, amount, usd, share.
+
+        USD comes from the ledger rows' own *_usd columns, so ledgers of runs priced differently still add up."""
         s = self.sums
         rows = [(name, "s", s[column], self.stage_usd.get(name, 0.0)) for name, column in _STAGE_COLUMNS]
         rows += [("GET requests", "req", s["requests_get"], s["get_usd"]),
@@ -97,7 +99,7 @@ class LedgerTotals:
         return table
 
     def groups(self, by: str) -> pd.DataFrame:
-        """group_costs' table: per run, month or prefix, images, ok, USD, USD per ok image, device seconds, utilisation."""
+        """Per run, month or prefix, images, ok, USD, USD per ok image, device seconds, utilisation."""
         if by not in GROUP_BYS:
             raise ValueError(f"group by {by!r}: use month or prefix (or run_id)")
         table = self._group_sums(by)[["images", "ok", "total_usd", "device_seconds", "forward"]].copy()

@@ -82,7 +82,7 @@ class RunSummary:
     flagged: int = 0
     mean_niqe: float | None = None  # over the outputs with a NIQE (docs/QUALITY.md); lower is more natural
     dry_run: bool = False
-    cost: dict = field(default_factory=dict)  # pipeline.ledger.cost.cost_summary, plus the prices used
+    cost: dict = field(default_factory=dict)  # LedgerTotals.summary (pipeline/ledger/totals.py), with the prices used
     cost_uri: str = ""
     report_uri: str = ""
     estimate: dict = field(default_factory=dict)  # dry runs: pipeline.run.estimate.dry_run_estimate
@@ -163,7 +163,7 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     """Process every input under spec.input that is not done; one manifest row per listed input.
 
     `model_stage` is the model actor class (actors.upscaler.UpscaleActor; pipeline.run.dataflow).
-    Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`), summary.json, report.html};
+    Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`, else spec.prices), summary.json, report.html};
     `telemetry` (default: none) gets the run's trace and metrics. Holds the output prefix's run
     lock throughout; lists only inputs modified after spec.since when set; a run with no
     failures moves the watermark (pipeline.run.incremental).
@@ -205,7 +205,7 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
 
             estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
                                         spec.model_id, spec.params_hash)
-        summary = _finish(spec, inputs, outputs, progress, totals, prices or Prices(), actors_ended_at, estimate)
+        summary = _finish(spec, inputs, outputs, progress, totals, prices or spec.prices, actors_ended_at, estimate)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
                                      **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
     return summary
@@ -264,7 +264,10 @@ def _ray_session(num_cpus: float | None):
         # that it is on is dropped, so a run prints op4ksr's own lines
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
             lambda record: not record.getMessage().startswith("Token authentication is enabled"))
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        # address="local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster names
+        # (anyone's `ray start` on this machine) and then refuses num_cpus
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from op4ksr.loading import ModelSpec
 from op4ksr.inference.sizing import SizePolicy
+from pipeline.ledger.cost import Prices
 from pipeline.storage import StorageSpec
 
 
@@ -75,6 +76,7 @@ class RunSpec:
     since: str | None  # run.since as given: None, "last" or an ISO time (pipeline.run.incremental)
     lock_ttl_seconds: float
     watermark_margin_seconds: float
+    prices: Prices  # cost.* (or the cost.preset entry): what the run's ledger is priced with
 
     @property
     def params_hash(self) -> str:

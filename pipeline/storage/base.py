@@ -10,6 +10,7 @@ import abc
 import dataclasses
 import datetime as dt
 import threading
+from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
@@ -122,6 +123,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def put_file(self, key: str, path: str, content_type: str | None = None) -> None:
         """Store a local file under a `safe_key` key, streaming it rather than reading it whole."""
+
+    def put_tree(self, folder, prefix: str = "", last: Iterable[str] = ()) -> int:
+        """Upload every file under the local `folder` to `prefix` + its path there, in sorted order, the
+        relative paths in `last` after all others (a marker whose presence means the rest is there);
+        returns how many."""
+        folder, last = Path(folder), list(last)
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in last)
+        for path in paths + [folder / name for name in last]:
+            self.put_file(prefix + path.relative_to(folder).as_posix(), str(path))
+        return len(paths) + len(last)
 
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:

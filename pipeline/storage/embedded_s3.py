@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+from op4ksr.extras import check_installed
 from pipeline.storage import S3Credentials, Storage, open_storage
 
 # Runs in the child: exit when the parent goes away, then serve moto until killed.
@@ -60,6 +61,7 @@ class EmbeddedS3:
         """Start the server and wait until it answers; a no-op if it is already running."""
         if self._process is not None:
             return self
+        check_installed("moto", "demo", "the embedded S3 server (storage.embedded=true, configs/local.yaml)")
         # A free port can be taken by someone else between our probe and the server's bind.
         for _ in range(3):
             self.port = self._requested_port or _free_port(self.host)

@@ -10,7 +10,9 @@ from PIL import Image
 
 def sample_images() -> dict[str, bytes]:
     """Encoded sample images (several sizes, aspect ratios and modes) from scikit-image's bundled photos."""
-    from skimage import data
+    from op4ksr.extras import require
+
+    data = require("skimage.data", "demo", "the demo's sample images")
 
     def encode(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
         out = io.BytesIO()

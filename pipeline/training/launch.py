@@ -28,14 +28,14 @@ STREAM_MARGIN, STREAM_EXTRA = 4, 64
 class Launch:
     """Where and how the trainers run (train.workers/use_gpu/cpus_per_worker/max_failures, storage.*)."""
 
-    workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    max_failures: int = 0
-    data_cpus: float = 0.5  # per Ray Data crop-and-degrade task
-    endpoint_url: str = ""
-    region: str = "us-east-1"
-    max_attempts: int = 5
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    max_failures: int
+    data_cpus: float  # per Ray Data crop-and-degrade task
+    endpoint_url: str
+    region: str
+    max_attempts: int
     credentials: S3Credentials | None = None  # explicit keys for a local test server only
 
     def storage(self, uri: str) -> StorageSpec:

@@ -42,8 +42,7 @@ class CheckpointStore:
     def publish(self, folder: Path, keep: int) -> str:
         """Upload a local checkpoint folder, point `latest` at it, delete all but the newest `keep`."""
         name = folder.name
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.storage.put_file(f"{name}/{path.relative_to(folder).as_posix()}", str(path))
+        self.storage.put_tree(folder, f"{name}/")
         self.storage.put(LATEST, (name + "\n").encode(), content_type="text/plain")
         objects = [o.key for o in self.storage.iter_objects()]
         steps = sorted({k.split("/", 1)[0] for k in objects if k.startswith("step-") and "/" in k})

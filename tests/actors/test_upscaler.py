@@ -1,5 +1,6 @@
 """The actor's contract, called in-process as Ray would call it: a block of fetched records in,
 manifest records out (no pixels), the image and then its report written by the actor itself."""
+import dataclasses
 import io
 import json
 
@@ -10,9 +11,8 @@ from PIL import Image
 
 from actors.upscaler import UpscaleActor
 from jobs.config import load_config
-from jobs.specs import actor_options
+from jobs.specs import actor_options, size_policy
 from op4ksr.loading import ModelSpec
-from op4ksr.inference.sizing import SizePolicy
 from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
 from pipeline.run.records import MANIFEST_SCHEMA
 from pipeline.run.spec import ModelSource
@@ -33,7 +33,7 @@ def fetched(tmp_path):
                        "c.png": _png(12, 16, "green"), "bad.png": b"not an image"}.items():
         (tmp_path / "in" / name).write_bytes(data)
     ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
-                       SizePolicy(min_side=8))
+                       dataclasses.replace(size_policy(load_config()), min_side=8))
     return FetchDecode(ctx)(pa.table({"key": ["a.png", "b.png", "c.png", "bad.png"], "etag": ["e"] * 4}))
 
 

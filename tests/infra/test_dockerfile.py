@@ -100,3 +100,16 @@ def test_torch_comes_from_pyproject_and_the_cuda_index():
     assert "pyproject.toml" in commands, "dependencies are read from pyproject.toml"
     assert "download.pytorch.org/whl/cu" in commands, "torch's CUDA build: the PyTorch index"
     assert not re.search(r"torch==\d", commands), "the torch pin lives in pyproject.toml only"
+
+
+def test_the_image_installs_what_a_backfill_needs_and_no_extra():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[\[=<>]", d)[0] for d in project["dependencies"]}
+    optional = {re.split(r"[\[=<>]", d)[0] for extra in project["optional-dependencies"].values() for d in extra}
+    assert not core & {"moto", "transformers", "peft", "scikit-image", "pytest"}  # only other commands need them
+    assert {"moto", "transformers", "peft", "scikit-image"} <= optional
+    runs = " ".join(a for k, a in instructions(DOCKERFILE.read_text()) if k == "RUN")
+    assert '["project"]["dependencies"]' in runs and "optional-dependencies" not in runs
+    assert not re.search(r"pip install[^&]*\.\[", runs), "the project is installed without extras"

@@ -4,7 +4,7 @@ from jobs.config import ConfigError, load_config, to_yaml
 
 
 def test_files_and_overrides_merge_in_order():
-    cfg = load_config(["local"], ["sr.scale=2", "output.format=webp"])
+    cfg = load_config(["demo"], ["sr.scale=2", "output.format=webp"])
     assert cfg.storage.embedded is True and cfg.sr.scale == 2 and cfg.output.format == "webp"
     assert "embedded: true" in to_yaml(cfg)
 

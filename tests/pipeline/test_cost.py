@@ -10,8 +10,9 @@ import pytest
 from jobs.config import load_config
 from pipeline.ledger.catalog_cost import catalog_runs, cost_report
 from jobs.specs import prices_from_config
-from pipeline.ledger.cost import (LEDGER_SCHEMA, Prices, build_ledger, cost_summary, group_costs,
-                           read_ledger, stage_breakdown, write_ledger)
+from pipeline.ledger.cost import LEDGER_SCHEMA, Prices, build_ledger
+from tests.ledger_frames import (cost_summary, default_prices, group_costs, read_ledger, stage_breakdown,
+                                 write_ledger)
 from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
@@ -105,11 +106,12 @@ def test_grouping_by_prefix_and_month():
 
 
 def test_presets_and_config_defaults():
-    assert Prices() == prices_from_config(load_config())  # the dataclass defaults are default.yaml's
+    defaults = default_prices()  # configs/default.yaml's cost.*, the one home of the default prices
+    assert (defaults.gpu_hour_usd, defaults.preset) == (load_config().cost.gpu_hour_usd, "")
     on_prem = prices_from_config(load_config([], ["cost.preset=h100-on-prem"]))
-    assert on_prem.preset == "h100-on-prem" and on_prem.gpu_hour_usd < Prices().gpu_hour_usd
+    assert on_prem.preset == "h100-on-prem" and on_prem.gpu_hour_usd < defaults.gpu_hour_usd
     own = prices_from_config(load_config([], ["cost.presets.mine.gpu_hour_usd=9", "cost.preset=mine"]))
-    assert (own.gpu_hour_usd, own.cpu_hour_usd) == (9.0, Prices().cpu_hour_usd)
+    assert (own.gpu_hour_usd, own.cpu_hour_usd) == (9.0, defaults.cpu_hour_usd)
     with pytest.raises(ValueError, match="cost.preset='nope'"):
         prices_from_config(load_config([], ["cost.preset=nope"]))
 
@@ -149,7 +151,7 @@ def test_catalog_report_over_s3_projects_what_remains(s3_server, s3_bucket):
     runs = catalog_runs(s3_server.open_storage, f"s3://{s3_bucket}/out/")
     assert [r.uri_for("") for r in runs] == [f"s3://{s3_bucket}/out/runs/20260501T000000Z/",
                                              f"s3://{s3_bucket}/out/runs/20260601T000000Z/"]
-    report = cost_report(runs, "run_id")
+    report = cost_report(runs, "run_id", rebuild_prices=default_prices())
     assert report.totals.images == 6 and list(report.groups["run_id"]) == ["20260501T000000Z", "20260601T000000Z"]
     # listed 8; done = 3 ok + 2 skipped; broken.jpg, f and g remain
     assert (report.listed, report.remaining) == (8, 3)

@@ -8,13 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.run.backfill import ManifestWriter
-from pipeline.ledger.cost import Prices, build_ledger, cost_summary, group_costs, ledger_table, read_manifest
+from pipeline.ledger.cost import Prices, build_ledger
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.ledger.page import ReportDigest
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import scan_manifest
 from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
+from tests.ledger_frames import cost_summary, default_prices, group_costs, ledger_table, read_manifest
 
 T0 = 1_780_000_000.0
 PRICES = Prices(gpu_hour_usd=3.6, cpu_hour_usd=0.36, put_per_1k=5.0, get_per_1k=0.4, egress_per_gb=10.0)
@@ -144,7 +145,7 @@ def test_report_command_rebuilds_a_run_and_reprices_it(tmp_path, capsys):
     assert main(["report", str(folder)]) == 0
     first = json.loads((folder / "summary.json").read_text())
     assert "report:" in capsys.readouterr().out and (folder / "report.html").is_file()
-    assert first["cost"]["prices"] == {**vars(Prices())}  # no config.yaml in the folder: the default prices
+    assert first["cost"]["prices"] == {**vars(default_prices())}  # no config.yaml in the folder: the default prices
     assert main(["report", str(folder), "--reprice", "cost.gpu_hour_usd=25"]) == 0
     again = json.loads((folder / "summary.json").read_text())
     assert again["cost"]["device_usd"] == pytest.approx(first["cost"]["device_usd"] * 10)

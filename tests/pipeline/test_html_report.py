@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from pipeline.run.backfill import RunSummary
-from pipeline.ledger.cost import Prices, build_ledger, cost_summary
+from pipeline.ledger.cost import build_ledger
+from tests.ledger_frames import cost_summary, default_prices
 from pipeline.ledger.page import CONTACT_SHEET_IMAGES, write_report
 from pipeline.run.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
@@ -57,21 +58,21 @@ def _run(tmp_path, count=14):
     rows.append(new_record("bad.jpg", "r1", status="failed", error_class="ImageDecodeError",
                            error="cannot identify image <html>", started_at=T0))
     manifest = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA).to_pandas()
-    ledger = build_ledger(manifest, Prices(), run_ended_at=T0 + count + 5)
+    ledger = build_ledger(manifest, default_prices(), run_ended_at=T0 + count + 5)
     summary = RunSummary("r1", count + 1, count, 1, 0, 12.5, "file:///x/runs/r1/manifest/", "file:///x/summary.json",
-                         flagged=int(manifest["flagged"].sum()), cost=cost_summary(ledger, Prices()))
+                         flagged=int(manifest["flagged"].sum()), cost=cost_summary(ledger, default_prices()))
     run = open_storage(str(tmp_path / "out" / "runs" / "r1"))
-    write_report(run, dataclasses.asdict(summary), manifest, ledger, Prices(), 0.1, inputs, outputs)
+    write_report(run, dataclasses.asdict(summary), manifest, ledger, default_prices(), 0.1, inputs, outputs)
     return tmp_path / "out" / "runs" / "r1" / "report.html"
 
 
 def test_a_run_with_nothing_processed_still_gets_a_page(tmp_path):
     """A dry run or an empty catalog: an empty manifest, an empty ledger, a page that says so."""
     manifest = MANIFEST_SCHEMA.empty_table().to_pandas()
-    ledger = build_ledger(manifest, Prices(), run_ended_at=T0)
-    summary = RunSummary("dry", 0, 0, 0, 0, 0.1, "m", "s", dry_run=True, cost=cost_summary(ledger, Prices()))
+    ledger = build_ledger(manifest, default_prices(), run_ended_at=T0)
+    summary = RunSummary("dry", 0, 0, 0, 0, 0.1, "m", "s", dry_run=True, cost=cost_summary(ledger, default_prices()))
     run, store = open_storage(str(tmp_path / "run")), open_storage(str(tmp_path / "io"))
-    write_report(run, dataclasses.asdict(summary), manifest, ledger, Prices(), 0.1, store, store)
+    write_report(run, dataclasses.asdict(summary), manifest, ledger, default_prices(), 0.1, store, store)
     page = (tmp_path / "run" / "report.html").read_text()
     assert "No processed images." in page and "No images to show." in page
 

@@ -3,6 +3,7 @@
 Fast cases call the stages directly (no Ray); the end-to-end cases run whole backfills over a
 real moto S3 server and a local Ray, and are marked slow.
 """
+import dataclasses
 import io
 import json
 import logging
@@ -24,9 +25,9 @@ from jobs.config import ConfigError, load_config, to_yaml
 from op4ksr.images import png16
 from actors.upscaler import UpscaleActor
 from pipeline.run.backfill import run_backfill
-from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode, SizePolicy
+from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
 from pipeline.run.layout import UnsafeKeyError, output_image_key, report_key
-from jobs.specs import build_run_spec
+from jobs.specs import build_run_spec, size_policy
 from pipeline.storage import S3Credentials, StorageError, StorageSpec, open_storage
 from tests.badinputs import HOSTILE_KEYS, corpus, encode, flat, multi_frame, noise, over_limit_input
 from tests.icc_profiles import ADOBE_RGB, rgb_profile
@@ -70,7 +71,7 @@ def test_fetch_turns_every_bad_input_into_one_failed_record(tmp_path):
     for case in cases:
         inputs.put(case.key, case.data)
     fetch = FetchDecode(FetchContext(inputs.spec, StorageSpec(str(tmp_path / "out")), "r", "m", "p", "png",
-                                     SizePolicy(max_megapixels=3.0)))
+                                     dataclasses.replace(size_policy(load_config()), max_megapixels=3.0)))
     # one block through the stage as Ray calls it: rows fetched on threads, one record per row, in order
     block = fetch(pa.table({"key": [case.key for case in cases], "etag": ["e"] * len(cases)}))
     assert block.schema == FETCHED_SCHEMA and block.column("key").to_pylist() == [case.key for case in cases]

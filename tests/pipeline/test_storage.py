@@ -337,3 +337,18 @@ def test_bad_specs_are_refused():
         StorageSpec("s3://bucket/", max_attempts=0)
     with pytest.raises(ValueError, match="http"):
         StorageSpec("s3://bucket/", endpoint_url="minio:9000")
+
+
+def test_put_tree_uploads_a_folder_with_its_marker_last(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    for name in ("model_index.json", "vae/config.json", "transformer/b.safetensors", "a.txt"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+    store = open_storage(str(tmp_path / "out"))
+    order = []
+    put_file = store.put_file
+    monkeypatch.setattr(store, "put_file", lambda key, path, *a: (order.append(key), put_file(key, path, *a)))
+    assert store.put_tree(folder, "step-1/", last=["model_index.json"]) == 4
+    assert order == ["step-1/a.txt", "step-1/transformer/b.safetensors", "step-1/vae/config.json",
+                     "step-1/model_index.json"]
+    assert store.get("step-1/vae/config.json") == b"vae/config.json"

@@ -9,10 +9,10 @@ from opentelemetry.trace import StatusCode
 from PIL import Image
 
 from jobs.config import load_config
-from pipeline.run.fetch import FetchContext, FetchDecode, SizePolicy
+from pipeline.run.fetch import FetchContext, FetchDecode
 from pipeline.run.records import new_record
 from pipeline.storage import StorageSpec
-from jobs.specs import telemetry_from_config
+from jobs.specs import size_policy, telemetry_from_config
 from pipeline.run.telemetry import STAGES, Telemetry, stage_intervals
 
 T0 = 1_780_000_000.0
@@ -132,7 +132,7 @@ def test_the_fetch_stage_copies_the_run_context_into_the_record(tmp_path):
     (tmp_path / "in" / "a.png").write_bytes(image.getvalue())
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
-                       SizePolicy(), traceparent)
+                       size_policy(load_config()), traceparent)
     record = FetchDecode(ctx).fetch_one({"key": "a.png", "etag": "e"})
     assert record["status"] is None and record["traceparent"] == traceparent
     assert record["started_at"] > T0 and record["t_fetch"] > 0 and record["t_decode"] > 0

@@ -48,8 +48,14 @@ def _cfg(data: str, out: str, **kw) -> TrainConfig:
 
 
 def _launch(s3_server=None, **kw) -> Launch:
+    import dataclasses
+
+    from jobs.config import load_config
+    from jobs.specs import train_launch
+
     s3 = dict(endpoint_url=s3_server.endpoint_url, credentials=s3_server.credentials) if s3_server else {}
-    return Launch(**{"workers": 2, "cpus_per_worker": 1.0, "data_cpus": 0.5, **s3, **kw})
+    return dataclasses.replace(train_launch(load_config()), **{"workers": 2, "cpus_per_worker": 1.0, "data_cpus": 0.5,
+                                                               **s3, **kw})
 
 
 def test_first_fsdp_step_matches_one_process(ray_local, hr_folder, tmp_path):
