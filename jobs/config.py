@@ -96,6 +96,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "rfr.mode", (None, "none", "base", "ntk"))
     _choice(cfg, "sr.fidelity", (None, "none", "wavelet", "adain", "backproject"))
     _choice(cfg, "telemetry.exporter", ("none", "console", "file", "otlp"))
+    _choice(cfg, "peer.kind", ("", "spandrel", "command"))
     if cfg.sr.long_side is not None and int(cfg.sr.long_side) <= 0:
         raise ConfigError(f"sr.long_side={cfg.sr.long_side} must be a positive number of pixels")
     if cfg.sr.long_side is None and not float(cfg.sr.scale) > 0:
@@ -135,7 +136,8 @@ _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, Tr
                  "actors.start_timeout_s": (0, False),
                  "pipeline.decode_num_cpus": (0, False),
                  "pipeline.fetch_tasks": (1, True), "pipeline.fetch_threads": (1, True),
-                 "report.threshold": (0, True)}
+                 "report.threshold": (0, True), "peer.tile": (0, True), "peer.tile_overlap": (0, True),
+                 "peer.timeout_s": (0, False), "compare.sample": (1, True), "compare.crops": (0, True)}
 
 _NULLABLE = {"pipeline.fetch_tasks", "actors.torch_threads"}  # null: the default configs/default.yaml describes
 _AUTO = {"sr.max_output_megapixels"}  # auto: planned from the GPU's memory (jobs/specs.py)

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,7 +28,7 @@ from pipeline.run.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.run.spec import RunSpec
-from pipeline.storage import normalise_uri
+from pipeline.storage import ObjectInfo, normalise_uri
 from pipeline.run.telemetry import Telemetry
 
 MANIFEST_FIRST_PART_ROWS = 1000
@@ -158,25 +158,28 @@ def new_run_id() -> str:
 
 
 def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], None] = lambda p: None, *,
-                 prices: Prices | None = None, telemetry: Telemetry | None = None) -> RunSummary:
+                 prices: Prices | None = None, telemetry: Telemetry | None = None,
+                 listing: Iterable[ObjectInfo] | None = None) -> RunSummary:
     """Process every input under spec.input that is not done; one manifest row per listed input.
 
     `model_stage` is the model actor class (actors.upscaler.UpscaleActor; pipeline.run.dataflow).
     Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`), summary.json, report.html};
     `telemetry` (default: none) gets the run's trace and metrics. Holds the output prefix's run
     lock throughout; lists only inputs modified after spec.since when set; a run with no
-    failures moves the watermark (pipeline.run.incremental).
+    failures moves the watermark (pipeline.run.incremental). `listing`: these inputs of spec.input
+    instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
-        summary = _run(spec, model_stage, increment.since, on_progress, prices, telemetry or Telemetry())
-        increment.finish(summary)
+        summary = _run(spec, model_stage, increment.since, on_progress, prices, telemetry or Telemetry(), listing)
+        if listing is None:  # a sample says nothing about the inputs it left out
+            increment.finish(summary)
     return summary
 
 
 def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, prices: Prices | None,
-         telemetry: Telemetry) -> RunSummary:
+         telemetry: Telemetry, listing: Iterable[ObjectInfo] | None = None) -> RunSummary:
     inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
     writer = ManifestWriter(outputs, spec.run_id)
@@ -184,7 +187,8 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     due = DueSplit(DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id), outputs,
                    run_key(spec.run_id, "due.parquet"), spec,
                    None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
-    listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
+    if listing is None:
+        listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
                                  output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
                                  on_batch=due)
