@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# spandrel without torchvision: its PyPI wheels are CUDA builds that break the CPU torch (pyproject.toml, peers)
+	$(BIN)/pip install --quiet --no-deps spandrel==0.4.2
 	touch $(STAMP)
 
 demo: $(STAMP)

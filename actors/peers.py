@@ -8,11 +8,13 @@ size policy's plan) is resized to it with the antialiased bicubic of the quality
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import shlex
 import subprocess
 import sys
+import types
 import tempfile
 from pathlib import Path
 
@@ -118,33 +120,42 @@ class _TileModel:
 
 
 def import_spandrel():
-    """The spandrel module (the `peers` extra), importable next to a CPU-only torch.
+    """The spandrel module, importable without torchvision.
 
-    spandrel imports torchvision (two of its architectures use its transforms), and the
-    torchvision wheels on PyPI are CUDA builds: next to the CPU torch their C ops cannot load,
-    and `import torchvision` then fails registering fake kernels for two of those ops. Declaring
-    the two ops' schemas lets the import finish; the ops still have no kernel (torchvision's box
-    ops fail if called, which no SR architecture does). With a matching torchvision nothing is
-    changed.
+    spandrel imports torchvision's transforms for two of its architectures (LaMa, RestoreFormer;
+    neither an upscaler). torchvision's PyPI wheels are CUDA builds: next to the CPU torch they
+    fail to import, and an installed but broken torchvision breaks transformers' imports too, so
+    a CPU install has spandrel without it (the Makefile). Then a stand-in for the three names
+    those two architectures import is in place while spandrel imports, and is removed at once:
+    those architectures fail when called, and nothing else sees a torchvision.
     """
     try:
         import spandrel
+        return spandrel
     except ModuleNotFoundError as err:
-        raise PeerError(f"peer.kind=spandrel needs the spandrel package ({err}): pip install 'op4ksr[peers]'") from None
-    except RuntimeError as err:
-        if "torchvision::" not in str(err):
+        if err.name == "spandrel":
+            raise PeerError("peer.kind=spandrel needs the spandrel package: pip install 'op4ksr[peers]' "
+                            "(with a CUDA torch), or `pip install --no-deps spandrel==0.4.2 einops==0.8.2`") from None
+        if err.name != "torchvision":
             raise
-        for name in [n for n in sys.modules if n.split(".")[0] in ("torchvision", "spandrel")]:
-            del sys.modules[name]
-        global _TORCHVISION_OPS
-        _TORCHVISION_OPS = torch.library.Library("torchvision", "FRAGMENT")  # kept: the schemas live as long as it
-        for op in ("nms", "qnms"):
-            _TORCHVISION_OPS.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    for name in [n for n in sys.modules if n.split(".")[0] == "spandrel"]:
+        del sys.modules[name]  # the failed import's half-made modules
+    stand_in = {name: types.ModuleType(name) for name in ("torchvision", "torchvision.transforms",
+                                                           "torchvision.transforms.functional")}
+    functional = stand_in["torchvision.transforms.functional"]
+    functional.InterpolationMode = enum.Enum("InterpolationMode", "NEAREST BILINEAR BICUBIC")
+    functional.rotate = functional.normalize = _needs_torchvision
+    sys.modules.update(stand_in)
+    try:
         import spandrel
+    finally:
+        for name in stand_in:
+            del sys.modules[name]
     return spandrel
 
 
-_TORCHVISION_OPS = None
+def _needs_torchvision(*args, **kwargs):
+    raise PeerError("this spandrel architecture needs torchvision, which is not installed")
 
 
 class CommandModel:
@@ -193,14 +204,14 @@ class SpandrelActor(UpscaleActor):
     """The model actor running a spandrel checkpoint (peer.kind=spandrel)."""
 
     def load_model(self, model: ModelSource):
-        return SpandrelModel(model.peer, model.spec.device)
+        return load_peer(model.peer, model.spec.device)
 
 
 class CommandActor(UpscaleActor):
     """The model actor running a command line per image (peer.kind=command)."""
 
     def load_model(self, model: ModelSource):
-        return CommandModel(model.peer)
+        return load_peer(model.peer, model.spec.device)
 
     def _warm_up(self, shapes) -> float:
         return 0.0  # a process per image: nothing stays warm between images
@@ -211,6 +222,11 @@ class CommandActor(UpscaleActor):
         for record in group:
             futures += super()._run_group([record], size)
         return futures
+
+
+def load_peer(peer: PeerSpec, device: str):
+    """The peer as a model object (`op4ksr eval` scores it like the op4ksr model)."""
+    return SpandrelModel(peer, device) if peer.kind == "spandrel" else CommandModel(peer)
 
 
 def model_stage(model: ModelSource):

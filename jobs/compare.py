@@ -72,31 +72,43 @@ def main(argv: list[str]) -> int:
     if not cfg.input.uri or not cfg.output.uri:
         raise ConfigError("input.uri and output.uri must both be set (s3://bucket/prefix/ or a local folder)")
 
-    from actors.peers import model_stage
-    from jobs.session import run_session
-    from jobs.specs import prices_from_config, storage_spec
-    from pipeline.ledger.comparison import VariantRun
-    from pipeline.ledger.comparison_page import VARIANTS, write_comparison
+    from jobs.specs import storage_spec
+    from pipeline.ledger.comparison_page import write_comparison
     from pipeline.listing.inputs import list_inputs
     from pipeline.listing.sample import stratified_sample
-    from pipeline.run.backfill import run_backfill
-    from pipeline.run.console import progress_printer
+    from pipeline.run.backfill import ray_session
 
     inputs, root = storage_spec(cfg, cfg.input.uri).open(), storage_spec(cfg, cfg.output.uri).open()
     sample = stratified_sample(list_inputs(inputs, cfg.input.extensions), int(cfg.compare.sample))
     print(f"sample: {len(sample)} inputs of {inputs.spec.uri}")
     runs, failed = [], 0
-    for name, overrides in variants:
-        output = root.uri_for(f"{VARIANTS}{name}/")
-        # each variant: the same files and overrides, its own, its own output prefix and run id
-        variant_cfg = load_config(args.config, [*args.overrides, *extra, *overrides, f"output.uri={output}", "run.id="])
-        print(f"variant {name}: {' '.join(overrides) or '(the config as it is)'}")
-        with run_session(variant_cfg) as (spec, _server):
-            summary = run_backfill(spec, model_stage(spec.model), progress_printer(),
-                                   prices=prices_from_config(variant_cfg), listing=sample)
-        failed += summary.failed
-        runs.append(VariantRun(name, spec.output.open(), summary.run_id))
-    page, table = write_comparison(root, runs, [obj.key for obj in sample], inputs, crops=int(cfg.compare.crops),
-                                   threshold=float(cfg.report.threshold))
+    with ray_session(cfg.pipeline.ray_num_cpus):  # one Ray for every variant's run
+        for name, overrides in variants:
+            run, failures = _run_variant(args, extra, name, overrides, root, sample)
+            runs.append(run)
+            failed += failures
+    page, table = write_comparison(root, runs, [obj.key for obj in sample], inputs,
+                                   crops=int(cfg.compare.crops), threshold=float(cfg.report.threshold))
     print(f"comparison: {page}\ntable: {table}")
     return 0 if failed == 0 else 1
+
+
+def _run_variant(args, extra: list[str], name: str, overrides: list[str], root, sample):
+    """One variant's backfill over the sample, under <output.uri>/variants/<name>/: (VariantRun, failures)."""
+    from actors.peers import model_stage
+    from jobs.session import run_session
+    from jobs.specs import prices_from_config
+    from pipeline.ledger.comparison import VariantRun
+    from pipeline.ledger.comparison_page import VARIANTS
+    from pipeline.run.backfill import run_backfill
+    from pipeline.run.console import progress_printer
+
+    output = root.uri_for(f"{VARIANTS}{name}/")
+    # the same files and overrides, then the variant's own, its own output prefix and a new run id
+    variant_cfg = load_config(args.config, [*args.overrides, *extra, *overrides, f"output.uri={output}", "run.id="])
+    print(f"variant {name}: {' '.join(overrides) or '(the config as it is)'}")
+    with run_session(variant_cfg) as (spec, _server):
+        summary = run_backfill(spec, model_stage(spec.model), progress_printer(),
+                               prices=prices_from_config(variant_cfg), listing=sample)
+    print(f"variant {name}: ok {summary.ok}  failed {summary.failed}  skipped {summary.skipped}")
+    return VariantRun(name, spec.output.open(), summary.run_id), summary.failed

@@ -22,9 +22,9 @@ _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined
 <html lang="en"><head><meta charset="utf-8"><title>op4ksr comparison</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .7em; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 13px; } td, th { padding: .2em .7em; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f4f4f4; } td { font-variant-numeric: tabular-nums; }
 .note { color: #666; }
 .row { display: flex; flex-wrap: wrap; gap: .6em; align-items: flex-start; margin: .4em 0 1.4em; }
@@ -72,6 +72,7 @@ def render_comparison(variants: pd.DataFrame, images: pd.DataFrame, crops: list[
     metrics = quality_fields(images)
     formats = _FORMATS | {m: _FORMATS.get(m, "{:.4g}") for m in metrics}
     shown = images[["key", "variant", "status", *metrics, "flagged", "gpu_seconds", "total_usd", "error"]]
+    shown = shown.assign(error=shown["error"].fillna(""))
     return _TEMPLATE.render(
         variants=list(variants["variant"]), generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         sample_size=sample_size, input_uri=input_uri, output_uri=output_uri.rstrip("/") + "/", threshold=threshold,

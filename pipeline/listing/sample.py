@@ -33,24 +33,21 @@ def _rank(key: str) -> str:
 
 
 def allocate(counts: dict, n: int) -> dict:
-    """Each stratum's share of n (count -> share), proportional with largest remainders; every stratum
-    gets one first when n is at least the number of strata."""
+    """Each stratum's share of n (stratum -> share): proportional to its count, largest remainders
+    first; then, while n is at least the number of strata, every empty stratum takes one from the
+    largest share."""
     total = sum(counts.values())
     if n >= total:
         return dict(counts)
     order = sorted(counts)  # a fixed order, so ties break the same way every time
-    shares = dict.fromkeys(order, 0)
-    if n >= len(order):
-        shares = dict.fromkeys(order, 1)
-    left = n - sum(shares.values())
-    spare = {s: counts[s] - shares[s] for s in order}
-    spare_total = sum(spare.values())
-    exact = {s: left * spare[s] / spare_total if spare_total else 0 for s in order}
-    for s in order:
-        shares[s] += int(exact[s])
-    remainder = n - sum(shares.values())
-    for s in sorted(order, key=lambda s: (-(exact[s] - int(exact[s])), s))[:remainder]:
+    exact = {s: n * counts[s] / total for s in order}
+    shares = {s: int(exact[s]) for s in order}
+    for s in sorted(order, key=lambda s: (-(exact[s] - shares[s]), s))[:n - sum(shares.values())]:
         shares[s] += 1
+    if n >= len(order):
+        for s in [s for s in order if shares[s] == 0]:
+            shares[max(order, key=lambda t: (shares[t], t))] -= 1
+            shares[s] = 1
     return shares
 
 

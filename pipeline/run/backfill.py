@@ -217,7 +217,7 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
     """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
     from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
 
-    with _ray_session(spec.ray_num_cpus):
+    with ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
         dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
                                 traceparent)
@@ -250,7 +250,7 @@ def _number(value) -> float:
 
 
 @contextlib.contextmanager
-def _ray_session(num_cpus: float | None):
+def ray_session(num_cpus: float | None):
     """Use the Ray already connected (a cluster, a test fixture), else join the cluster RAY_ADDRESS
     names (a Ray job's driver: `ray job submit`, KubeRay), else start a local one for this run."""
     import ray
