@@ -24,6 +24,7 @@ from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.loading import load_model
 from op4ksr.periodicity import quality_report
+from op4ksr.quality.report import no_reference_scores
 from pipeline.run.layout import report_key
 from pipeline.storage.materialise import materialise_checkpoint
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA, failed
@@ -103,9 +104,14 @@ class UpscaleActor:
             return []
         share = elapsed / len(group)
         futures = []
-        for record, image, rgb, report in zip(group, images, x_sr, reports):
+        for record, image, rgb, lr, report in zip(group, images, x_sr, x_lr, reports):
             record.update(report.as_dict(), t_model=elapsed, gpu_seconds=share, model_started_at=started_at,
                           actor_id=self.actor_id)
+            try:
+                record.update(_no_reference_quality(rgb, lr, record))
+            except Exception as err:  # noqa: BLE001 - visible in the manifest; the batch goes on
+                failed(record, err)
+                continue
             futures.append(self.pool.submit(self._encode_and_upload, record, image, rgb, size))
         return futures
 
@@ -133,6 +139,16 @@ class UpscaleActor:
         except Exception as err:  # noqa: BLE001
             failed(record, err)
             record["cpu_seconds"] = (record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0
+
+
+def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict) -> dict:
+    """NIQE and colour shift of one output (3, H, W) on the CPU, outside the device lock, and their
+    cost: wall seconds, and this thread's CPU seconds added to the image's (docs/QUALITY.md)."""
+    cpu0, start = time.thread_time(), time.perf_counter()
+    scores = no_reference_scores(rgb[None], lr[None])[0]
+    cpu = time.thread_time() - cpu0
+    return scores | {"t_quality": time.perf_counter() - start, "cpu_quality_seconds": cpu,
+                     "cpu_seconds": (record.get("cpu_seconds") or 0.0) + cpu}
 
 
 def _synchronize(device: torch.device) -> None:

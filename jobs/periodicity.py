@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,20 +14,27 @@ DESCRIPTION = """\
 Score images for periodic artifacts at a given period (the token period of patch-free
 upscalers is 32 px): the autocorrelation periodicity score of docs/PERIODICITY.md.
 
-The command has no input image to compare with, so it reports each image's own score
-(ap_score), not the pipeline's ap_excess over its input: a naturally periodic scene (brick,
-fences, halftone) scores high here too. flagged = ap_score > threshold. The dominant period
-is the strongest autocorrelation peak between 8 and 128 px along x or y. A large image is
-scored in tiles of up to 1024 px that cover it, and the worst tile counts (worst_tile in --json),
-so a pattern confined to one corner is seen; --heatmap draws that tile's autocorrelation.
+With --reference, each image is scored as the pipeline scores its outputs: ap_excess, the
+image's periodicity above that of its input's bicubic upscale to the same size, so that
+periodic scenes (brick, fences, wood grain, halftone) and bicubic enlargements are not
+flagged; flagged = ap_excess > threshold. --reference is the input file (one image), or a
+folder in which each image's input has the same relative name (below the images' common
+folder), any image extension.
 
-Prints a table, or one JSON object per line with --json. An unreadable file is reported on
-one line on stderr and the others go on; the exit status is then 1.
+Without --reference there is no input to compare with: each image's own, absolute score
+(ap_score) is shown, and a naturally periodic scene scores high too; flagged = ap_score >
+threshold. The dominant period is the strongest autocorrelation peak between 8 and 128 px
+along x or y. A large image is scored in tiles of up to 1024 px that cover it, and the worst
+tile counts (worst_tile in --json), so a pattern confined to one corner is seen; --heatmap
+draws that tile's autocorrelation.
+
+Prints a table, or one JSON object per line with --json. An unreadable file (or a missing
+reference) is reported on one line on stderr and the others go on; the exit status is then 1.
 
 examples:
-  op4ksr periodicity out/*.png
-  op4ksr periodicity upscaled.jpg --period 32 --json
-  op4ksr periodicity a.png b.png --heatmap qa/     # qa/a.autocorr.png, qa/b.autocorr.png
+  op4ksr periodicity out/images/*.png --reference in/
+  op4ksr periodicity upscaled.jpg --reference original.jpg --json
+  op4ksr periodicity a.png b.png --heatmap qa/     # absolute scores; qa/a.autocorr.png, qa/b.autocorr.png
 """
 
 
@@ -33,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr periodicity", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads)")
+    parser.add_argument("--reference", type=Path, metavar="PATH",
+                        help="the input the images were upscaled from: a file, or a folder matched by relative name")
     parser.add_argument("--period", type=int, default=None, metavar="PX",
-                        help="period to score in px (default: report.period_px of configs/default.yaml, else 32)")
+                        help="period to score in px, at least 2 (default: report.period_px of configs/default.yaml, "
+                             "else 32, the token period of F16 models)")
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="flag images whose score exceeds T (default: report.threshold of configs/default.yaml)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line instead of a table")
@@ -44,34 +56,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_rgb(path: Path):
-    """(1, 3, H, W) float32 in [0, 1] of an image file, converted to RGB."""
-    import numpy as np
-    import torch
-    from PIL import Image
+    """(1, 3, H, W) float32 in [0, 1] of an image file, decoded as the pipeline decodes its inputs."""
+    from op4ksr.images.codec import decode_image
 
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+    return decode_image(path.read_bytes()).rgb[None]
 
 
-def score(x, period: int, threshold: float, max_k: int) -> tuple[dict, object]:
-    """(row, rho): the image's score record, from the worst of the tiles covering it (as the quality
-    report scores outputs: a pattern in one corner counts), and that tile's autocorrelation (1, M, h, w)."""
-    from op4ksr.periodicity import (DEFAULT_CROP, dominant_period_from_autocorr, periodicity_autocorr,
-                                    periodicity_from_autocorr, tile_grid)
+def score(x, x_lr, period: int, threshold: float, max_k: int) -> tuple[dict, object]:
+    """(row, rho): the image's score record from the worst of the tiles covering it (the library's
+    score_tiles, as the pipeline's quality report: ap_excess over x_lr's bicubic upscale, or the
+    absolute score when x_lr is None), and that tile's autocorrelation (1, M, h, w) for the heatmap."""
+    from op4ksr.periodicity import periodicity_autocorr, score_tiles
 
-    tops, lefts, th, tw = tile_grid(*x.shape[-2:], DEFAULT_CROP, period)
-    worst = None
-    for top in tops:
-        for left in lefts:
-            rho = periodicity_autocorr(x[..., top : top + th, left : left + tw], period)
-            tile_score = float(periodicity_from_autocorr(rho, period, max_k)[0])
-            if worst is None or tile_score > worst[0]:
-                worst = (tile_score, rho, top, left)
-    ap_score, rho, top, left = worst
-    row = {"period_px": period, "ap_score": ap_score, "dominant_period_px": int(dominant_period_from_autocorr(rho)[0]),
-           "flagged": ap_score > threshold, "tiles": len(tops) * len(lefts), "worst_tile": f"{tw}x{th}+{left}+{top}"}
-    return row, rho
+    tiles = score_tiles(x, x_lr, period, max_k=max_k)
+    worst = int(tiles.worst()[0, 0])
+    top, left, th, tw = tiles.boxes[worst]
+    out, dominant = float(tiles.score_out[0, worst]), int(tiles.dominant[0, worst])
+    if x_lr is None:
+        row = {"period_px": period, "ap_score": out, "dominant_period_px": dominant, "flagged": out > threshold}
+    else:
+        excess = float(tiles.excess[0, worst])
+        row = {"period_px": period, "ap_score_out": out, "ap_score_in": float(tiles.score_in[0, worst]),
+               "ap_excess": excess, "dominant_period_px": dominant, "flagged": excess > threshold}
+    row |= {"tiles": len(tiles.boxes), "worst_tile": f"{tw}x{th}+{left}+{top}"}
+    return row, periodicity_autocorr(x[..., top : top + th, left : left + tw], period)
+
+
+def reference_for(image: Path, reference: Path, base: Path) -> Path:
+    """The input file of `image`: `reference` itself, or the file under the folder `reference` with the
+    image's path relative to `base`, with any image extension. UserError when there is not exactly one."""
+    from op4ksr.images.folders import IMAGE_EXTENSIONS
+
+    if not reference.is_dir():
+        return reference
+    relative = image.resolve().relative_to(base)
+    exact = reference / relative
+    if exact.is_file():
+        return exact
+    found = sorted(p for p in exact.parent.glob(f"{glob.escape(exact.stem)}.*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if len(found) != 1:
+        what = "no image" if not found else f"{len(found)} images ({', '.join(p.name for p in found)})"
+        raise UserError(f"--reference {reference}: {what} named {relative.with_suffix('')}.* for {image}; "
+                        "give the folder of the inputs, laid out as the outputs are")
+    return found[0]
 
 
 def write_heatmap(rho, path: Path, period: int, max_k: int, title: str) -> None:
@@ -109,44 +137,64 @@ def write_heatmap(rho, path: Path, period: int, max_k: int, title: str) -> None:
 def _defaults(args) -> tuple[int, float, int]:
     from jobs.config import load_config
 
+    if args.period is not None and args.period < 2:
+        raise UserError(f"--period must be at least 2 px, got {args.period}")
     cfg = load_config()
-    period = args.period or cfg.report.period_px or 32
+    period = args.period if args.period is not None else (cfg.report.period_px or 32)
     threshold = cfg.report.threshold if args.threshold is None else args.threshold
     return int(period), float(threshold), int(cfg.report.max_lag_multiple)
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[dict], referenced: bool) -> None:
     width = max([len("path")] + [len(r["path"]) for r in rows])
-    print(f"{'path':<{width}}  {'size':>11}  {'score':>7}  {'dominant':>8}  flagged")
+    if referenced:
+        print(f"{'path':<{width}}  {'size':>11}  {'excess':>7}  {'score':>7}  {'input':>7}  {'dominant':>8}  flagged")
+    else:
+        print("absolute scores (no --reference): each image's own periodicity, not its excess over an input")
+        print(f"{'path':<{width}}  {'size':>11}  {'score':>7}  {'dominant':>8}  flagged")
     for r in rows:
         size = f"{r['width']}x{r['height']}"
-        print(f"{r['path']:<{width}}  {size:>11}  {r['ap_score']:7.4f}  {r['dominant_period_px']:>8}  "
+        scores = (f"{r['ap_excess']:7.4f}  {r['ap_score_out']:7.4f}  {r['ap_score_in']:7.4f}" if referenced
+                  else f"{r['ap_score']:7.4f}")
+        print(f"{r['path']:<{width}}  {size:>11}  {scores}  {r['dominant_period_px']:>8}  "
               f"{'yes' if r['flagged'] else 'no'}")
+
+
+def _score_file(name: str, args, base: Path, period: int, threshold: float, max_k: int) -> dict:
+    """The table row of one image file; UserError or the decoder's error when it cannot be scored."""
+    path = Path(name)
+    x = load_rgb(path)
+    row = {"path": name, "width": x.shape[-1], "height": x.shape[-2]}
+    x_lr = None
+    if args.reference is not None:
+        ref = reference_for(path, args.reference, base)
+        x_lr = load_rgb(ref)
+        row["reference"] = str(ref)
+    scores, rho = score(x, x_lr, period, threshold, max_k)
+    if args.heatmap:
+        write_heatmap(rho, args.heatmap / f"{path.stem}.autocorr.png", period, max_k, name)
+    return row | scores
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     period, threshold, max_k = _defaults(args)
-    if period < 2:
-        raise UserError(f"--period must be at least 2 px, got {period}")
+    if args.reference is not None and not args.reference.exists():
+        raise UserError(f"--reference {args.reference} does not exist: give the input file or the folder of inputs")
+    base = Path(os.path.commonpath([Path(n).resolve().parent for n in args.images]))
     rows, status = [], 0
     for name in args.images:
-        path = Path(name)
         try:
-            x = load_rgb(path)
+            row = _score_file(name, args, base, period, threshold, max_k)
         except Exception as err:  # noqa: BLE001 - one unreadable file must not stop the others
-            print(f"op4ksr periodicity: cannot read {name}: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"op4ksr periodicity: cannot score {name}: {type(err).__name__}: {err}", file=sys.stderr)
             status = 1
             continue
-        row, rho = score(x, period, threshold, max_k)
-        row = {"path": name, "width": x.shape[-1], "height": x.shape[-2]} | row
-        if args.heatmap:
-            write_heatmap(rho, args.heatmap / f"{path.stem}.autocorr.png", period, max_k, name)
         if args.json:
             print(json.dumps(row), flush=True)
         rows.append(row)
     if rows and not args.json:
-        _print_table(rows)
+        _print_table(rows, args.reference is not None)
     return status
 
 

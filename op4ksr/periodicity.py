@@ -353,52 +353,91 @@ class QualityReport:
         return out
 
 
-def _tile_scores(out_tiles: torch.Tensor, in_tiles: torch.Tensor, period_px: int, stat: dict,
+def _tile_scores(out_tiles: torch.Tensor, in_tiles: torch.Tensor | None, period_px: int, stat: dict,
                  chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(score_out, score_in, dominant), each (N,), of N output tiles and their input tiles
-    (N, 1 or 3, th, tw); `chunk` tiles at a time bound the FFT memory."""
-    rows = []
-    for o, i in zip(out_tiles.split(chunk), in_tiles.split(chunk)):
-        rho_out, rho_in = (axis_autocorr(_detail_maps(t, stat["sigma"], stat["clip"], stat["maps"]))
-                           for t in (o, i))  # lines (n, M, tw), (n, M, th)
-        score = [periodicity_from_autocorr(r, period_px, stat["max_k"], stat["neighbour_offset"], None,
-                                           stat["over_k"]) for r in (rho_out, rho_in)]
-        dominant = dominant_period_from_autocorr(rho_out, stat["min_period"], stat["max_period"],
-                                                 stat["neighbour_offset"])
-        rows.append((*score, dominant))
-    return tuple(torch.cat(parts) for parts in zip(*rows))
+    (N, 1 or 3, th, tw; None: score_in 0); `chunk` tiles at a time bound the FFT memory."""
+    def lines(t: torch.Tensor):  # (n, M, tw), (n, M, th)
+        return axis_autocorr(_detail_maps(t, stat["sigma"], stat["clip"], stat["maps"]))
+
+    def score(rho) -> torch.Tensor:
+        return periodicity_from_autocorr(rho, period_px, stat["max_k"], stat["neighbour_offset"], None, stat["over_k"])
+
+    outs, ins, dominants = [], [], []
+    for start in range(0, len(out_tiles), chunk):
+        rho_out = lines(out_tiles[start:start + chunk])
+        outs.append(score(rho_out))
+        ins.append(torch.zeros_like(outs[-1]) if in_tiles is None else score(lines(in_tiles[start:start + chunk])))
+        dominants.append(dominant_period_from_autocorr(rho_out, stat["min_period"], stat["max_period"],
+                                                       stat["neighbour_offset"]))
+    return torch.cat(outs), torch.cat(ins), torch.cat(dominants)
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """Periodicity of the tiles that cover each image (tile_grid; boxes row-major, `rows` x `cols`)."""
+
+    boxes: list[tuple[int, int, int, int]]  # (top, left, height, width) of each tile
+    rows: int
+    cols: int
+    score_out: torch.Tensor  # (B, T) periodicity of the image's tiles at the period
+    score_in: torch.Tensor  # (B, T) of the same tiles of its input's bicubic upscale; 0 without an input
+    dominant: torch.Tensor  # (B, T) int64 peak-search period of the image's tiles
+
+    has_input: bool  # False: score_in is 0 and the scores are absolute
+
+    @property
+    def excess(self) -> torch.Tensor:
+        """(B, T) max(0, score_out - score_in)."""
+        return (self.score_out - self.score_in).clamp_min(0)
+
+    def worst(self) -> torch.Tensor:
+        """(B, 1) index of each image's worst tile: the largest ap_excess (the largest score without an input)."""
+        return (self.excess if self.has_input else self.score_out).argmax(dim=1, keepdim=True)
 
 
 @torch.no_grad()
-def quality_report(x_sr: torch.Tensor, x_lr: torch.Tensor, period_px: int = 32,
-                   threshold: float = DEFAULT_THRESHOLD, *,
-                   max_k: int = 4, neighbour_offset: float = 0.5, sigma: float = DEFAULT_SIGMA,
-                   clip: float | None = DEFAULT_CLIP, maps: tuple[str, ...] = MAPS, crop: int = DEFAULT_CROP,
-                   over_k: str = OVER_K, min_period: int = 8, max_period: int = 128) -> list[QualityReport]:
-    """One QualityReport per image of x_sr (B, 3, H, W) given its input x_lr (B, 3, h, w), both in [0, 1].
-
-    The image is scored in tiles of at most `crop` px a side covering it (tile_grid); each tile's
-    ap_score_in is scored on the same tile of x_up = bicubic_resize(x_lr, (H, W)), of which only the
-    tiles' windows are computed (on the input's luminance: both are linear, a third of the work).
-    The image's scores are those of its tile with the largest ap_excess."""
+def score_tiles(x_sr: torch.Tensor, x_lr: torch.Tensor | None, period_px: int = 32, *, max_k: int = 4,
+                neighbour_offset: float = 0.5, sigma: float = DEFAULT_SIGMA, clip: float | None = DEFAULT_CLIP,
+                maps: tuple[str, ...] = MAPS, crop: int = DEFAULT_CROP, over_k: str = OVER_K, min_period: int = 8,
+                max_period: int = 128) -> TileScores:
+    """TileScores of x_sr (B, 1 or 3, H, W) in tiles of at most `crop` px a side covering it (tile_grid);
+    each tile's score_in is scored on the same tile of x_up = bicubic_resize(x_lr, (H, W)), of which only
+    the tiles' windows are computed (on the input's luminance: both are linear, a third of the work).
+    x_lr None: no input, score_in is 0 (absolute scores)."""
     _check_image(x_sr, "x_sr")
-    _check_image(x_lr, "x_lr")
-    if x_sr.shape[:2] != x_lr.shape[:2]:
-        raise ValueError(f"x_sr {tuple(x_sr.shape)} and x_lr {tuple(x_lr.shape)} need the same batch and channels")
+    if x_lr is not None:
+        _check_image(x_lr, "x_lr")
+        if x_sr.shape[:2] != x_lr.shape[:2]:
+            raise ValueError(f"x_sr {tuple(x_sr.shape)} and x_lr {tuple(x_lr.shape)} need the same batch and channels")
     b, size = x_sr.shape[0], tuple(x_sr.shape[-2:])
     tops, lefts, th, tw = tile_grid(*size, crop, int(period_px))
     boxes = [(top, left, th, tw) for top in tops for left in lefts]
-    y_lr = luminance(x_lr.to(_work_dtype(x_lr)))  # (B, 1, h, w)
-    in_tiles = torch.stack([upscaled_crop(y_lr, size, box) for box in boxes], dim=1).flatten(0, 1)  # (B*T, 1, th, tw)
     out_tiles = _tiles(luminance(x_sr.to(_work_dtype(x_sr))), boxes)  # (B*T, 1, th, tw)
+    if x_lr is None:
+        in_tiles = None
+    else:
+        y_lr = luminance(x_lr.to(_work_dtype(x_lr)))  # (B, 1, h, w)
+        in_tiles = torch.stack([upscaled_crop(y_lr, size, box) for box in boxes], dim=1).flatten(0, 1)
     stat = dict(sigma=sigma, clip=clip, maps=maps, max_k=max_k, neighbour_offset=neighbour_offset, over_k=over_k,
                 min_period=min_period, max_period=max_period)
     score_out, score_in, dominant = (t.view(b, len(boxes)) for t in
                                      _tile_scores(out_tiles, in_tiles, int(period_px), stat))  # (B, T)
-    excess = (score_out - score_in).clamp_min(0)
-    worst = excess.argmax(dim=1, keepdim=True)  # (B, 1)
-    picked = [t.gather(1, worst)[:, 0].tolist() for t in (score_out, score_in, excess, dominant)]
+    return TileScores(boxes, len(tops), len(lefts), score_out, score_in, dominant, x_lr is not None)
+
+
+@torch.no_grad()
+def quality_report(x_sr: torch.Tensor, x_lr: torch.Tensor, period_px: int = 32,
+                   threshold: float = DEFAULT_THRESHOLD, **statistic) -> list[QualityReport]:
+    """One QualityReport per image of x_sr (B, 3, H, W) given its input x_lr (B, 3, h, w), both in [0, 1].
+
+    The image's scores are those of its tile with the largest ap_excess (score_tiles, whose keyword
+    arguments `statistic` takes: max_k, sigma, crop, ...)."""
+    _check_image(x_lr, "x_lr")
+    tiles = score_tiles(x_sr, x_lr, period_px, **statistic)
+    excess, worst = tiles.excess, tiles.worst()  # (B, T), (B, 1)
+    picked = [t.gather(1, worst)[:, 0].tolist() for t in (tiles.score_out, tiles.score_in, excess, tiles.dominant)]
     lr_psnr = psnr(bicubic_resize(x_sr, tuple(x_lr.shape[-2:])), x_lr).clamp(max=PSNR_CAP_DB).tolist()
-    maps_ = [tuple(tuple(round(v, 4) for v in row) for row in e.view(len(tops), len(lefts)).tolist()) for e in excess]
+    maps_ = [tuple(tuple(round(v, 4) for v in row) for row in e.view(tiles.rows, tiles.cols).tolist()) for e in excess]
     return [QualityReport(int(period_px), o, i, e, int(d), p, bool(e > threshold), m)
             for o, i, e, d, p, m in zip(*picked, lr_psnr, maps_)]

@@ -65,8 +65,11 @@ def psnr_ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> tuple[float,
 
 
 def colour_error(sr: torch.Tensor, hr: torch.Tensor) -> float:
-    """Largest difference of a channel's mean between sr and hr (1, 3, H, W) in [0, 1]: colour drift."""
-    return float((sr.float().mean((-2, -1)) - hr.float().mean((-2, -1))).abs().max())
+    """Largest difference of a channel's mean between sr and hr (1, 3, H, W) in [0, 1]: colour drift
+    (the report's colour_shift, against the ground truth instead of the input)."""
+    from op4ksr.quality.report import colour_shift
+
+    return float(colour_shift(sr, hr).max())
 
 
 def lanczos_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -75,7 +75,8 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
     `inputs` and `outputs` give the contact sheet's images; `threshold` is report.threshold.
     """
     activity, ap_range = _first_pass(run_storage, batch_rows)
-    counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(_RUN_SUMS, 0.0) | {"flagged": 0, "total": 0}
+    counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(_RUN_SUMS, 0.0) | {"flagged": 0, "total": 0, "niqe_sum": 0.0,
+                                                                          "niqe_count": 0}
     totals, digest = LedgerTotals(), ReportDigest(ap_range)
     fd, path = tempfile.mkstemp(prefix="op4ksr-cost-", suffix=".parquet")
     os.close(fd)
@@ -127,6 +128,10 @@ def _count(counts: dict, manifest: pd.DataFrame) -> None:
     for name in _RUN_SUMS:
         counts[name] += manifest[name].fillna(0).sum()
     counts["flagged"] += int((manifest["flagged"] == True).sum())  # noqa: E712 - None and NaN are not flagged
+    if "niqe" in manifest:  # older manifests have none
+        niqe = pd.to_numeric(manifest["niqe"], errors="coerce").dropna()
+        counts["niqe_sum"] += float(niqe.sum())
+        counts["niqe_count"] += len(niqe)
 
 
 def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dict) -> dict:
@@ -137,6 +142,7 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "manifest_uri": run_storage.uri_for("summary.json").rsplit("/", 1)[0] + "/manifest/", "summary_uri": run_storage.uri_for("summary.json"),
             "gpu_seconds": float(counts["gpu_seconds"]), "cpu_seconds": float(counts["cpu_seconds"]),
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],
+            "mean_niqe": counts["niqe_sum"] / counts["niqe_count"] if counts["niqe_count"] else None,
             "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
             "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate}
 

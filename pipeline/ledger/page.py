@@ -241,6 +241,8 @@ def periodicity_histogram(edges: np.ndarray, counts: np.ndarray, threshold: floa
 def _summary_rows(s: dict) -> list[tuple[str, str]]:
     return [("inputs listed", s["total"]), ("ok", s["ok"]), ("failed", s["failed"]),
             ("skipped (already done)", s["skipped"]), ("flagged (periodic artifacts)", s["flagged"]),
+            ("mean NIQE of the outputs (lower: more natural)",
+             "n/a" if s.get("mean_niqe") is None else f"{s['mean_niqe']:.3f}"),
             ("wall seconds", f"{s['seconds']:.1f}"), ("device seconds (forwards)", f"{s['gpu_seconds']:.2f}"),
             ("CPU seconds", f"{s['cpu_seconds']:.2f}"),
             ("MB in / out", f"{s['bytes_in'] / 1e6:.2f} / {s['bytes_out'] / 1e6:.2f}"),

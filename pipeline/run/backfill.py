@@ -80,6 +80,7 @@ class RunSummary:
     bytes_in: int = 0
     bytes_out: int = 0
     flagged: int = 0
+    mean_niqe: float | None = None  # over the outputs with a NIQE (docs/QUALITY.md); lower is more natural
     dry_run: bool = False
     cost: dict = field(default_factory=dict)  # pipeline.ledger.cost.cost_summary, plus the prices used
     cost_uri: str = ""

@@ -1,6 +1,6 @@
 """The per-image record: one JSON report next to each output, one manifest row per input.
 
-The field names are the contract of docs/PERIODICITY.md; the cost report and `op4ksr cost` only sum
+The field names are the contract of docs/PERIODICITY.md and docs/QUALITY.md; the cost report and `op4ksr cost` only sum
 these columns, so every stage adds its own timings here and nothing else keeps state.
 """
 from __future__ import annotations
@@ -29,10 +29,13 @@ MANIFEST_SCHEMA = pa.schema([
     ("ap_excess", pa.float64()),
     ("dominant_period_px", pa.float64()),
     ("lr_consistency_psnr", pa.float64()),
+    ("colour_shift", pa.float64()),       # largest channel-mean difference output vs input, [0, 1] units (docs/QUALITY.md)
+    ("niqe", pa.float64()),               # NIQE of the output, lower is more natural; null below 96x192 px or flat
     ("flagged", pa.bool_()),
     ("t_fetch", pa.float64()),
     ("t_decode", pa.float64()),
     ("t_model", pa.float64()),            # wall seconds of the batch forward this image was in
+    ("t_quality", pa.float64()),          # wall seconds of NIQE and colour shift on the CPU after the forward
     ("t_encode", pa.float64()),
     ("t_upload", pa.float64()),
     ("gpu_seconds", pa.float64()),        # device seconds of this image's share of the forward
@@ -50,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("encode_started_at", pa.float64()),  # unix seconds: its encode began (t_encode, t_upload follow it)
     ("cpu_fetch_seconds", pa.float64()),  # thread CPU seconds per CPU stage; cpu_seconds is their total
     ("cpu_decode_seconds", pa.float64()),
+    ("cpu_quality_seconds", pa.float64()),
     ("cpu_encode_seconds", pa.float64()),
     ("cpu_upload_seconds", pa.float64()),
     ("device", pa.string()),              # the actor's torch device: cpu, cuda:0, ...

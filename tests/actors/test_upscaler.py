@@ -88,3 +88,37 @@ def test_a_forward_that_fails_fails_its_images_and_not_the_batch(tmp_path, fetch
     records = {r["key"]: r for r in actor(fetched).to_pylist()}
     assert records["c.png"]["status"] == "failed" and "out of memory" in records["c.png"]["error"]
     assert records["a.png"]["status"] == records["b.png"]["status"] == "ok"
+
+
+def test_reports_carry_niqe_and_colour_shift_with_their_cpu_cost(tmp_path, restore_torch_threads):
+    """A 48x28 photo crop becomes 192x112: two whole NIQE blocks; the 16x12 one stays below them."""
+    import numpy as np
+    import skimage.data
+
+    from op4ksr.quality.niqe import niqe
+    from op4ksr.quality.report import colour_shift
+
+    (tmp_path / "in").mkdir()
+    crop = skimage.data.chelsea()[100:128, 150:198]  # (28, 48, 3)
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, "PNG")
+    (tmp_path / "in" / "photo.png").write_bytes(buf.getvalue())
+    (tmp_path / "in" / "small.png").write_bytes(_png(16, 12, "red"))
+    ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
+                       SizePolicy(min_side=8))
+    fetched = FetchDecode(ctx)(pa.table({"key": ["photo.png", "small.png"], "etag": ["e"] * 2}))
+    actor = UpscaleActor(TINY, _options(tmp_path, "actors.torch_threads=1"))
+    records = {r["key"]: r for r in actor(fetched).to_pylist()}
+    photo, small = records["photo.png"], records["small.png"]
+    assert photo["status"] == small["status"] == "ok" and photo["output_size"] == "192x112"
+    report = json.loads((tmp_path / "out" / "reports" / "photo.png.json").read_text())
+    assert report["niqe"] == photo["niqe"] and report["colour_shift"] == photo["colour_shift"]
+    with Image.open(tmp_path / "out" / photo["output_key"]) as image:  # the score is of the written output
+        out = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    lr = torch.from_numpy(crop.astype(np.float32) / 255).permute(2, 0, 1)
+    assert photo["niqe"] == pytest.approx(niqe(out), abs=0.05)  # 8-bit PNG vs the float output: Y rounds alike
+    assert photo["colour_shift"] == pytest.approx(float(colour_shift(out[None], lr[None])[0]), abs=2 / 255)
+    assert small["niqe"] is None and small["colour_shift"] >= 0  # 64x48: fewer than two 96 px blocks
+    for r in (photo, small):
+        assert r["t_quality"] > 0 and r["cpu_quality_seconds"] >= 0
+        assert r["cpu_seconds"] >= r["cpu_quality_seconds"] + r["cpu_encode_seconds"]

@@ -34,7 +34,8 @@ def test_table_flags_the_grid_and_reports_the_broken_file(folder, capsys):
     out, err = capsys.readouterr()
     assert status == 1
     assert err.count("\n") == 1 and "broken.png" in err
-    header, *rows = out.strip().splitlines()
+    note, header, *rows = out.strip().splitlines()
+    assert note.startswith("absolute scores (no --reference)")
     assert header.split() == ["path", "size", "score", "dominant", "flagged"]
     table = {r.split()[0].rsplit("/", 1)[-1]: r.split() for r in rows}
     assert set(table) == {"clean.png", "grid.png"}
@@ -81,3 +82,54 @@ def test_a_pattern_in_one_corner_of_a_large_image_is_flagged(tmp_path, capsys):
     assert rows["corner"]["flagged"] and rows["corner"]["dominant_period_px"] == 32 and rows["corner"]["tiles"] == 4
     assert rows["corner"]["worst_tile"] == "1024x1024+512+512"  # the tile holding the corner
     assert not rows["clean"]["flagged"]
+
+
+@pytest.fixture(scope="module")
+def enlarged(tmp_path_factory):
+    """A striped LR photo-like image (stripes every 8 px) and its bicubic 4x enlargement (every 32 px, the
+    token period) under out/; the inputs under in/, one with another extension; an output with no input."""
+    d = tmp_path_factory.mktemp("enlarged")
+    rng = np.random.default_rng(0)
+    stripes = 0.5 + 0.25 * np.sin(2 * np.pi * np.arange(64)[None, :] / 8) + 0.03 * rng.normal(size=(64, 64))
+    grain = base_image("field", (64, 48), seed=1)[0].permute(1, 2, 0).numpy()
+    for sub, name, lr, ext in (("", "stripes", np.repeat(stripes[..., None], 3, 2), ".bmp"),
+                               ("shelf/", "grain", grain, ".png")):
+        lr8 = Image.fromarray((lr.clip(0, 1) * 255).round().astype(np.uint8))
+        (d / "in" / sub).mkdir(parents=True, exist_ok=True)
+        (d / "out" / sub).mkdir(parents=True, exist_ok=True)
+        lr8.save(d / "in" / sub / f"{name}{ext}")
+        lr8.resize((lr8.width * 4, lr8.height * 4), Image.BICUBIC).save(d / "out" / sub / f"{name}.png")
+    Image.new("RGB", (64, 64), "gray").save(d / "out" / "orphan.png")
+    return d
+
+
+def test_reference_removes_the_bicubic_enlargement_false_flag(enlarged, capsys):
+    outputs = [str(enlarged / "out" / n) for n in ("stripes.png", "shelf/grain.png")]
+    assert main([outputs[0]]) == 0  # absolute: the enlargement's own stripes at 32 px are flagged
+    out = capsys.readouterr().out
+    assert "absolute scores" in out.splitlines()[0] and out.splitlines()[-1].split()[-1] == "yes"
+
+    assert main(outputs + ["--reference", str(enlarged / "in"), "--json"]) == 0  # a folder matched by name
+    rows = {Path(r["path"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    stripes = rows["stripes.png"]
+    assert stripes["reference"].endswith("in/stripes.bmp") and rows["grain.png"]["reference"].endswith("shelf/grain.png")
+    assert stripes["ap_score_out"] > 0.3 and stripes["ap_excess"] < 0.01 and not stripes["flagged"]
+    assert not rows["grain.png"]["flagged"]
+
+    assert main([outputs[0], "--reference", str(enlarged / "in" / "stripes.bmp")]) == 0  # a file
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["path", "size", "excess", "score", "input", "dominant", "flagged"] and row.endswith("no")
+
+
+def test_a_missing_reference_is_one_line_and_the_others_go_on(enlarged, capsys):
+    status = main([str(enlarged / "out" / n) for n in ("orphan.png", "stripes.png")] + ["--reference", str(enlarged / "in")])
+    out, err = capsys.readouterr()
+    assert status == 1 and err.count("\n") == 1 and "orphan" in err and "no image named orphan.*" in err
+    assert "stripes.png" in out
+
+
+@pytest.mark.parametrize("argv", [["--period", "0"], ["--period", "1"], ["--reference", "/nonexistent/in"]])
+def test_bad_options_are_one_line_user_errors(enlarged, argv, capsys):
+    assert cli.main(["periodicity", str(enlarged / "out" / "stripes.png"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and ("--period must be at least 2 px" in err or "does not exist" in err)

@@ -39,7 +39,8 @@ def _records(count, seed=0):
                           encode_started_at=T0 + i / 10 + 1.2, t_encode=0.1, t_upload=0.05, cpu_encode_seconds=0.1,
                           cpu_upload_seconds=0.01, cpu_seconds=0.13, requests_put=2, bytes_out=400_000,
                           ap_excess=excess, ap_score_out=excess + 0.01, ap_score_in=0.01, flagged=excess > 0.04,
-                          output_key=f"images/p{i % 7}/img-{i:05d}.png", dominant_period_px=32.0)
+                          output_key=f"images/p{i % 7}/img-{i:05d}.png", dominant_period_px=32.0,
+                          niqe=None if i % 10 == 7 else float(rng.uniform(2, 8)))  # some too small to score
         elif status == "failed":
             record.update(error_class="ImageDecodeError", error=f"cannot identify image {i}")
         rows.append(record)
@@ -82,6 +83,7 @@ def test_streamed_finish_equals_the_whole_dataframe_path(tmp_path):
         2450, int(ok.sum()), int((manifest["status"] == "failed").sum()), int((manifest["status"] == "skipped").sum()))
     assert summary["flagged"] == int(manifest["flagged"].fillna(False).astype(bool).sum())
     assert summary["gpu_seconds"] == pytest.approx(manifest["gpu_seconds"].sum())
+    assert summary["mean_niqe"] == pytest.approx(manifest["niqe"].dropna().mean()) and manifest["niqe"].isna().any()
     assert summary["seconds"] == 42.0 and json.loads(run.get("summary.json")) == summary
     # the device seconds still add up to the actors' lifetimes, across parts and batches
     lifetimes = ended - manifest.groupby("actor_id")["actor_started_at"].min()
@@ -93,6 +95,7 @@ def test_streamed_finish_equals_the_whole_dataframe_path(tmp_path):
     flagged = manifest[manifest["flagged"].fillna(False).astype(bool)].sort_values("ap_excess", ascending=False)
     assert f"Flagged images ({len(flagged)})" in page and flagged["key"].iloc[0] in page
     assert "Failed images (245)" in page and "cannot identify image 8" in page
+    assert f"<td>{summary['mean_niqe']:.3f}</td>" in page
 
 
 def test_digest_fed_in_batches_equals_the_digest_of_the_whole_manifest(tmp_path):
