@@ -21,7 +21,7 @@ from pipeline.run.records import FIELDS
 from pipeline.storage import ObjectNotFoundError, Storage, normalise_uri
 
 # the manifest's quality fields, first in the tables; numeric report fields outside the manifest follow
-QUALITY_FIELDS = ("lr_consistency_psnr", "ap_excess")
+QUALITY_FIELDS = ("lr_consistency_psnr", "colour_shift", "niqe", "ap_excess")
 # numeric manifest fields that are timings, sizes or counters, not quality
 _NOT_QUALITY = {"period_px", "ap_score_out", "ap_score_in", "dominant_period_px", "bytes_in", "bytes_out",
                 "requests_get", "requests_put"}

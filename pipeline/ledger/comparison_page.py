@@ -41,8 +41,10 @@ format and file size; each variant ran over the same sample with the batch pipel
 
 <h2>Variants</h2>
 <p class="note">Means over each variant's ok images. LR-consistency: PSNR of the output downscaled against the
-input (dB, higher keeps the input's picture); ap_excess: periodicity at the token period above the input's
-(flagged above {{ threshold }}); other metric columns come from the per-image reports. Seconds: the model's
+input (dB, higher keeps the input's picture); colour_shift: the largest channel-mean difference from the
+input; NIQE: naturalness without a reference (lower is more natural); ap_excess: periodicity at the token
+period above the input's (flagged above {{ threshold }}); any other metric column comes from the per-image
+reports as they are. Seconds: the model's
 share of the forward per image, and CPU seconds of the fetch, decode, encode and upload; USD from each
 run's cost ledger (forward, warm-up and idle device time, CPU, requests).</p>
 {{ variant_html | safe }}
@@ -61,7 +63,8 @@ upscale of it, then each variant's output of that region.</p>
 </body></html>
 """)
 
-_FORMATS = {"lr_consistency_psnr": "{:.2f}", "ap_excess": "{:.4f}", "model_s_per_image": "{:.3f}",
+_FORMATS = {"lr_consistency_psnr": "{:.2f}", "ap_excess": "{:.4f}", "niqe": "{:.2f}", "colour_shift": "{:.4f}",
+            "model_s_per_image": "{:.3f}",
             "cpu_s_per_image": "{:.3f}", "usd_per_image": "{:.6f}", "gpu_seconds": "{:.3f}",
             "cpu_seconds": "{:.3f}", "total_usd": "{:.6f}"}
 
@@ -86,7 +89,7 @@ def crop_rows(images: pd.DataFrame, order: list[str], inputs: Storage, outputs: 
               limit: int, crop: int = CROP_PX) -> list[dict]:
     """For the first `limit` sample keys every variant upscaled: the input, bicubic and each variant's crop
     of the input's central `crop` px, as data URIs with each variant's metrics."""
-    metrics = quality_fields(images)[:3]
+    metrics = [m for m in ("lr_consistency_psnr", "niqe", "ap_excess") if m in images]
     ok = images[images["status"] == "ok"]
     complete = ok.groupby("key")["variant"].nunique()
     keys = sorted(complete[complete == len(order)].index)[:limit]
