@@ -47,6 +47,7 @@ def _compare(s3_server, bucket, esrgan, ray_dir, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two compare runs of three variants, each starting its own Ray: ~9 min on a loaded 2-core machine
 def test_compare_runs_three_variants_over_one_sample_and_writes_page_and_table(s3_server, s3_bucket, tmp_path):
     store = s3_server.open_storage(f"s3://{s3_bucket}/in/")
     for i, (key, (h, w), fmt) in enumerate(CATALOG):
