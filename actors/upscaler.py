@@ -39,7 +39,7 @@ class UpscaleActor:
         start = time.perf_counter()
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
-        self.model = load_materialised(model.spec, model.storage)  # an object store's copy is gone once loaded
+        self.model = self.load_model(model)
         self.load_seconds = time.perf_counter() - start
         self.options = options
         self.period_px = options.period_px or self.model.token_period_px
@@ -53,6 +53,11 @@ class UpscaleActor:
         self.actor_fields = {"actor_id": self.actor_id, "device": str(self.model.device),
                              "actor_started_at": self.started_at, "actor_load_seconds": self.load_seconds,
                              "actor_warmup_seconds": self.warmup_seconds}
+
+    def load_model(self, model: ModelSource):
+        """The model this actor runs: anything with `upscale(x_lr (B, 3, h, w), (H, W)) -> (B, 3, H, W)`,
+        `device`, `model_id` and `token_period_px` (the op4ksr model; actors/peers.py's other upscalers)."""
+        return load_materialised(model.spec, model.storage)  # an object store's copy is gone once loaded
 
     def _warm_up(self, shapes) -> float:
         start = time.perf_counter()

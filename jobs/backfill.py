@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
                           "nothing to list, nothing kept. Run `op4ksr demo` for that, or give your folders: "
                           "op4ksr backfill --config local input.uri=./scans output.uri=./remastered")
 
-    from actors.upscaler import UpscaleActor
+    from actors.peers import model_stage
 
     from pipeline.run.backfill import run_backfill
     from pipeline.run.console import print_summary, progress_printer
@@ -54,6 +54,6 @@ def main(argv: list[str]) -> int:
     # a UserError (bad config, a locked output, no room for the actors) is printed as one line by
     # jobs.cli; anything else is a bug or an outage and keeps its traceback
     with run_session(cfg) as (spec, _server), telemetry_from_config(cfg) as telemetry:
-        summary = run_backfill(spec, UpscaleActor, progress_printer(), telemetry=telemetry)  # priced at spec.prices
+        summary = run_backfill(spec, model_stage(spec.model), progress_printer(), telemetry=telemetry)  # priced at spec.prices
     print_summary(summary, cfg)
     return 0 if summary.failed == 0 else 1

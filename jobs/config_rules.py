@@ -90,6 +90,12 @@ _PROBABILITY = _number(0, 1)
 
 RULES: dict[str, Rule] = {
     "output.format": Rule(str, choices=("png", "jpeg", "webp", "tiff")),
+    "peer.kind": Rule(str, choices=("", "spandrel", "command")),
+    "peer.tile": _whole(0),
+    "peer.tile_overlap": _whole(0),
+    "peer.timeout_s": _number(0, low_open=True),
+    "compare.sample": _whole(1),
+    "compare.crops": _whole(0),
     "output.quality": _whole(1, 100),
     "output.png_compress_level": _whole(0, 9),
     "storage.max_attempts": _whole(1),

@@ -14,7 +14,7 @@ from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model
 from op4ksr.inference.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
 from pipeline.run.records import params_hash
-from pipeline.run.spec import ActorOptions, ModelSource, PoolSpec, RunSpec
+from pipeline.run.spec import ActorOptions, ModelSource, PeerSpec, PoolSpec, RunSpec
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
 
 
@@ -130,9 +130,26 @@ def model_reader(cfg, credentials: S3Credentials | None = None):
     return storage, functools.cache(read_json) if read_json else None
 
 
+def peer_spec(cfg) -> PeerSpec | None:
+    """The other upscaler `peer.*` names (actors/peers.py), or None for the op4ksr model."""
+    p = cfg.peer
+    if not p.kind:
+        return None
+    return PeerSpec(kind=p.kind, path=str(p.path), command=str(p.command), tile=int(p.tile),
+                    tile_overlap=int(p.tile_overlap), timeout_s=float(p.timeout_s))
+
+
 def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, str, dict, object]:
     """(where the actor loads the model, model_id, resolved inference options, read_json), all without weights."""
     spec = model_spec(cfg)
+    peer = peer_spec(cfg)
+    if peer is not None:
+        from actors.peers import peer_model_id
+
+        # what changes a peer's pixels besides its id (the checkpoint's hash, the command line)
+        options = {"peer": peer.kind} | ({"tile": peer.tile, "tile_overlap": peer.tile_overlap}
+                                         if peer.kind == "spandrel" else {})
+        return ModelSource(spec=spec, peer=peer), peer_model_id(peer), options, None
     storage, read_json = model_reader(cfg, credentials)
     return (ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json),
             read_json)

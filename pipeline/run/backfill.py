@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,7 +28,7 @@ from pipeline.run.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.run.spec import RunSpec
-from pipeline.storage import normalise_uri
+from pipeline.storage import ObjectInfo, normalise_uri
 from pipeline.run.telemetry import Telemetry
 
 MANIFEST_FIRST_PART_ROWS = 1000
@@ -159,25 +159,28 @@ def new_run_id() -> str:
 
 
 def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], None] = lambda p: None, *,
-                 prices: Prices | None = None, telemetry: Telemetry | None = None) -> RunSummary:
+                 prices: Prices | None = None, telemetry: Telemetry | None = None,
+                 listing: Iterable[ObjectInfo] | None = None) -> RunSummary:
     """Process every input under spec.input that is not done; one manifest row per listed input.
 
     `model_stage` is the model actor class (actors.upscaler.UpscaleActor; pipeline.run.dataflow).
     Writes runs/<id>/{manifest/, cost.parquet (priced with `prices`, else spec.prices), summary.json, report.html};
     `telemetry` (default: none) gets the run's trace and metrics. Holds the output prefix's run
     lock throughout; lists only inputs modified after spec.since when set; a run with no
-    failures moves the watermark (pipeline.run.incremental).
+    failures moves the watermark (pipeline.run.incremental). `listing`: these inputs of spec.input
+    instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
-        summary = _run(spec, model_stage, increment.since, on_progress, prices, telemetry or Telemetry())
-        increment.finish(summary)
+        summary = _run(spec, model_stage, increment.since, on_progress, prices, telemetry or Telemetry(), listing)
+        if listing is None:  # a sample says nothing about the inputs it left out
+            increment.finish(summary)
     return summary
 
 
 def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, prices: Prices | None,
-         telemetry: Telemetry) -> RunSummary:
+         telemetry: Telemetry, listing: Iterable[ObjectInfo] | None = None) -> RunSummary:
     inputs, outputs = spec.input.open(), spec.output.open()
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
     writer = ManifestWriter(outputs, spec.run_id)
@@ -185,7 +188,8 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     index = DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id)
     due = DueSplit(index, outputs, run_key(spec.run_id, "due.parquet"), spec,
                    None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
-    listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
+    if listing is None:
+        listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
                                  output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
                                  on_batch=due, earlier_owners=functools.partial(index.owners.owners_of,
@@ -215,7 +219,7 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
     """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
     from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
 
-    with _ray_session(spec.ray_num_cpus):
+    with ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
         dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
                                 traceparent)
@@ -248,7 +252,7 @@ def _number(value) -> float:
 
 
 @contextlib.contextmanager
-def _ray_session(num_cpus: float | None):
+def ray_session(num_cpus: float | None):
     """Use the Ray already connected (a cluster, a test fixture), else join the cluster RAY_ADDRESS
     names (a Ray job's driver: `ray job submit`, KubeRay), else start a local one for this run."""
     import ray

@@ -49,11 +49,25 @@ class ActorOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PeerSpec:
+    """Another upscaler run in the model actor's place (actors/peers.py; config `peer.*`)."""
+
+    kind: str  # spandrel | command
+    path: str  # spandrel: a .safetensors checkpoint
+    command: str  # command: a command line with {input}, {output} and {scale}
+    tile: int  # spandrel: LR tile side in px (0: whole images)
+    tile_overlap: int  # spandrel: LR px shared by neighbouring tiles
+    timeout_s: float  # command: seconds one image may take
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSource:
-    """The model to load in the actor; `storage` is set when the checkpoint lies under an object-store prefix."""
+    """The model to load in the actor; `storage` is set when the checkpoint lies under an object-store prefix;
+    `peer` when another upscaler runs instead of the op4ksr model."""
 
     spec: ModelSpec
     storage: StorageSpec | None = None
+    peer: PeerSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

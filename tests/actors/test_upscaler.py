@@ -105,7 +105,7 @@ def test_reports_carry_niqe_and_colour_shift_with_their_cpu_cost(tmp_path, resto
     (tmp_path / "in" / "photo.png").write_bytes(buf.getvalue())
     (tmp_path / "in" / "small.png").write_bytes(_png(16, 12, "red"))
     ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
-                       SizePolicy(min_side=8))
+                       dataclasses.replace(size_policy(load_config()), min_side=8))
     fetched = FetchDecode(ctx)(pa.table({"key": ["photo.png", "small.png"], "etag": ["e"] * 2}))
     actor = UpscaleActor(TINY, _options(tmp_path, "actors.torch_threads=1"))
     records = {r["key"]: r for r in actor(fetched).to_pylist()}

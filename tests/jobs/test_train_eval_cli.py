@@ -117,3 +117,21 @@ def test_psnr_ssim_y_values():
     assert psnr == float("inf") and ssim == pytest.approx(1.0)
     psnr, ssim = psnr_ssim_y((a + 0.1).clamp(0, 1), a, border=4)
     assert 15 < psnr < 30 and ssim < 1
+
+
+def test_eval_scores_a_peer_upscaler_as_the_model(bench, tmp_path):
+    """peer.kind=spandrel: a random-weight ESRGAN checkpoint is scored beside the baselines."""
+    from tests.actors.test_peers import save_random_esrgan
+
+    checkpoint = save_random_esrgan(tmp_path / "esrgan.safetensors")
+    out = tmp_path / "eval"
+    assert eval_job.main(["--bench", str(bench), "--out", str(out), "eval.tile=0", "eval.baselines=[bicubic]",
+                          "eval.contact_sheet=0", "peer.kind=spandrel", f"peer.path={checkpoint}"]) == 0
+    with open(out / "results.csv") as f:
+        rows = {(r["image"], r["method"]): r for r in csv.DictReader(f)}
+    assert {method for _, method in rows} == {"bicubic", "model"}
+    # a random network is no upscaler: far below bicubic, which is what shows it really ran
+    for image, method in rows:
+        if method == "model":
+            assert float(rows[(image, "model")]["psnr_y"]) < float(rows[(image, "bicubic")]["psnr_y"]) - 5
+    assert "spandrel:esrgan@" in (out / "results.md").read_text()

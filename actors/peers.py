@@ -1,0 +1,236 @@
+"""The upscalers archives use today, run in the model actor's place: a `spandrel` checkpoint or a command line.
+
+Each peer is a model-like object (`upscale`, `device`, `model_id`, `token_period_px`) that an
+UpscaleActor subclass loads instead of the op4ksr model, so a peer's images go through the same
+forward timing, quality report, encode + upload, report records and cost ledger
+(actors/upscaler.py). A peer upscales by its own native factor; an output of another size (the
+size policy's plan) is resized to it with the antialiased bicubic of the quality report.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import types
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from actors.upscaler import UpscaleActor
+from op4ksr.errors import UserError
+from op4ksr.evaluation.tiling import upscale_tiled
+from op4ksr.imageops import bicubic_resize
+from pipeline.run.spec import ModelSource, PeerSpec
+
+# Peers have no token grid: their ap_excess is measured at the F16 op4ksr model's token period
+# (32 output px), where op4ksr's own artifacts would be, so the two read on one scale; a tiled
+# peer is measured at its tile stride instead, where its seams repeat.
+PEER_PERIOD_PX = 32
+STDERR_TAIL_CHARS = 400
+
+
+class PeerError(UserError):
+    """A peer upscaler that cannot run as configured (peer.*)."""
+
+
+class CommandFailed(RuntimeError):
+    """The command exited non-zero, timed out or wrote no readable image: that input fails."""
+
+
+def peer_model_id(peer: PeerSpec) -> str:
+    """The peer's model id, without running it: spandrel:<file name>@<sha256[:12] of the file>, or
+    command:<program>@<sha256[:12] of the command line>; done checks compare it like an op4ksr model id."""
+    if peer.kind == "spandrel":
+        path = Path(peer.path)
+        if path.suffix != ".safetensors" or not path.is_file():
+            raise PeerError(f"peer.path={peer.path!r}: need an existing .safetensors checkpoint "
+                            "(convert a .pth with safetensors.torch.save_file(torch.load(...)))")
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return f"spandrel:{path.stem}@{digest.hexdigest()[:12]}"
+    if peer.kind == "command":
+        argv = _check_command(peer.command)
+        return f"command:{Path(argv[0]).name}@{hashlib.sha256(peer.command.encode()).hexdigest()[:12]}"
+    raise PeerError(f"peer.kind={peer.kind!r}: use spandrel or command (empty: the op4ksr model)")
+
+
+def _check_command(command: str) -> list[str]:
+    argv = shlex.split(command)
+    missing = [p for p in ("{input}", "{output}") if p not in command]
+    if not argv or missing:
+        raise PeerError(f"peer.command={command!r} needs the placeholders {{input}} and {{output}} "
+                        "(and {scale} if the program takes one)")
+    return argv
+
+
+class SpandrelModel:
+    """A PyTorch SR checkpoint loaded by spandrel (ESRGAN, SwinIR, HAT, DAT, SPAN, ...), tiled as asked
+    (with op4ksr.evaluation.tiling's loop: LR tiles blended linearly over their overlap)."""
+
+    def __init__(self, peer: PeerSpec, device: str):
+        from safetensors.torch import load_file
+
+        spandrel = import_spandrel()
+
+        self.model_id = peer_model_id(peer)
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                                   else "cpu" if device == "auto" else device)
+        try:
+            self.descriptor = spandrel.ModelLoader(self.device).load_from_state_dict(load_file(peer.path))
+        except spandrel.UnsupportedModelError as err:
+            raise PeerError(f"peer.path={peer.path}: spandrel knows no architecture with these keys ({err})") from None
+        if not isinstance(self.descriptor, spandrel.ImageModelDescriptor):
+            raise PeerError(f"peer.path={peer.path}: a {self.descriptor.architecture.name} model, not an image upscaler")
+        self.descriptor.eval()
+        self.scale = self.descriptor.scale
+        internal = self.descriptor.tiling == spandrel.ModelTiling.INTERNAL
+        self.tile, self.overlap = (0, 0) if internal else (peer.tile, peer.tile_overlap)
+        self.token_period_px = (self.tile - self.overlap) * self.scale if self.tile else PEER_PERIOD_PX
+
+    @torch.inference_mode()
+    def upscale(self, x_lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        outputs = []
+        for image in x_lr.to(self.device):
+            h, w = image.shape[-2:]
+            native = (h * self.scale, w * self.scale)
+            if self.tile and max(h, w) > self.tile:
+                out = upscale_tiled(_TileModel(self), image[None], native, self.tile, self.overlap, self.device)
+            else:
+                out = self.descriptor(image[None])
+            outputs.append(fit(out, size))
+        return torch.cat(outputs)
+
+
+class _TileModel:
+    """The `model.upscale(tile, size)` the tile loop calls."""
+
+    def __init__(self, peer: SpandrelModel):
+        self.peer = peer
+
+    def upscale(self, tile: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.peer.descriptor(tile)
+
+
+def import_spandrel():
+    """The spandrel module, importable without torchvision.
+
+    spandrel imports torchvision's transforms for two of its architectures (LaMa, RestoreFormer;
+    neither an upscaler). torchvision's PyPI wheels are CUDA builds: next to the CPU torch they
+    fail to import, and an installed but broken torchvision breaks transformers' imports too, so
+    a CPU install has spandrel without it (the Makefile). Then a stand-in for the three names
+    those two architectures import is in place while spandrel imports, and is removed at once:
+    those architectures fail when called, and nothing else sees a torchvision.
+    """
+    try:
+        import spandrel
+        return spandrel
+    except ModuleNotFoundError as err:
+        if err.name == "spandrel":
+            raise PeerError("peer.kind=spandrel needs the spandrel package: pip install 'op4ksr[peers]' "
+                            "(with a CUDA torch), or `pip install --no-deps spandrel==0.4.2 einops==0.8.2`") from None
+        if err.name != "torchvision":
+            raise
+    for name in [n for n in sys.modules if n.split(".")[0] == "spandrel"]:
+        del sys.modules[name]  # the failed import's half-made modules
+    stand_in = {name: types.ModuleType(name) for name in ("torchvision", "torchvision.transforms",
+                                                           "torchvision.transforms.functional")}
+    functional = stand_in["torchvision.transforms.functional"]
+    functional.InterpolationMode = enum.Enum("InterpolationMode", "NEAREST BILINEAR BICUBIC")
+    functional.rotate = functional.normalize = _needs_torchvision
+    sys.modules.update(stand_in)
+    try:
+        import spandrel
+    finally:
+        for name in stand_in:
+            del sys.modules[name]
+    return spandrel
+
+
+def _needs_torchvision(*args, **kwargs):
+    raise PeerError("this spandrel architecture needs torchvision, which is not installed")
+
+
+class CommandModel:
+    """Any command line with {input}, {output} and {scale}: one process per image (no shell), PNG in and out."""
+
+    def __init__(self, peer: PeerSpec):
+        self.model_id = peer_model_id(peer)
+        self.argv = _check_command(peer.command)
+        self.timeout_s = peer.timeout_s
+        self.device = torch.device("cpu")  # where its outputs arrive; the program picks its own device
+        self.token_period_px = PEER_PERIOD_PX
+
+    def upscale(self, x_lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return torch.cat([fit(self._run(image, size), size) for image in x_lr])
+
+    def _run(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        scale = max(1, round(size[0] / image.shape[-2]))
+        with tempfile.TemporaryDirectory(prefix="op4ksr-peer-") as folder:
+            source, target = os.path.join(folder, "input.png"), os.path.join(folder, "output.png")
+            pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            Image.fromarray(pixels).save(source, compress_level=1)
+            argv = [a.format(input=source, output=target, scale=scale) for a in self.argv]
+            try:
+                done = subprocess.run(argv, capture_output=True, timeout=self.timeout_s, check=False)
+            except subprocess.TimeoutExpired:
+                raise CommandFailed(f"{self.argv[0]} took more than peer.timeout_s={self.timeout_s:g} s") from None
+            except OSError as err:
+                raise CommandFailed(f"{self.argv[0]} could not start: {err}") from None
+            tail = done.stderr.decode(errors="replace")[-STDERR_TAIL_CHARS:].strip()
+            if done.returncode != 0:
+                raise CommandFailed(f"{self.argv[0]} exited {done.returncode}: {tail or '(no stderr)'}")
+            try:
+                with Image.open(target) as result:
+                    rgb = np.asarray(result.convert("RGB"))
+            except (OSError, ValueError) as err:
+                raise CommandFailed(f"{self.argv[0]} wrote no readable {target}: {err}; stderr: {tail}") from None
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A peer's native output at the planned output size (antialiased bicubic when they differ)."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else bicubic_resize(x, size).clamp(0, 1)
+
+
+class SpandrelActor(UpscaleActor):
+    """The model actor running a spandrel checkpoint (peer.kind=spandrel)."""
+
+    def load_model(self, model: ModelSource):
+        return load_peer(model.peer, model.spec.device)
+
+
+class CommandActor(UpscaleActor):
+    """The model actor running a command line per image (peer.kind=command)."""
+
+    def load_model(self, model: ModelSource):
+        return load_peer(model.peer, model.spec.device)
+
+    def _warm_up(self, shapes) -> float:
+        return 0.0  # a process per image: nothing stays warm between images
+
+    def _run_group(self, group: list[dict], size: tuple[int, int]) -> list:
+        # one image per forward, so a command that fails fails its own input only
+        futures = []
+        for record in group:
+            futures += super()._run_group([record], size)
+        return futures
+
+
+def load_peer(peer: PeerSpec, device: str):
+    """The peer as a model object (`op4ksr eval` scores it like the op4ksr model)."""
+    return SpandrelModel(peer, device) if peer.kind == "spandrel" else CommandModel(peer)
+
+
+def model_stage(model: ModelSource):
+    """The actor class for a model source: the op4ksr UpscaleActor, or the peer's."""
+    if model.peer is None:
+        return UpscaleActor
+    return {"spandrel": SpandrelActor, "command": CommandActor}[model.peer.kind]

@@ -1,0 +1,114 @@
+"""`op4ksr compare`: run two or more variants over one sample of a catalog and put them side by side."""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+
+from jobs.common import add_config_arguments, config_from_args
+from jobs.config import ConfigError, load_config
+
+DESCRIPTION = """\
+Choose with evidence before a catalog-wide run. Take a deterministic sample of input.uri
+(compare.sample inputs, stratified by format and file size), run every variant over it with the
+batch pipeline (actors, per-image reports, manifest, cost ledger), each under
+<output.uri>/variants/<name>/, and write <output.uri>/compare/comparison.html (per-variant
+quality, flags, failures, seconds and USD per image; the same crop of every variant) and
+comparison.parquet (one row per image and variant). A variant is config overrides over the
+rest of the config: another model or settings, or another upscaler (peer.kind=spandrel: a
+PyTorch SR checkpoint; peer.kind=command: any command line). A rerun reuses what each variant
+already produced (the usual done check).
+
+examples:
+  op4ksr compare input.uri=s3://archive/scans/ output.uri=s3://archive/compare/ \\
+      --variant "backproject sr.fidelity=backproject" --variant "wavelet sr.fidelity=wavelet" \\
+      --variant "esrgan peer.kind=spandrel peer.path=RealESRGAN_x4plus.safetensors peer.tile=256"
+  op4ksr compare --config my-compare.yaml      # compare.variants: [{name:, model:, overrides: [...]}]
+"""
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="op4ksr compare", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", action="append", default=[], metavar='"NAME key=value ..."',
+                        help="a variant: its name, then its config overrides (repeatable; added to compare.variants)")
+    parser.add_argument("--sample", type=int, help="inputs in the sample (compare.sample)")
+    add_config_arguments(parser)
+    return parser
+
+
+def variants_of(cfg, flags: list[str]) -> list[tuple[str, list[str]]]:
+    """(name, overrides) of every variant: compare.variants, then each --variant."""
+    variants = []
+    for entry in cfg.compare.variants:
+        unknown = set(entry) - {"name", "model", "overrides"}
+        if unknown or "name" not in entry:
+            raise ConfigError(f"compare.variants entry {dict(entry)}: give name, and model and/or overrides only")
+        overrides = [str(o) for o in entry.get("overrides") or []]
+        variants.append((str(entry["name"]), overrides + ([f"model.path={entry['model']}"] if entry.get("model") else [])))
+    for flag in flags:
+        words = shlex.split(flag)
+        if not words:
+            raise ConfigError('--variant "" : give a name, then key=value overrides')
+        variants.append((words[0], words[1:]))
+    names = [name for name, _ in variants]
+    bad = [n for n in names if not NAME.match(n)]
+    if bad or len(set(names)) != len(names) or len(names) < 2:
+        raise ConfigError(f"variants {names}: need two or more, with distinct names of letters, digits, . _ - "
+                          f"(compare.variants or --variant)")
+    return variants
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    extra = [f"compare.sample={args.sample}"] if args.sample is not None else []
+    cfg = config_from_args(args, extra)
+    variants = variants_of(cfg, args.variant)
+    if cfg.storage.embedded:
+        raise ConfigError("op4ksr compare needs a lasting store: set storage.embedded=false and point input.uri "
+                          "and output.uri at a bucket or local folders")
+    if not cfg.input.uri or not cfg.output.uri:
+        raise ConfigError("input.uri and output.uri must both be set (s3://bucket/prefix/ or a local folder)")
+
+    from jobs.specs import storage_spec
+    from pipeline.ledger.comparison_page import write_comparison
+    from pipeline.listing.inputs import list_inputs
+    from pipeline.listing.sample import stratified_sample
+    from pipeline.run.backfill import ray_session
+
+    inputs, root = storage_spec(cfg, cfg.input.uri).open(), storage_spec(cfg, cfg.output.uri).open()
+    sample = stratified_sample(list_inputs(inputs, cfg.input.extensions), int(cfg.compare.sample))
+    print(f"sample: {len(sample)} inputs of {inputs.spec.uri}")
+    runs, failed = [], 0
+    with ray_session(cfg.pipeline.ray_num_cpus):  # one Ray for every variant's run
+        for name, overrides in variants:
+            run, failures = _run_variant(args, extra, name, overrides, root, sample)
+            runs.append(run)
+            failed += failures
+    page, table = write_comparison(root, runs, [obj.key for obj in sample], inputs,
+                                   crops=int(cfg.compare.crops), threshold=float(cfg.report.threshold))
+    print(f"comparison: {page}\ntable: {table}")
+    return 0 if failed == 0 else 1
+
+
+def _run_variant(args, extra: list[str], name: str, overrides: list[str], root, sample):
+    """One variant's backfill over the sample, under <output.uri>/variants/<name>/: (VariantRun, failures)."""
+    from actors.peers import model_stage
+    from jobs.session import run_session
+    from jobs.specs import prices_from_config
+    from pipeline.ledger.comparison import VariantRun
+    from pipeline.ledger.comparison_page import VARIANTS
+    from pipeline.run.backfill import run_backfill
+    from pipeline.run.console import progress_printer
+
+    output = root.uri_for(f"{VARIANTS}{name}/")
+    # the same files and overrides, then the variant's own, its own output prefix and a new run id
+    variant_cfg = load_config(args.config, [*args.overrides, *extra, *overrides, f"output.uri={output}", "run.id="])
+    print(f"variant {name}: {' '.join(overrides) or '(the config as it is)'}")
+    with run_session(variant_cfg) as (spec, _server):
+        summary = run_backfill(spec, model_stage(spec.model), progress_printer(),
+                               prices=prices_from_config(variant_cfg), listing=sample)
+    print(f"variant {name}: ok {summary.ok}  failed {summary.failed}  skipped {summary.skipped}")
+    return VariantRun(name, spec.output.open(), summary.run_id), summary.failed
