@@ -135,6 +135,7 @@ _LOWER_BOUNDS = {"storage.max_attempts": (1, True), "sr.min_output_side": (1, Tr
                  "actors.start_timeout_s": (0, False),
                  "pipeline.decode_num_cpus": (0, False),
                  "pipeline.fetch_tasks": (1, True), "pipeline.fetch_threads": (1, True),
+                 "pipeline.max_attempts_per_input": (1, True),
                  "report.threshold": (0, True)}
 
 _NULLABLE = {"pipeline.fetch_tasks", "actors.torch_threads"}  # null: the default configs/default.yaml describes

@@ -11,8 +11,9 @@ from typing import Callable, Iterator
 import pyarrow.fs as pafs
 import ray
 
-from op4ksr.errors import UserError
 from pipeline.run.fetch import FetchContext, FetchDecode
+from pipeline.run.model_stage import WatchedStage
+from pipeline.run.pool_watch import ActorStartTimeout
 from pipeline.run.spec import PoolSpec, RunSpec
 from pipeline.storage import StorageSpec
 
@@ -28,10 +29,6 @@ def arrow_filesystem(spec: StorageSpec, uri: str) -> tuple[pafs.FileSystem, str]
     if spec.credentials:
         options.update(access_key=spec.credentials.access_key_id, secret_key=spec.credentials.secret_access_key)
     return pafs.S3FileSystem(**options), uri[len("s3://"):]
-
-
-class ActorStartTimeout(UserError):
-    """The actor pool's minimum did not start in time: the cluster has no room for it."""
 
 
 def configure_ray_data(pool: PoolSpec) -> None:
@@ -63,7 +60,7 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
         if "starting actors" not in str(err):
             raise
         raise ActorStartTimeout(
-            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU each did not "
+            f"{pool.min_actors} model actor(s) of {pool.resources_text()} did not "
             f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
 
@@ -78,8 +75,12 @@ def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None
 ModelStage = Callable  # a class: ModelStage(ModelSource, ActorOptions)(pa.Table) -> pa.Table
 
 
-def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
-    """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context)."""
+def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, traceparent: str = "", roll=None,
+                  book=None) -> ray.data.Dataset:
+    """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context).
+
+    `roll` and `book`: the run's ActorRoll and AttemptBook (pipeline/run/model_stage.py).
+    """
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
     pool = spec.pool
     fetch = fetch_stage(spec, traceparent)
@@ -93,8 +94,8 @@ def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, trace
         .map_batches(fetch, batch_size=pool.batch_size, batch_format="pyarrow", num_cpus=pool.decode_num_cpus,
                      compute=ray.data.TaskPoolStrategy(size=pool.fetch_tasks))
         .map_batches(
-            model_stage,
-            fn_constructor_args=(spec.model, spec.actor),
+            WatchedStage,
+            fn_constructor_args=(model_stage, spec.model, spec.actor, roll, book, pool.max_attempts_per_input),
             batch_size=pool.batch_size,
             batch_format="pyarrow",
             num_gpus=pool.num_gpus or None,

@@ -26,6 +26,11 @@ class PoolSpec:
     fetch_tasks: int  # fetch/decode tasks at once
     fetch_threads: int  # inputs fetched at once within one task
     start_timeout_s: float  # until min_actors actors are up, or the run fails
+    max_attempts_per_input: int  # attempts of an input whose processing kills the actor's process
+
+    def resources_text(self) -> str:
+        """What one model actor asks of a node, for the messages of a run that waits for room."""
+        return f"{self.num_gpus:g} GPU and {self.num_cpus:g} CPU each"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +77,7 @@ class RunSpec:
     config_yaml: str
     since: str | None  # run.since as given: None, "last" or an ISO time (pipeline.run.incremental)
     lock_ttl_seconds: float
+    retry_given_up: bool  # run.retry_given_up: retry inputs an earlier run gave up on (pipeline/run/attempts.py)
     watermark_margin_seconds: float
 
     @property
