@@ -167,7 +167,9 @@ class PoolWatch:
             if beat["busy_since"] is not None:  # it ended holding work: killed, or its node lost
                 died[worker] = {"started_at": beat["started_at"], "ended_at": beat["last_beat"],
                                 "lost_seconds": max(0.0, beat["last_beat"] - beat["busy_since"])}
-        live = self.samples or [0]
+        # the pool's size from its first actor's start to the end (before it, the run was still listing)
+        started = next((i for i, n in enumerate(self.samples) if n), len(self.samples))
+        live = self.samples[started:] or [0]
         return PoolReport(actors_peak=max(live), actors_mean=sum(live) / len(live),
                           actor_restarts=sum(n - 1 for actor, n in per_actor.items() if actor),
                           lost_nodes=len(self.nodes_lost), died=died, ended=ended)

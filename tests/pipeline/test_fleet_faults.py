@@ -112,6 +112,22 @@ def test_an_input_that_kills_its_worker_every_time_is_one_failed_row_and_the_res
     assert "run.retry_given_up=true" in rows["poison.png"]["error"]
 
 
+# -- an autoscaling pool ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pool_with_room_grows_with_the_backlog_and_the_run_reports_its_size(s3_server, s3_bucket, ray_local):
+    keys = [f"img-{i:02d}.png" for i in range(16)]
+    out = _catalog(s3_server, s3_bucket, keys)
+    # Ray Data's own autoscaler grows the pool when its actors have more than 1.75 tasks each in flight
+    summary = run_backfill(_spec(s3_server, s3_bucket, "grow", "actors.min=1", "actors.max=2"), UpscaleActor)
+    _assert_every_input_once(out, "grow", keys, keys)
+    assert summary.actors_peak == 2, "16 queued inputs did not grow a 1..2 pool"
+    assert 1.0 <= summary.actors_mean <= summary.actors_peak
+    page = out.get("runs/grow/report.html").decode()
+    assert f"<td>2 / {summary.actors_mean:.2f}</td>" in page
+
+
 # -- a real multi-node cluster: a node lost mid-run -------------------------------------------------
 
 
