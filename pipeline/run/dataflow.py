@@ -45,6 +45,10 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # Nothing runs until actors.min actors are loaded and warm; measured, this costs no time
     # to the first batch (docs/PERFORMANCE.md), and a pool that cannot start fails the run.
     context.wait_for_min_actors_s = pool.start_timeout_s
+    # Between actors.min and actors.max the pool grows when every call slot of its actors is taken
+    # and released actors idle (Ray Data's autoscaler; its default waits for nearly two queued
+    # calls per slot, which a bounded fetch stage seldom queues: a 1..2 pool never grew here)
+    context.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
     logging.getLogger("ray.data._internal.progress").addFilter(

@@ -184,7 +184,7 @@ def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_re
     ray_cluster.wait_for_nodes()
     keys = [f"img-{i:02d}.png" for i in range(30)]
     out = _catalog(s3_server, s3_bucket, keys)
-    spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=8")
+    spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=90")
     result: dict = {}
     runner = _run_in_thread(spec, result)
     _wait_for_a_report(out, runner)
@@ -193,7 +193,7 @@ def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_re
     assert not runner.is_alive(), "the run kept waiting past actors.start_timeout_s"
     error = result.get("error")
     assert isinstance(error, ActorStartTimeout), error
-    assert "1 GPU and 0.5 CPU each" in str(error) and "actors.start_timeout_s=8" in str(error)
+    assert "1 GPU and 0.5 CPU each" in str(error) and "actors.start_timeout_s=90" in str(error)
     # what was done before the loss is whole and once: a report per image, no report without one
     images, reports = _keys(out, "images/"), _keys(out, "reports/")
     assert reports and len(set(reports)) == len(reports) <= len(images) < len(keys)
