@@ -40,19 +40,20 @@ def ray_local():
 
 
 @pytest.fixture
-def ray_cluster():
+def ray_cluster(request):
     """A real multi-node Ray on this machine (`ray.cluster_utils.Cluster`: each node its own raylet):
     a head with 2 CPUs and no GPU, where the driver, the fetch tasks and the run's bookkeeping
     actor live, and `add_gpu_node()` adds a worker node with 1 CPU and 1 GPU, declared rather than
     detected, so that model actors asking for actors.num_gpus=1 land on worker nodes only (their
     torch still runs on the CPU). The session's local Ray is stopped first and this driver joins
-    the cluster; `cluster.remove_node(node)` takes a node away as a spot reclaim would."""
+    the cluster; `cluster.remove_node(node)` takes a node away as a spot reclaim would. Parametrized
+    indirectly, its value updates the head node's arguments (e.g. a smaller object store)."""
     import ray
     from ray.cluster_utils import Cluster
 
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0,
-                                                            "include_dashboard": False})
+    head = {"num_cpus": 2, "num_gpus": 0, "include_dashboard": False, **getattr(request, "param", {})}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     # Cluster writes its address where a plain ray.init() on this machine would join it: take it back
     address_file = ray._private.utils.get_ray_address_file(None)
     if os.path.exists(address_file) and open(address_file).read() == cluster.address:

@@ -26,7 +26,8 @@ class WatchedStage:
     def __init__(self, stage_cls, model, options, roll, book, max_attempts: int) -> None:
         self.roll, self.book, self.max_attempts = roll, book, max_attempts
         self.worker, self.started_at = worker_id(), time.time()
-        self.ray_actor_id = ray.get_runtime_context().get_actor_id() or ""
+        context = ray.get_runtime_context()
+        self.ray_actor_id, self.node_id = context.get_actor_id() or "", context.get_node_id()
         self.calls: dict[int, float] = {}  # call number -> when it began (up to two calls at once)
         self.lock, self.count = threading.Lock(), 0
         self.isolation = _SharedOrAlone()
@@ -79,7 +80,7 @@ class WatchedStage:
     def _beat(self):
         with self.lock:
             busy_since = min(self.calls.values()) if self.calls else None
-        return self.roll.beat.remote(self.worker, self.ray_actor_id, self.started_at, busy_since)
+        return self.roll.beat.remote(self.worker, self.ray_actor_id, self.node_id, self.started_at, busy_since)
 
     def _beat_forever(self) -> None:
         while True:

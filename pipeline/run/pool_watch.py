@@ -50,8 +50,9 @@ class ActorRoll:
     def __init__(self) -> None:
         self.workers: dict[str, dict] = {}
 
-    def beat(self, worker: str, ray_actor_id: str, started_at: float, busy_since: float | None) -> None:
-        entry = self.workers.setdefault(worker, {"ray_actor_id": ray_actor_id, "started_at": started_at})
+    def beat(self, worker: str, ray_actor_id: str, node_id: str, started_at: float, busy_since: float | None) -> None:
+        entry = self.workers.setdefault(worker, {"ray_actor_id": ray_actor_id, "node_id": node_id,
+                                                 "started_at": started_at})
         entry.update(last_beat=time.time(), busy_since=busy_since)
 
     def snapshot(self) -> dict[str, dict]:
@@ -88,7 +89,7 @@ class PoolWatch:
         self.samples: list[int] = []
         self.workers: dict[str, dict] = {}
         self.nodes_seen: set[str] = set()
-        self.nodes_lost: set[str] = set()
+        self.nodes_lost: dict[str, float] = {}  # node id -> when it was first seen gone
         self.short_since: float | None = None  # since when fewer than actors.min actors are alive
         self.samples_started = False  # a row has come back: the pool was up
         self.last_row_at = time.time()
@@ -135,17 +136,17 @@ class PoolWatch:
     def sample(self) -> None:
         """One reading of the roll and of the nodes."""
         now = time.time()
-        for worker, beat in ray.get(self.roll.snapshot.remote()).items():
-            self.workers[worker] = beat
-        live = sum(now - b["last_beat"] < GONE_AFTER_SECONDS for b in self.workers.values())
-        self.samples.append(live)
         for node in ray.nodes():
             node_id = node["NodeID"]
             if node["Alive"]:
                 self.nodes_seen.add(node_id)
             elif node_id in self.nodes_seen and node_id not in self.nodes_lost:
-                self.nodes_lost.add(node_id)
+                self.nodes_lost[node_id] = now
                 logger.warning("node %s left the cluster; the work its actors held is redone", node_id[:12])
+        for worker, beat in ray.get(self.roll.snapshot.remote(), timeout=30).items():
+            self.workers[worker] = beat
+        live = sum(self._alive(beat, now) for beat in self.workers.values())
+        self.samples.append(live)
         short = self.samples_started and live < self.pool.min_actors
         if short and self.short_since is None:
             self.short_since = now
@@ -161,18 +162,22 @@ class PoolWatch:
         died, ended = {}, {}
         for worker, beat in self.workers.items():
             per_actor[beat["ray_actor_id"]] = per_actor.get(beat["ray_actor_id"], 0) + 1
-            if now - beat["last_beat"] < GONE_AFTER_SECONDS:
+            if self._alive(beat, now):
                 continue
-            ended[worker] = beat["last_beat"]
+            ended[worker] = min(beat["last_beat"], self.nodes_lost.get(beat["node_id"], now))
             if beat["busy_since"] is not None:  # it ended holding work: killed, or its node lost
-                died[worker] = {"started_at": beat["started_at"], "ended_at": beat["last_beat"],
-                                "lost_seconds": max(0.0, beat["last_beat"] - beat["busy_since"])}
+                died[worker] = {"started_at": beat["started_at"], "ended_at": ended[worker],
+                                "lost_seconds": max(0.0, ended[worker] - beat["busy_since"])}
         # the pool's size from its first actor's start to the end (before it, the run was still listing)
         started = next((i for i, n in enumerate(self.samples) if n), len(self.samples))
         live = self.samples[started:] or [0]
         return PoolReport(actors_peak=max(live), actors_mean=sum(live) / len(live),
                           actor_restarts=sum(n - 1 for actor, n in per_actor.items() if actor),
                           lost_nodes=len(self.nodes_lost), died=died, ended=ended)
+
+    def _alive(self, beat: dict, now: float) -> bool:
+        # a process on a lost node can linger and beat for a while: its node decides
+        return now - beat["last_beat"] < GONE_AFTER_SECONDS and beat["node_id"] not in self.nodes_lost
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 from PIL import Image
 
 from actors.upscaler import UpscaleActor
@@ -30,10 +31,10 @@ def _png(seed: int, size: int = 24) -> bytes:
     return out.getvalue()
 
 
-def _catalog(s3_server, bucket, keys):
+def _catalog(s3_server, bucket, keys, size: int = 24):
     store = s3_server.open_storage(f"s3://{bucket}/in/")
     for i, key in enumerate(keys):
-        store.put(key, _png(i))
+        store.put(key, _png(i, size))
     return s3_server.open_storage(f"s3://{bucket}/out/")
 
 
@@ -117,12 +118,13 @@ def test_an_input_that_kills_its_worker_every_time_is_one_failed_row_and_the_res
 
 @pytest.mark.slow
 def test_a_pool_with_room_grows_with_the_backlog_and_the_run_reports_its_size(s3_server, s3_bucket, ray_local):
-    keys = [f"img-{i:02d}.png" for i in range(16)]
-    out = _catalog(s3_server, s3_bucket, keys)
-    # Ray Data's own autoscaler grows the pool when its actors have more than 1.75 tasks each in flight
+    # enough work that a second actor (about a minute to start on a busy 2-core machine) comes before the end
+    keys = [f"img-{i:02d}.png" for i in range(48)]
+    out = _catalog(s3_server, s3_bucket, keys, size=64)
+    # Ray Data's autoscaler grows the pool when every call slot of its actors is taken (pipeline/run/dataflow.py)
     summary = run_backfill(_spec(s3_server, s3_bucket, "grow", "actors.min=1", "actors.max=2"), UpscaleActor)
     _assert_every_input_once(out, "grow", keys, keys)
-    assert summary.actors_peak == 2, "16 queued inputs did not grow a 1..2 pool"
+    assert summary.actors_peak == 2, "48 queued inputs did not grow a 1..2 pool"
     assert 1.0 <= summary.actors_mean <= summary.actors_peak
     page = out.get("runs/grow/report.html").decode()
     assert f"<td>2 / {summary.actors_mean:.2f}</td>" in page
@@ -184,7 +186,7 @@ def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_re
     ray_cluster.wait_for_nodes()
     keys = [f"img-{i:02d}.png" for i in range(30)]
     out = _catalog(s3_server, s3_bucket, keys)
-    spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=90")
+    spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=60")
     result: dict = {}
     runner = _run_in_thread(spec, result)
     _wait_for_a_report(out, runner)
@@ -193,8 +195,24 @@ def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_re
     assert not runner.is_alive(), "the run kept waiting past actors.start_timeout_s"
     error = result.get("error")
     assert isinstance(error, ActorStartTimeout), error
-    assert "1 GPU and 0.5 CPU each" in str(error) and "actors.start_timeout_s=90" in str(error)
+    assert "1 GPU and 0.5 CPU each" in str(error) and "actors.start_timeout_s=60" in str(error)
     # what was done before the loss is whole and once: a report per image, no report without one
     images, reports = _keys(out, "images/"), _keys(out, "reports/")
     assert reports and len(set(reports)) == len(reports) <= len(images) < len(keys)
     assert all(f"images/{r[len('reports/'):-len('.json')]}" in images for r in reports)
+
+
+# -- an object store smaller than the pixels of the run ----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ray_cluster", [{"object_store_memory": 75 * 2**20}], indirect=True)  # Ray's minimum
+def test_an_object_store_smaller_than_the_runs_pixels_loses_and_repeats_nothing(ray_cluster, s3_server, s3_bucket):
+    # 10 inputs of 1024x1024 decode to 12.6 MB of float pixels each: 126 MB through a 75 MiB store
+    keys = [f"img-{i:02d}.png" for i in range(10)]
+    out = _catalog(s3_server, s3_bucket, keys, size=1024)
+    spec = _spec(s3_server, s3_bucket, "small-store", "sr.scale=1", "actors.batch_size=2", "pipeline.fetch_tasks=4")
+    summary = run_backfill(spec, UpscaleActor)
+    _assert_every_input_once(out, "small-store", keys, keys)
+    assert (summary.total, summary.ok) == (10, 10)
+    assert ray.cluster_resources()["object_store_memory"] <= 75 * 2**20  # the cluster really had the small store
