@@ -3,7 +3,11 @@
 import os
 import uuid
 
-import pytest
+# A run that gives up waiting for room leaves Ray Data's consumer thread behind; once the test's Ray
+# is shut down, that thread must fail, not silently start or join another Ray (Ray reads this at import)
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
+import pytest  # noqa: E402
 
 from pipeline.storage.embedded_s3 import EmbeddedS3
 

@@ -1,5 +1,6 @@
 """A rented fleet's faults, end to end (docs/OPERATIONS.md): an input that kills its worker every
-time, a node lost mid-run on a real multi-node Ray, a cluster left with no room for any actor.
+time, an autoscaling pool, a node lost mid-run on a real multi-node Ray, a cluster left with no
+room for any actor, an object store smaller than the run's pixels.
 
 Every test counts what came out: one manifest row per listed input, one image and one report per
 ok row, nothing twice. The multi-node tests use the `ray_cluster` fixture (tests/conftest.py);
