@@ -91,7 +91,7 @@ class PoolWatch:
         self.nodes_seen: set[str] = set()
         self.nodes_lost: dict[str, float] = {}  # node id -> when it was first seen gone
         self.short_since: float | None = None  # since when fewer than actors.min actors are alive
-        self.samples_started = False  # a row has come back: the pool was up
+        self.pool_up = False  # an actor has beaten: the pool started (before it, Ray Data's own start wait applies)
         self.last_row_at = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,7 +130,7 @@ class PoolWatch:
                 return
             if isinstance(item, BaseException):
                 raise item
-            self.samples_started, self.last_row_at = True, time.time()
+            self.last_row_at = time.time()
             yield item
 
     def sample(self) -> None:
@@ -147,7 +147,8 @@ class PoolWatch:
             self.workers[worker] = beat
         live = sum(self._alive(beat, now) for beat in self.workers.values())
         self.samples.append(live)
-        short = self.samples_started and live < self.pool.min_actors
+        self.pool_up |= live > 0
+        short = self.pool_up and live < self.pool.min_actors
         if short and self.short_since is None:
             self.short_since = now
             logger.warning("%d of actors.min=%d model actors alive: waiting up to actors.start_timeout_s=%g s for "
