@@ -8,9 +8,7 @@ forward on the device at a time, so batch i's forward overlaps batch i-1's encod
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +23,7 @@ from op4ksr.periodicity import quality_report
 from op4ksr.quality.report import no_reference_scores
 from pipeline.run.layout import report_key
 from pipeline.storage.materialise import load_materialised
+from pipeline.run.pool_watch import worker_id
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA, failed
 from pipeline.run.spec import ActorOptions, ModelSource
 
@@ -46,7 +45,7 @@ class UpscaleActor:
         self.output = options.output.open()
         self.pool = ThreadPoolExecutor(max(1, options.upload_threads), thread_name_prefix="encode-upload")
         self.device_lock = threading.Lock()
-        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.actor_id = worker_id()  # host:pid, as the run's pool watch knows this process
         self.warmup_seconds = self._warm_up(options.warmup_shapes or ((8 * self.period_px, 8 * self.period_px),))
         self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id,
                            "params_hash": options.params_hash}

@@ -128,6 +128,7 @@ RULES: dict[str, Rule] = {
     "pipeline.decode_num_cpus": _number(0, low_open=True),
     "pipeline.fetch_tasks": _whole(1, null=True),
     "pipeline.fetch_threads": _whole(1),
+    "pipeline.max_attempts_per_input": _whole(1),
     "pipeline.ray_num_cpus": _number(0, low_open=True, null=True),
     "run.limit": _whole(0, null=True),
     "run.since": Rule(str, null=True),  # last | an ISO time: parsed by jobs/specs.build_run_spec

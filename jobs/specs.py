@@ -103,7 +103,8 @@ def pool_spec(cfg) -> PoolSpec:
                     num_cpus=float(cfg.actors.num_cpus), decode_num_cpus=float(cfg.pipeline.decode_num_cpus),
                     fetch_tasks=int(cfg.pipeline.fetch_tasks or 2 * int(cfg.actors.max)),
                     fetch_threads=int(cfg.pipeline.fetch_threads), start_timeout_s=float(cfg.actors.start_timeout_s),
-                    resources={str(name): float(amount) for name, amount in cfg.actors.resources.items()})
+                    resources={str(name): float(amount) for name, amount in cfg.actors.resources.items()},
+                    max_attempts_per_input=int(cfg.pipeline.max_attempts_per_input))
 
 
 def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
@@ -215,5 +216,5 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg),
         limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
-        lock_ttl_seconds=float(cfg.run.lock_ttl_seconds),
+        lock_ttl_seconds=float(cfg.run.lock_ttl_seconds), retry_given_up=bool(cfg.run.retry_given_up),
         watermark_margin_seconds=float(cfg.run.watermark_margin_seconds), prices=prices_from_config(cfg))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -29,7 +30,8 @@ LEDGER_SCHEMA = pa.schema([
     ("device_forward_seconds", pa.float64()),    # its share of the batch forward (busy time)
     ("device_warmup_seconds", pa.float64()),     # its share of the actor's model load + warm-up
     ("device_idle_seconds", pa.float64()),       # its share of the actor's idle time
-    ("device_seconds", pa.float64()),            # the three above
+    ("device_lost_seconds", pa.float64()),       # its share of the run's work lost with dead actors (pipeline/run/pool_watch.py)
+    ("device_seconds", pa.float64()),            # the four above
     ("cpu_fetch_seconds", pa.float64()),         # thread CPU seconds per CPU stage
     ("cpu_decode_seconds", pa.float64()),
     ("cpu_quality_seconds", pa.float64()),       # NIQE + colour shift after the forward (docs/QUALITY.md)
@@ -52,6 +54,20 @@ LEDGER_FIELDS = tuple(LEDGER_SCHEMA.names)
 
 
 @dataclasses.dataclass(frozen=True)
+class LostWork:
+    """Actors that ended before the run (released or dead), and the device time lost with the dead.
+
+    `ended`: actor id -> unix s its process stopped; `lost_by_actor`: actor id -> device seconds of
+    the calls it held when it died (its whole life if it delivered nothing); `per_row`: their sum
+    shared over the run's rows that were not skipped.
+    """
+
+    ended: dict = dataclasses.field(default_factory=dict)
+    lost_by_actor: dict = dataclasses.field(default_factory=dict)
+    per_row: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Prices:
     """USD prices (cost.* or a cost.presets entry; built by jobs/specs.prices_from_config)."""
 
@@ -69,13 +85,15 @@ class Prices:
 
 
 def build_ledger(manifest: pd.DataFrame, prices: Prices, run_ended_at: float | None = None,
-                 actors: pd.DataFrame | None = None) -> pd.DataFrame:
+                 actors: pd.DataFrame | None = None, lost: LostWork | None = None) -> pd.DataFrame:
     """One priced ledger row per manifest row (LEDGER_SCHEMA); `run_ended_at` (unix s) ends the actors' time.
 
     Without `run_ended_at` an actor's time ends with its last record's last stage. `actors` is the
     whole run's `actor_activity` when `manifest` is one batch of a longer manifest (pipeline/ledger/finish.py);
-    without it the actors are taken from `manifest` itself.
+    without it the actors are taken from `manifest` itself. `lost`: the actors that ended early
+    and the device seconds lost with the dead ones, shared over the run's rows that were not skipped.
     """
+    lost = lost or LostWork()
     m = normalise_manifest(manifest)
     ledger = pd.DataFrame({
         "run_id": m["run_id"], "key": m["key"], "status": m["status"],
@@ -84,9 +102,11 @@ def build_ledger(manifest: pd.DataFrame, prices: Prices, run_ended_at: float | N
     })
     if actors is None:
         actors = actor_activity(m)
-    warmup, idle = _actor_shares(m, ledger["device_forward_seconds"], actors, run_ended_at)
+    warmup, idle = _actor_shares(m, ledger["device_forward_seconds"], actors, run_ended_at, lost)
     ledger["device_warmup_seconds"], ledger["device_idle_seconds"] = warmup, idle
-    ledger["device_seconds"] = ledger[["device_forward_seconds", "device_warmup_seconds", "device_idle_seconds"]].sum(axis=1)
+    ledger["device_lost_seconds"] = (m["status"] != "skipped").astype("float64") * lost.per_row
+    ledger["device_seconds"] = ledger[["device_forward_seconds", "device_warmup_seconds", "device_idle_seconds",
+                                       "device_lost_seconds"]].sum(axis=1)
     for stage in CPU_STAGES:
         ledger[f"cpu_{stage}_seconds"] = m[f"cpu_{stage}_seconds"].fillna(0.0)
     ledger["cpu_seconds"] = m["cpu_seconds"].fillna(0.0)
@@ -133,6 +153,8 @@ _ACTIVITY_COMBINE = {"started": "min", "load": "max", "warmup": "max", "forward"
 def price(ledger: pd.DataFrame, prices: Prices) -> pd.DataFrame:
     """The ledger with its *_usd columns (re)computed from its seconds, requests and bytes."""
     out = ledger.copy()
+    if "device_lost_seconds" not in out:  # a ledger written before the stage existed
+        out["device_lost_seconds"] = 0.0
     out["device_usd"] = out["device_seconds"] / 3600 * prices.gpu_hour_usd
     out["cpu_usd"] = out["cpu_seconds"] / 3600 * prices.cpu_hour_usd
     out["get_usd"] = out["requests_get"] / 1000 * prices.get_per_1k
@@ -155,6 +177,9 @@ def format_cost(summary: dict) -> str:
              f"{summary['per_image_p50_usd']:.6f} / {summary['per_image_p95_usd']:.6f}"),
             ("per delivered image USD (all rows)", f"{summary['per_delivered_image_usd']:.6f}"),
             ("device utilisation", f"{summary['utilisation']:.1%} (forward / actor time)")]
+    lost = next((s for s in summary["stages"] if s["stage"] == "device lost"), None)
+    if lost is not None:
+        rows.append(("device lost with dead actors / nodes", f"{lost['amount']:.4g} s, {lost['share']:.1%} of the USD"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(lines + [f"{name:<{width}}  {value}" for name, value in rows])
 
@@ -169,14 +194,20 @@ def describe_prices(prices: dict | None) -> str:
 
 
 def _actor_shares(m: pd.DataFrame, forward: pd.Series, actors: pd.DataFrame,
-                  run_ended_at: float | None) -> tuple[pd.Series, pd.Series]:
-    """Each row's share of its actor's load + warm-up and of its idle time (0 for rows with no actor)."""
+                  run_ended_at: float | None, lost: LostWork) -> tuple[pd.Series, pd.Series]:
+    """Each row's share of its actor's load + warm-up and of its idle time (0 for rows with no actor).
+
+    An actor that ended before the run is charged until it ended; the work a dead one held is
+    not its idle time but the run's `device lost` (`lost`)."""
     actors = actors.copy()
     actors[["load", "warmup"]] = actors[["load", "warmup"]].fillna(0.0)
     end = actors["last_end"] if run_ended_at is None else pd.Series(run_ended_at, index=actors.index)
+    ended = pd.Series(lost.ended, dtype="float64").reindex(actors.index)
+    end = end.where(ended.isna(), np.fmin(end, ended))
     lifetime = (end - actors["started"]).fillna(0.0)
     overhead = actors["load"] + actors["warmup"]
-    actors["idle"] = (lifetime - overhead - actors["forward"]).clip(lower=0.0)
+    held = pd.Series(lost.lost_by_actor, dtype="float64").reindex(actors.index).fillna(0.0)
+    actors["idle"] = (lifetime - overhead - actors["forward"] - held).clip(lower=0.0)
     # Shared over the images the actor ran forwards for; over all its rows if it ran none (a rerun
     # that skips everything still paid for loading the model).
     actors["shares"] = actors["charged"].where(actors["charged"] > 0, actors["rows"])

@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.ledger.cost import (LEDGER_SCHEMA, Prices, actor_activity, build_ledger, combine_actor_activity,
-                           normalise_manifest)
+from pipeline.ledger.cost import (LEDGER_SCHEMA, LostWork, Prices, actor_activity, build_ledger,
+                                  combine_actor_activity, normalise_manifest)
 from pipeline.ledger.page import DIGEST_COLUMNS, ReportDigest, write_report_digest
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import BATCH_ROWS, manifest_parts, scan_manifest
@@ -32,10 +32,11 @@ from pipeline.run.records import STATUSES
 from pipeline.storage import ObjectNotFoundError, Storage
 
 FINISH_KEY = "finish.json"
-_ACTOR_COLUMNS = ["key", "actor_id", "gpu_seconds", "actor_started_at", "actor_load_seconds", "actor_warmup_seconds",
+_ACTOR_COLUMNS = ["key", "status", "actor_id", "gpu_seconds", "actor_started_at", "actor_load_seconds", "actor_warmup_seconds",
                   "started_at", "t_fetch", "t_decode", "model_started_at", "t_model", "encode_started_at", "t_encode",
                   "t_upload", "ap_excess"]
 _RUN_SUMS = ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out")
+POOL_FIELDS = ("actors_peak", "actors_mean", "actor_restarts", "lost_nodes")  # summary.json's view of the pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,7 @@ class FinishRecord:
     dry_run: bool = False
     estimate: dict = dataclasses.field(default_factory=dict)
     listed: int | None = None      # inputs listed (a dry run lists without manifest rows); None: the manifest's rows
+    pool: dict = dataclasses.field(default_factory=dict)  # pipeline.run.pool_watch.PoolReport as a dict ({}: none)
 
     def save(self, run_storage: Storage) -> None:
         run_storage.put(FINISH_KEY, json.dumps(dataclasses.asdict(self), indent=2).encode(), "application/json")
@@ -73,7 +75,8 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
 
     `inputs` and `outputs` give the contact sheet's images; `threshold` is report.threshold.
     """
-    activity, ap_range = _first_pass(run_storage, batch_rows)
+    activity, ap_range, attempted = _first_pass(run_storage, batch_rows)
+    lost = lost_work(record.pool, activity, attempted)
     counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(_RUN_SUMS, 0.0) | {"flagged": 0, "total": 0, "niqe_sum": 0.0,
                                                                           "niqe_count": 0}
     totals, digest = LedgerTotals(), ReportDigest(ap_range)
@@ -82,7 +85,8 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
     try:
         schema = LEDGER_SCHEMA.with_metadata({"op4ksr.prices": json.dumps(dataclasses.asdict(prices))})
         with pq.ParquetWriter(path, schema) as writer:
-            for manifest, ledger in ledger_batches(run_storage, prices, record.actors_ended_at, activity, batch_rows):
+            for manifest, ledger in ledger_batches(run_storage, prices, record.actors_ended_at, activity, batch_rows,
+                                                   lost):
                 writer.write_table(pa.Table.from_pandas(ledger, schema=schema, preserve_index=False))
                 totals.add(ledger)
                 digest.add(manifest.reindex(columns=DIGEST_COLUMNS))
@@ -97,26 +101,40 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
 
 
 def ledger_batches(run_storage: Storage, prices: Prices, run_ended_at: float | None,
-                   activity: pd.DataFrame | None = None, batch_rows: int = BATCH_ROWS):
-    """(manifest batch, its priced ledger rows) over the run's manifest; `activity`: the first pass's, if done."""
+                   activity: pd.DataFrame | None = None, batch_rows: int = BATCH_ROWS, lost: LostWork | None = None):
+    """(manifest batch, its priced ledger rows) over the run's manifest; `activity`, `lost`: the first pass's, if done."""
     if activity is None:
-        activity = _first_pass(run_storage, batch_rows)[0]
+        activity, _, attempted = _first_pass(run_storage, batch_rows)
+        lost = lost_work(FinishRecord.load(run_storage).pool, activity, attempted)
     for batch in scan_manifest(run_storage, batch_rows=batch_rows):
         manifest = normalise_manifest(batch.to_pandas())
-        yield manifest, build_ledger(manifest, prices, run_ended_at, actors=activity)
+        yield manifest, build_ledger(manifest, prices, run_ended_at, actors=activity, lost=lost)
 
 
-def _first_pass(run_storage: Storage, batch_rows: int) -> tuple[pd.DataFrame | None, tuple[float, float, int]]:
-    """(the run's actor_activity, (min, max, count) of ap_excess)."""
-    activity, low, high, count = None, np.inf, -np.inf, 0
+def lost_work(pool: dict, activity: pd.DataFrame | None, attempted: int) -> LostWork:
+    """The ledger's view of a run's PoolReport: when early-ended actors stopped, and the device seconds
+    lost with dead ones (all of a dead actor's life if it delivered no row), shared over `attempted` rows."""
+    died = pool.get("died") or {}
+    known = set() if activity is None else set(activity.index)
+    lost_by_actor = {actor: d["lost_seconds"] if actor in known else max(0.0, d["ended_at"] - d["started_at"])
+                     for actor, d in died.items()}
+    total = sum(lost_by_actor.values())
+    return LostWork(ended=dict(pool.get("ended") or {}), lost_by_actor=lost_by_actor,
+                    per_row=total / attempted if attempted else 0.0)
+
+
+def _first_pass(run_storage: Storage, batch_rows: int) -> tuple[pd.DataFrame | None, tuple[float, float, int], int]:
+    """(the run's actor_activity, (min, max, count) of ap_excess, rows not skipped)."""
+    activity, low, high, count, attempted = None, np.inf, -np.inf, 0, 0
     for batch in scan_manifest(run_storage, _ACTOR_COLUMNS, batch_rows):
         manifest = batch.to_pandas()
+        attempted += int((manifest["status"] != "skipped").sum())
         activity = combine_actor_activity(activity, actor_activity(manifest))
         if "ap_excess" in manifest:
             values = manifest["ap_excess"].dropna()
             if len(values):
                 low, high, count = min(low, values.min()), max(high, values.max()), count + len(values)
-    return activity, (float(low), float(high), count) if count else (0.0, 0.0, 0)
+    return activity, (float(low), float(high), count) if count else (0.0, 0.0, 0), attempted
 
 
 def _count(counts: dict, manifest: pd.DataFrame) -> None:
@@ -143,7 +161,8 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],
             "mean_niqe": counts["niqe_sum"] / counts["niqe_count"] if counts["niqe_count"] else None,
             "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
-            "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate}
+            "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate,
+            **{name: record.pool.get(name, 0) for name in POOL_FIELDS}}
 
 
 def rebuild_run(open_storage: Callable[[str], Storage], run_uri: str, prices: Prices, threshold: float,

@@ -246,6 +246,9 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
             ("wall seconds", f"{s['seconds']:.1f}"), ("device seconds (forwards)", f"{s['gpu_seconds']:.2f}"),
             ("CPU seconds", f"{s['cpu_seconds']:.2f}"),
             ("MB in / out", f"{s['bytes_in'] / 1e6:.2f} / {s['bytes_out'] / 1e6:.2f}"),
+            ("model actors: peak / mean (sampled each second)",
+             f"{s.get('actors_peak', 0)} / {s.get('actors_mean', 0.0):.2f}"),
+            ("actor restarts / nodes lost", f"{s.get('actor_restarts', 0)} / {s.get('lost_nodes', 0)}"),
             ("manifest", s["manifest_uri"])]
 
 
@@ -257,8 +260,9 @@ def _cost_rows(c: dict, prices: Prices) -> list[tuple[str, str]]:
              f"{c['per_image_mean_usd']:.6f} / {c['per_image_p50_usd']:.6f} / {c['per_image_p95_usd']:.6f}"),
             ("per delivered image, failures and skips included", f"{c['per_delivered_image_usd']:.6f}"),
             ("device utilisation (forward / actor time)", f"{c['utilisation']:.1%}"),
-            ("device seconds: forward + warm-up + idle",
-             f"{c['device_forward_seconds']:.2f} + {c['device_warmup_seconds']:.2f} + {c['device_idle_seconds']:.2f}"),
+            ("device seconds: forward + warm-up + idle + lost",
+             f"{c['device_forward_seconds']:.2f} + {c['device_warmup_seconds']:.2f} + {c['device_idle_seconds']:.2f}"
+             f" + {c.get('device_lost_seconds', 0.0):.2f}"),
             ("prices", describe_prices(dataclasses.asdict(prices)))]
 
 

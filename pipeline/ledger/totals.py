@@ -16,9 +16,9 @@ import pandas as pd
 CPU_STAGES = ("fetch", "decode", "quality", "encode", "upload")
 GROUP_BYS = ("run_id", "month", "prefix")
 DEVICE_PARTS = {"device forward": "device_forward_seconds", "device warm-up": "device_warmup_seconds",
-                "device idle": "device_idle_seconds"}
+                "device idle": "device_idle_seconds", "device lost": "device_lost_seconds"}
 _SUMMED = ("total_usd", "device_usd", "cpu_usd", "get_usd", "put_usd", "egress_usd", "device_seconds",
-           "device_forward_seconds", "device_warmup_seconds", "device_idle_seconds", "cpu_seconds",
+           "device_forward_seconds", "device_warmup_seconds", "device_idle_seconds", "device_lost_seconds", "cpu_seconds",
            *(f"cpu_{stage}_seconds" for stage in (*CPU_STAGES, "other")), "requests_get", "requests_put", "bytes_in")
 # per group: the columns of groups(), then the chart's USD by kind
 _GROUP_COLUMNS = ("images", "ok", "total_usd", "device_seconds", "forward", *DEVICE_PARTS, "CPU", "requests", "egress")
@@ -43,6 +43,8 @@ class LedgerTotals:
 
     def add(self, ledger: pd.DataFrame) -> None:
         """Count one batch of ledger rows (LEDGER_SCHEMA columns)."""
+        if "device_lost_seconds" not in ledger:  # a cost.parquet written before the stage existed
+            ledger = ledger.assign(device_lost_seconds=0.0)
         is_ok = ledger["status"] == "ok"
         self.images += len(ledger)
         self.ok += int(is_ok.sum())
@@ -78,6 +80,7 @@ class LedgerTotals:
             "per_delivered_image_usd": s["total_usd"] / self.ok if self.ok else 0.0,  # failures and skips included
             "device_seconds": device, "device_forward_seconds": forward,
             "device_warmup_seconds": s["device_warmup_seconds"], "device_idle_seconds": s["device_idle_seconds"],
+            "device_lost_seconds": s["device_lost_seconds"],
             "cpu_seconds": s["cpu_seconds"],
             "utilisation": forward / device if device > 0 else 0.0,
             "stages": self.stages().to_dict("records"),

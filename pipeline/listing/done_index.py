@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 from pipeline.run.layout import output_image_key
 from pipeline.ledger.manifest_scan import runs_storage, scan_parquet
 from pipeline.listing.output_owners import OutputOwners
-from pipeline.run.records import new_record
+from pipeline.run.records import WORKER_DIED, WorkerDiedError, failed, new_record
 from pipeline.storage import Storage
 
-INDEX_COLUMNS = ["key", "status", "input_etag", "model_id", "params_hash", "output_key"]
+INDEX_COLUMNS = ["key", "status", "error_class", "input_etag", "model_id", "params_hash", "output_key"]
 _HASH_KEYS = ("op4ksr-done-hi-1", "op4ksr-done-lo-2")  # two 16-byte SipHash keys: 2 x 64 bits
 
 
@@ -49,37 +49,47 @@ class DoneIndex:
     def build(cls, outputs: Storage, model_id: str, params_hash: str, exclude_run: str = "") -> DoneIndex:
         """The index of every run's manifest under `outputs`' runs/ (but `exclude_run`'s), with the
         owners of every output those runs wrote (pipeline/listing/output_owners.py)."""
-        his, los, owned = [], [], []
+        return cls.build_with_given_up(outputs, model_id, params_hash, exclude_run)[0]
+
+    @classmethod
+    def build_with_given_up(cls, outputs: Storage, model_id: str, params_hash: str,
+                            exclude_run: str = "") -> tuple[DoneIndex, DoneIndex]:
+        """(done, given up), read in one pass: the ok rows (with the owners of every output earlier runs
+        wrote), and the rows an earlier run gave up on because the input killed the model actor's
+        process every time (pipeline/run/attempts.py)."""
+        found = {"done": ([], []), "given_up": ([], [])}
+        owned = []
         runs = runs_storage(outputs)
         parts = [] if runs is None else sorted(
             o.key for o in runs.iter_objects(extensions=[".parquet"])
             if "/manifest/" in o.key and not o.key.startswith(f"{exclude_run}/"))
         for batch in scan_parquet(runs, parts, INDEX_COLUMNS) if parts else ():
             owned.append(OutputOwners.hashes(batch))
-            done = pc.and_kleene(pc.equal(batch["status"], "ok"),
-                                 pc.and_kleene(pc.equal(batch["model_id"], model_id),
-                                               pc.equal(batch["params_hash"], params_hash)))
-            done = pc.fill_null(done, False)
-            if pc.any(done).as_py():
-                hi, lo = _hashes(pc.filter(batch["key"], done), pc.filter(batch["input_etag"], done))
-                his.append(hi)
-                los.append(lo)
+            same = pc.and_kleene(pc.equal(batch["model_id"], model_id), pc.equal(batch["params_hash"], params_hash))
+            given_up = pc.and_kleene(pc.equal(batch["status"], "failed"), pc.equal(batch["error_class"], WORKER_DIED))
+            for name, rows in (("done", pc.equal(batch["status"], "ok")), ("given_up", given_up)):
+                rows = pc.fill_null(pc.and_kleene(rows, same), False)
+                if pc.any(rows).as_py():
+                    hi, lo = pair_hashes(pc.filter(batch["key"], rows), pc.filter(batch["input_etag"], rows))
+                    found[name][0].append(hi)
+                    found[name][1].append(lo)
         empty = np.zeros(0, np.uint64)
-        owners = OutputOwners(owned)
-        return cls(np.concatenate(his) if his else empty, np.concatenate(los) if los else empty, owners)
+        (done_hi, done_lo), (gone_hi, gone_lo) = found.values()
+        join = lambda parts: np.concatenate(parts) if parts else empty  # noqa: E731
+        return (cls(join(done_hi), join(done_lo), OutputOwners(owned)), cls(join(gone_hi), join(gone_lo)))
 
     def contains(self, keys: pa.Array, etags: pa.Array) -> np.ndarray:
         """(N,) bool: which (key, etag) pairs are done."""
         if not len(self) or not len(keys):
             return np.zeros(len(keys), bool)
-        hi, lo = _hashes(keys, etags)
+        hi, lo = pair_hashes(keys, etags)
         at = np.searchsorted(self.hi, hi)
         found = np.minimum(at, len(self.hi) - 1)
         # Equal `hi` with another `lo` first would miss: a miss only costs the report check.
         return (at < len(self.hi)) & (self.hi[found] == hi) & (self.lo[found] == lo)
 
 
-def _hashes(keys: pa.Array, etags: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def pair_hashes(keys: pa.Array, etags: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     joined = pc.binary_join_element_wise(keys, pc.fill_null(etags, ""), "\x00")
     values = np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
     return tuple(pd.util.hash_array(values, hash_key=k, categorize=False) for k in _HASH_KEYS)
@@ -90,8 +100,11 @@ class DueSplit:
     index does not cover to runs/<id>/due.parquet, and hands a `skipped` record for each covered one
     to `on_skipped` (the manifest writer; None in a dry run, which writes no rows)."""
 
-    def __init__(self, index: DoneIndex, storage: Storage, key: str, spec, on_skipped=None):
+    def __init__(self, index: DoneIndex, storage: Storage, key: str, spec, on_skipped=None,
+                 given_up: DoneIndex | None = None):
         self.index, self.storage, self.key, self.spec, self.on_skipped = index, storage, key, spec, on_skipped
+        self.given_up_index = given_up  # inputs not retried (run.retry_given_up=false): a failed row each
+        self.given_up = 0
         fd, self.path = tempfile.mkstemp(prefix="op4ksr-due-", suffix=".parquet")
         os.close(fd)
         self.writer: pq.ParquetWriter | None = None
@@ -99,18 +112,27 @@ class DueSplit:
 
     def __call__(self, batch: pa.RecordBatch) -> None:
         # An input that collides with another's output always goes on: the fetch stage fails it.
-        done = self.index.contains(batch["key"], batch["etag"]) & ~batch["collides_with"].is_valid().to_numpy(False)
+        free = ~batch["collides_with"].is_valid().to_numpy(False)
+        done = self.index.contains(batch["key"], batch["etag"]) & free
+        given_up = np.zeros(len(done), bool) if self.given_up_index is None else \
+            self.given_up_index.contains(batch["key"], batch["etag"]) & free & ~done
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, batch.schema)
-        self.writer.write_batch(batch.filter(pa.array(~done)))
-        self.due += int((~done).sum())
+        self.writer.write_batch(batch.filter(pa.array(~done & ~given_up)))
+        self.due += int((~done & ~given_up).sum())
         self.skipped += int(done.sum())
+        self.given_up += int(given_up.sum())
         if done.any() and self.on_skipped is not None:
             self.on_skipped(self._records(batch.filter(pa.array(done))))
+        if given_up.any() and self.on_skipped is not None:
+            self.on_skipped([failed(record, WorkerDiedError(
+                "not retried: its processing killed the model actor's process in every attempt of an earlier run; "
+                "set run.retry_given_up=true to try it again")) | {"attempts": 0}
+                for record in self._records(batch.filter(pa.array(given_up)), status=None)])
 
-    def _records(self, batch: pa.RecordBatch) -> list[dict]:
+    def _records(self, batch: pa.RecordBatch, status: str | None = "skipped") -> list[dict]:
         spec, now = self.spec, time.time()
-        return [new_record(key, spec.run_id, status="skipped", input_etag=etag, model_id=spec.model_id,
+        return [new_record(key, spec.run_id, status=status, input_etag=etag, model_id=spec.model_id,
                            params_hash=spec.params_hash, output_key=output_image_key(key, spec.actor.output_format),
                            requests_get=0, started_at=now, t_fetch=0.0, cpu_seconds=0.0)
                 for key, etag in zip(batch["key"].to_pylist(), batch["etag"].to_pylist())]

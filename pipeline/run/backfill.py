@@ -8,6 +8,7 @@ cost ledger, the summary and the report page.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -86,6 +87,10 @@ class RunSummary:
     cost_uri: str = ""
     report_uri: str = ""
     estimate: dict = field(default_factory=dict)  # dry runs: pipeline.run.estimate.dry_run_estimate
+    actors_peak: int = 0          # most model actors alive at once (sampled each second; pipeline/run/pool_watch.py)
+    actors_mean: float = 0.0      # model actors alive on average while the run processed
+    actor_restarts: int = 0       # actor processes replaced after a death
+    lost_nodes: int = 0           # nodes that left the cluster during the run
 
 
 class ManifestWriter:
@@ -185,9 +190,11 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     outputs.put(run_key(spec.run_id, "config.yaml"), spec.config_yaml.encode(), "text/yaml")
     writer = ManifestWriter(outputs, spec.run_id)
     # Inputs earlier runs' manifests prove done get their `skipped` rows here; the rest are due.
-    index = DoneIndex.build(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id)
+    # Inputs an earlier run gave up on (they killed the actor's process) get a `failed` row, unless asked.
+    index, given_up = DoneIndex.build_with_given_up(outputs, spec.model_id, spec.params_hash, exclude_run=spec.run_id)
     due = DueSplit(index, outputs, run_key(spec.run_id, "due.parquet"), spec,
-                   None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)))
+                   None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)),
+                   given_up=None if spec.retry_given_up else given_up)
     if listing is None:
         listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
@@ -195,13 +202,14 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
                                  on_batch=due, earlier_owners=functools.partial(index.owners.owners_of,
                                                                                 extensions=spec.extensions))
     due_rows = due.close(INPUTS_SCHEMA)
-    progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped)
+    progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
+                        failed=0 if spec.dry_run else due.given_up)
     totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
-        actors_ended_at = time.time()
+        actors_ended_at, pool = time.time(), None
         if due_rows and not spec.dry_run:
-            actors_ended_at = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals,
-                                       on_progress)
+            actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
+                                             totals, on_progress)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -209,40 +217,46 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
 
             estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
                                         spec.model_id, spec.params_hash)
-        summary = _finish(spec, inputs, outputs, progress, totals, prices or spec.prices, actors_ended_at, estimate)
+        summary = _finish(spec, inputs, outputs, progress, prices or spec.prices, actors_ended_at, estimate, pool)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
                                      **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
     return summary
 
 
-def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals, on_progress) -> float:
-    """Run the dataset, writing rows as they come; returns when (unix s) the last row arrived."""
+def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals, on_progress):
+    """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
+    pool's PoolReport: pipeline/run/pool_watch.py)."""
+    from pipeline.run.attempts import AttemptBook
     from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
+    from pipeline.run.pool_watch import ActorRoll, PoolWatch, on_driver_node
 
     with ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
+        roll, book = on_driver_node(ActorRoll), on_driver_node(AttemptBook, spec.pool.max_attempts_per_input)
         dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
-                                traceparent)
-        for rows in iter_records(dataset, spec.pool):
-            writer.add(rows)
-            telemetry.record(rows)
-            for row in rows:
-                setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
-                for name in ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out"):
-                    totals[name] += _number(row.get(name))
-                totals["flagged"] += bool(row.get("flagged") is True)
-            on_progress(progress)
-        return time.time()  # the pool is released here, before Ray shuts down
+                                traceparent, roll, book)
+        with PoolWatch(roll, spec.pool) as watch:
+            for rows in watch.records(iter_records(dataset, spec.pool)):
+                writer.add(rows)
+                telemetry.record(rows)
+                for row in rows:
+                    setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
+                    for name in ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out"):
+                        totals[name] += _number(row.get(name))
+                    totals["flagged"] += bool(row.get("flagged") is True)
+                on_progress(progress)
+        return time.time(), watch.report()  # the pool is released here, before Ray shuts down
 
 
-def _finish(spec, inputs, outputs, progress, totals, prices: Prices, actors_ended_at: float,
-            estimate: dict) -> RunSummary:
+def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: float, estimate: dict,
+            pool) -> RunSummary:
     """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
-    (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`."""
+    (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`, or until they ended
+    (`pool`: the run's PoolReport, None when no actor ran)."""
     run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
     run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
     record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
-                          progress.total)
+                          progress.total, pool=dataclasses.asdict(pool) if pool else {})
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
     return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
 

@@ -26,6 +26,8 @@ def print_summary(summary, cfg=None, stream=sys.stdout) -> None:
             ("flagged (periodic artifacts)", summary.flagged), ("wall seconds", f"{summary.seconds:.1f}"),
             ("device seconds", f"{summary.gpu_seconds:.2f}"), ("CPU seconds", f"{summary.cpu_seconds:.2f}"),
             ("MB in / out", f"{summary.bytes_in / 1e6:.2f} / {summary.bytes_out / 1e6:.2f}"),
+            ("model actors: peak / mean", f"{summary.actors_peak} / {summary.actors_mean:.2f}"),
+            ("actor restarts / nodes lost", f"{summary.actor_restarts} / {summary.lost_nodes}"),
             ("manifest", summary.manifest_uri), ("summary", summary.summary_uri)]
     if summary.dry_run:
         rows.insert(1, ("mode", "dry run: listed only, nothing processed"))

@@ -11,8 +11,9 @@ from typing import Callable, Iterator
 import pyarrow.fs as pafs
 import ray
 
-from op4ksr.errors import UserError
 from pipeline.run.fetch import FetchContext, FetchDecode
+from pipeline.run.model_stage import WatchedStage
+from pipeline.run.pool_watch import ActorStartTimeout
 from pipeline.run.spec import PoolSpec, RunSpec
 from pipeline.storage import StorageSpec
 
@@ -30,10 +31,6 @@ def arrow_filesystem(spec: StorageSpec, uri: str) -> tuple[pafs.FileSystem, str]
     return pafs.S3FileSystem(**options), uri[len("s3://"):]
 
 
-class ActorStartTimeout(UserError):
-    """The actor pool's minimum did not start in time: the cluster has no room for it."""
-
-
 def configure_ray_data(pool: PoolSpec) -> None:
     """This driver's Ray Data settings: our own progress line instead of Ray Data's bars and
     periodic INFO dumps, and a bounded wait for the actor pool (unbounded, a run on a cluster
@@ -48,6 +45,10 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # Nothing runs until actors.min actors are loaded and warm; measured, this costs no time
     # to the first batch (docs/PERFORMANCE.md), and a pool that cannot start fails the run.
     context.wait_for_min_actors_s = pool.start_timeout_s
+    # Between actors.min and actors.max the pool grows when every call slot of its actors is taken
+    # and released actors idle (Ray Data's autoscaler; its default waits for nearly two queued
+    # calls per slot, which a bounded fetch stage seldom queues: a 1..2 pool never grew here)
+    context.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
     logging.getLogger("ray.data._internal.progress").addFilter(
@@ -63,14 +64,9 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
         if "starting actors" not in str(err):
             raise
         raise ActorStartTimeout(
-            f"{pool.min_actors} model actor(s) of {pool.num_gpus:g} GPU and {pool.num_cpus:g} CPU{_custom(pool)} "
-            f"each did not start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
+            f"{pool.min_actors} model actor(s) of {pool.resources_text()} did not "
+            f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
-
-
-def _custom(pool: PoolSpec) -> str:
-    """' and model_slot 1' for the pool's custom resources, as the timeout message names them."""
-    return "".join(f" and {name} {amount:g}" for name, amount in pool.resources.items())
 
 
 def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None) -> FetchDecode:
@@ -83,8 +79,12 @@ def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None
 ModelStage = Callable  # a class: ModelStage(ModelSource, ActorOptions)(pa.Table) -> pa.Table
 
 
-def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, traceparent: str = "") -> ray.data.Dataset:
-    """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context)."""
+def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, traceparent: str = "", roll=None,
+                  book=None) -> ray.data.Dataset:
+    """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context).
+
+    `roll` and `book`: the run's ActorRoll and AttemptBook (pipeline/run/model_stage.py).
+    """
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
     pool = spec.pool
     fetch = fetch_stage(spec, traceparent)
@@ -98,8 +98,8 @@ def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, trace
         .map_batches(fetch, batch_size=pool.batch_size, batch_format="pyarrow", num_cpus=pool.decode_num_cpus,
                      compute=ray.data.TaskPoolStrategy(size=pool.fetch_tasks))
         .map_batches(
-            model_stage,
-            fn_constructor_args=(spec.model, spec.actor),
+            WatchedStage,
+            fn_constructor_args=(model_stage, spec.model, spec.actor, roll, book, pool.max_attempts_per_input),
             batch_size=pool.batch_size,
             batch_format="pyarrow",
             num_gpus=pool.num_gpus or None,

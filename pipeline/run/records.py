@@ -17,6 +17,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error_class", pa.string()),
     ("error", pa.string()),
+    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (pipeline/run/attempts.py)
     ("input_etag", pa.string()),
     ("input_size", pa.string()),          # "WxH" of the decoded input
     ("output_key", pa.string()),
@@ -72,6 +73,13 @@ def new_record(key: str, run_id: str, **values) -> dict:
     record = dict.fromkeys(FIELDS)
     record.update(key=key, run_id=run_id, **values)
     return record
+
+
+class WorkerDiedError(RuntimeError):
+    """The model actor's process died with this input in every attempt (pipeline/run/attempts.py)."""
+
+
+WORKER_DIED = WorkerDiedError.__name__  # the error_class of an input given up on
 
 
 def failed(record: dict, err: BaseException) -> dict:

@@ -29,6 +29,12 @@ class PoolSpec:
     fetch_threads: int  # inputs fetched at once within one task
     start_timeout_s: float  # until min_actors actors are up, or the run fails
     resources: Mapping[str, float]  # Ray custom resources per actor (empty: none)
+    max_attempts_per_input: int  # attempts of an input whose processing kills the actor's process
+
+    def resources_text(self) -> str:
+        """What one model actor asks of a node, for the messages of a run that waits for room."""
+        custom = "".join(f" and {name} {amount:g}" for name, amount in self.resources.items())
+        return f"{self.num_gpus:g} GPU and {self.num_cpus:g} CPU{custom} each"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +95,7 @@ class RunSpec:
     config_yaml: str
     since: str | None  # run.since as given: None, "last" or an ISO time (pipeline.run.incremental)
     lock_ttl_seconds: float
+    retry_given_up: bool  # run.retry_given_up: retry inputs an earlier run gave up on (pipeline/run/attempts.py)
     watermark_margin_seconds: float
     prices: Prices  # cost.* (or the cost.preset entry): what the run's ledger is priced with
 

@@ -116,6 +116,7 @@ def test_object_store_faults_are_retried_a_bounded_number_of_times(s3_server, s3
     ("pipeline.fetch_tasks=0", "pipeline.fetch_tasks=0 must be at least 1"),
     ("actors.start_timeout_s=0", "actors.start_timeout_s=0 must be positive"),
     ("pipeline.fetch_threads=0", "pipeline.fetch_threads=0 must be at least 1"),
+    ("pipeline.max_attempts_per_input=0", "pipeline.max_attempts_per_input=0 must be at least 1"),
     ("report.threshold=-0.5", "report.threshold=-0.5 must be 0 or more"),
     ("input.extensions=[]", "input.extensions is empty"),
 ])
@@ -281,6 +282,7 @@ def test_a_killed_actor_is_restarted_and_every_image_is_done_exactly_once(s3_ser
     assert sorted(rows) == [f"img-{i:02d}.png" for i in range(count)]
     assert len(_keys(out, "images/")) == count and len(_reports(out)) == count
     assert any(row["actor_id"] != first["actor_id"] for row in rows.values()), "no image was done after the kill"
+    assert summary.actor_restarts >= 1  # the killed process was replaced (its Ray actor beat again with a new pid)
     for key in _keys(out, "images/"):
         Image.open(io.BytesIO(out.get(key))).load()  # every image is whole
 
