@@ -103,7 +103,7 @@ def _run_variant(args, extra: list[str], name: str, overrides: list[str], root, 
     from pipeline.run.backfill import run_backfill
     from pipeline.run.console import progress_printer
 
-    output = root.uri_for(f"{VARIANTS}{name}/")
+    output = root.uri_for(f"{VARIANTS}{name}")  # a folder, or an s3:// prefix (output.uri gains its slash)
     # the same files and overrides, then the variant's own, its own output prefix and a new run id
     variant_cfg = load_config(args.config, [*args.overrides, *extra, *overrides, f"output.uri={output}", "run.id="])
     print(f"variant {name}: {' '.join(overrides) or '(the config as it is)'}")

@@ -98,3 +98,30 @@ def test_compare_runs_three_variants_over_one_sample_and_writes_page_and_table(s
     assert len(np.unique(np.asarray(Image.open(shot).convert("L")))) > 50  # crops drew, not a blank page
     if os.environ.get("OP4KSR_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["OP4KSR_SCREENSHOT_DIR"]) / "comparison.png")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compare_over_local_folders_writes_each_variant_in_its_own_folder(tmp_path):
+    """The README's example: local folders in and out (each variant's output is a folder, not a key)."""
+    for i, (key, (h, w), fmt) in enumerate(CATALOG[:3]):
+        (tmp_path / "scans" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "scans" / key).write_bytes(_image(h, w, fmt, i))
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = os.environ | {"RAY_ADDRESS": "", "RAY_TMPDIR": ray_dir}
+    args = [sys.executable, "-m", "jobs.cli", "compare", "--config", "local", "--sample", "2",
+            "--variant", "backproject sr.fidelity=backproject", "--variant", "wavelet sr.fidelity=wavelet",
+            f"input.uri={tmp_path / 'scans'}", f"output.uri={tmp_path / 'compare'}", "pipeline.ray_num_cpus=4",
+            "actors.warmup_shapes=[[32,32]]"]
+    try:
+        done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=800)
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for variant in ("backproject", "wavelet"):
+        images = sorted((tmp_path / "compare" / "variants" / variant / "images").rglob("*.png"))
+        reports = sorted((tmp_path / "compare" / "variants" / variant / "reports").rglob("*.json"))
+        assert len(images) == 2 and len(reports) == 2, (variant, images, reports)
+    table = pd.read_parquet(tmp_path / "compare" / "compare" / "comparison.parquet")
+    assert sorted(table["variant"].unique()) == ["backproject", "wavelet"] and len(table) == 4
+    assert (tmp_path / "compare" / "compare" / "comparison.html").read_text().count("<img") >= 2
