@@ -32,7 +32,7 @@ Prints a table, or one JSON object per line with --json. An unreadable file (or 
 reference) is reported on one line on stderr and the others go on; the exit status is then 1.
 
 examples:
-  op4ksr periodicity out/images/*.png --reference in/
+  op4ksr periodicity out/images/ --reference in/
   op4ksr periodicity upscaled.jpg --reference original.jpg --json
   op4ksr periodicity a.png b.png --heatmap qa/     # absolute scores; qa/a.autocorr.png, qa/b.autocorr.png
 """
@@ -41,7 +41,8 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr periodicity", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files (anything Pillow reads), or folders of them (walked recursively)")
     parser.add_argument("--reference", type=Path, metavar="PATH",
                         help="the input the images were upscaled from: a file, or a folder matched by relative name")
     parser.add_argument("--period", type=int, default=None, metavar="PX",
@@ -160,6 +161,20 @@ def _print_table(rows: list[dict], referenced: bool) -> None:
               f"{'yes' if r['flagged'] else 'no'}")
 
 
+def _expand(images: list[str]) -> list[tuple[str, Path]]:
+    """(image file, the folder its --reference name is relative to): a folder's images relative to the
+    folder, files given one by one relative to their common folder."""
+    from op4ksr.images.folders import image_files
+
+    files = [Path(n) for n in images if not Path(n).is_dir()]
+    common = Path(os.path.commonpath([f.resolve().parent for f in files])) if files else None
+    found = []
+    for name in images:
+        path = Path(name)
+        found += ([(str(f), path.resolve()) for f in image_files(path)] if path.is_dir() else [(name, common)])
+    return found
+
+
 def _score_file(name: str, args, base: Path, period: int, threshold: float, max_k: int) -> dict:
     """The table row of one image file; UserError or the decoder's error when it cannot be scored."""
     path = Path(name)
@@ -181,9 +196,8 @@ def main(argv: list[str]) -> int:
     period, threshold, max_k = _defaults(args)
     if args.reference is not None and not args.reference.exists():
         raise UserError(f"--reference {args.reference} does not exist: give the input file or the folder of inputs")
-    base = Path(os.path.commonpath([Path(n).resolve().parent for n in args.images]))
     rows, status = [], 0
-    for name in args.images:
+    for name, base in _expand(args.images):
         try:
             row = _score_file(name, args, base, period, threshold, max_k)
         except Exception as err:  # noqa: BLE001 - one unreadable file must not stop the others

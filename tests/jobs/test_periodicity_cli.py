@@ -121,6 +121,16 @@ def test_reference_removes_the_bicubic_enlargement_false_flag(enlarged, capsys):
     assert header.split() == ["path", "size", "excess", "score", "input", "dominant", "flagged"] and row.endswith("no")
 
 
+def test_a_folder_of_outputs_is_walked_and_matched_to_its_inputs_by_relative_name(enlarged, capsys):
+    status = main([str(enlarged / "out"), "--reference", str(enlarged / "in"), "--json"])
+    out, err = capsys.readouterr()
+    rows = {Path(r["path"]).relative_to(enlarged / "out").as_posix(): r for r in map(json.loads, out.splitlines())}
+    assert set(rows) == {"stripes.png", "shelf/grain.png"}  # orphan.png has no input: one line on stderr
+    assert status == 1 and "orphan" in err and err.count("\n") == 1
+    assert rows["shelf/grain.png"]["reference"].endswith("in/shelf/grain.png")
+    assert rows["stripes.png"]["reference"].endswith("in/stripes.bmp") and not rows["stripes.png"]["flagged"]
+
+
 def test_a_missing_reference_is_one_line_and_the_others_go_on(enlarged, capsys):
     status = main([str(enlarged / "out" / n) for n in ("orphan.png", "stripes.png")] + ["--reference", str(enlarged / "in")])
     out, err = capsys.readouterr()
