@@ -97,7 +97,6 @@ def _run_variant(args, extra: list[str], name: str, overrides: list[str], root, 
     """One variant's backfill over the sample, under <output.uri>/variants/<name>/: (VariantRun, failures)."""
     from actors.peers import model_stage
     from jobs.session import run_session
-    from jobs.specs import prices_from_config
     from pipeline.ledger.comparison import VariantRun
     from pipeline.ledger.comparison_page import VARIANTS
     from pipeline.run.backfill import run_backfill
@@ -108,7 +107,6 @@ def _run_variant(args, extra: list[str], name: str, overrides: list[str], root, 
     variant_cfg = load_config(args.config, [*args.overrides, *extra, *overrides, f"output.uri={output}", "run.id="])
     print(f"variant {name}: {' '.join(overrides) or '(the config as it is)'}")
     with run_session(variant_cfg) as (spec, _server):
-        summary = run_backfill(spec, model_stage(spec.model), progress_printer(),
-                               prices=prices_from_config(variant_cfg), listing=sample)
+        summary = run_backfill(spec, model_stage(spec.model), progress_printer(), listing=sample)  # priced at spec.prices
     print(f"variant {name}: ok {summary.ok}  failed {summary.failed}  skipped {summary.skipped}")
     return VariantRun(name, spec.output.open(), summary.run_id), summary.failed
