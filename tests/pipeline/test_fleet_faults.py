@@ -134,10 +134,10 @@ def test_a_pool_with_room_grows_with_the_backlog_and_the_run_reports_its_size(s3
 # -- a real multi-node cluster: a node lost mid-run -------------------------------------------------
 
 
-def _run_in_thread(spec, result: dict) -> threading.Thread:
+def _run_in_thread(spec, result: dict, stage_cls=UpscaleActor) -> threading.Thread:
     def run():
         try:
-            result["summary"] = run_backfill(spec, UpscaleActor)
+            result["summary"] = run_backfill(spec, stage_cls)
         except BaseException as err:  # noqa: BLE001 - the test looks at it
             result["error"] = err
 
@@ -153,8 +153,35 @@ def _wait_for_a_report(out, runner, seconds=300):
         time.sleep(0.2)
 
 
+def _wait_for(condition, runner, what, seconds=300):
+    deadline = time.time() + seconds
+    while not condition():
+        assert runner.is_alive() and time.time() < deadline, f"the run ended or timed out before {what}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
-def test_losing_a_node_with_a_model_actor_loses_and_repeats_nothing(ray_cluster, s3_server, s3_bucket):
+def test_losing_a_node_with_a_model_actor_loses_and_repeats_nothing(ray_cluster, s3_server, s3_bucket, tmp_path):
+    hold, started = tmp_path / "hold", tmp_path / "started"
+    hold.touch()
+    started.mkdir()
+
+    class HeldActor(UpscaleActor):
+        """The test-only hook: a process notes where it started, and after its first call waits while
+        the hold file exists, so the run cannot end before the lost actor has restarted (on a busy
+        machine the surviving actor could otherwise finish the catalog first)."""
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            (started / f"{ray.get_runtime_context().get_node_id()}-{os.getpid()}").touch()
+            self.calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            while self.calls > 1 and hold.exists():
+                time.sleep(0.1)
+            return super().__call__(batch)
+
     doomed = ray_cluster.add_gpu_node()
     ray_cluster.add_gpu_node()
     ray_cluster.wait_for_nodes()
@@ -163,10 +190,13 @@ def test_losing_a_node_with_a_model_actor_loses_and_repeats_nothing(ray_cluster,
     # one actor per GPU node (1 GPU each): both nodes hold a model actor once the run has started
     spec = _spec(s3_server, s3_bucket, "node-lost", "actors.min=2", "actors.max=2", "actors.num_gpus=1")
     result: dict = {}
-    runner = _run_in_thread(spec, result)
+    runner = _run_in_thread(spec, result, HeldActor)
     _wait_for_a_report(out, runner)
     ray_cluster.remove_node(doomed)  # a spot reclaim; the other node's actor goes on
-    ray_cluster.add_gpu_node()  # and a fresh node joins, where the lost actor restarts
+    fresh = ray_cluster.add_gpu_node()  # and a fresh node joins, where the lost actor restarts
+    _wait_for(lambda: any(p.name.startswith(fresh.node_id) for p in started.iterdir()), runner,
+              "the lost actor restarted on the fresh node")
+    hold.unlink()
     runner.join(timeout=600)
     assert not runner.is_alive(), "the run did not finish after losing a node"
     assert "error" not in result, result.get("error")
