@@ -114,24 +114,30 @@ def test_an_input_that_kills_its_worker_every_time_is_one_failed_row_and_the_res
     assert "run.retry_given_up=true" in rows["poison.png"]["error"]
 
 
-# -- an autoscaling pool ------------------------------------------------------------------------------
+# -- runs in a thread, with a pool whose later calls wait for the test -------------------------------
 
 
-@pytest.mark.slow
-def test_a_pool_with_room_grows_with_the_backlog_and_the_run_reports_its_size(s3_server, s3_bucket, ray_local):
-    # enough work that a second actor (about a minute to start on a busy 2-core machine) comes before the end
-    keys = [f"img-{i:02d}.png" for i in range(48)]
-    out = _catalog(s3_server, s3_bucket, keys, size=64)
-    # Ray Data's autoscaler grows the pool when every call slot of its actors is taken (pipeline/run/dataflow.py)
-    summary = run_backfill(_spec(s3_server, s3_bucket, "grow", "actors.min=1", "actors.max=2"), UpscaleActor)
-    _assert_every_input_once(out, "grow", keys, keys)
-    assert summary.actors_peak == 2, "48 queued inputs did not grow a 1..2 pool"
-    assert 1.0 <= summary.actors_mean <= summary.actors_peak
-    page = out.get("runs/grow/report.html").decode()
-    assert f"<td>2 / {summary.actors_mean:.2f}</td>" in page
+def _held_actor(hold, started):
+    """A test-only model actor class: each process notes where it started (a file `<node id>-<pid>`
+    under `started`), and after its first call waits while the file `hold` exists. A test so decides
+    when the pool's later calls go on (on a busy 2-core machine a starting actor can take a minute:
+    without the hold the first one could finish the catalog before the one the test waits for)."""
+    hold.touch()
+    started.mkdir()
 
+    class HeldActor(UpscaleActor):
+        def __init__(self, *args):
+            super().__init__(*args)
+            (started / f"{ray.get_runtime_context().get_node_id()}-{os.getpid()}").touch()
+            self.calls = 0
 
-# -- a real multi-node cluster: a node lost mid-run -------------------------------------------------
+        def __call__(self, batch):
+            self.calls += 1
+            while self.calls > 1 and hold.exists():
+                time.sleep(0.1)
+            return super().__call__(batch)
+
+    return HeldActor
 
 
 def _run_in_thread(spec, result: dict, stage_cls=UpscaleActor) -> threading.Thread:
@@ -146,42 +152,47 @@ def _run_in_thread(spec, result: dict, stage_cls=UpscaleActor) -> threading.Thre
     return runner
 
 
-def _wait_for_a_report(out, runner, seconds=300):
-    deadline = time.time() + seconds
-    while not _keys(out, "reports/"):
-        assert runner.is_alive() and time.time() < deadline, "the run ended before a node could be removed"
-        time.sleep(0.2)
-
-
-def _wait_for(condition, runner, what, seconds=300):
+def _wait_for(condition, what, runner, seconds=300):
     deadline = time.time() + seconds
     while not condition():
         assert runner.is_alive() and time.time() < deadline, f"the run ended or timed out before {what}"
         time.sleep(0.2)
 
 
+# -- an autoscaling pool ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pool_with_room_grows_with_the_backlog_and_the_run_reports_its_size(s3_server, s3_bucket, ray_local,
+                                                                              tmp_path):
+    keys = [f"img-{i:02d}.png" for i in range(16)]
+    out = _catalog(s3_server, s3_bucket, keys, size=64)
+    # the first actor's later calls wait until a second actor has started: the backlog stays, whatever the machine
+    hold, started = tmp_path / "hold", tmp_path / "started"
+    spec = _spec(s3_server, s3_bucket, "grow", "actors.min=1", "actors.max=2")
+    result: dict = {}
+    runner = _run_in_thread(spec, result, _held_actor(hold, started))
+    # Ray Data's autoscaler grows the pool when every call slot of its actors is taken (pipeline/run/dataflow.py)
+    _wait_for(lambda: len(list(started.iterdir())) == 2, "a second actor started", runner)
+    hold.unlink()
+    runner.join(timeout=600)
+    assert not runner.is_alive() and "error" not in result, result.get("error")
+
+    summary = result["summary"]
+    _assert_every_input_once(out, "grow", keys, keys)
+    assert summary.actors_peak == 2, "a queued backlog did not grow a 1..2 pool"
+    assert 1.0 <= summary.actors_mean <= summary.actors_peak
+    page = out.get("runs/grow/report.html").decode()
+    assert f"<td>2 / {summary.actors_mean:.2f}</td>" in page
+
+
+# -- a real multi-node cluster: a node lost mid-run -------------------------------------------------
+
+
 @pytest.mark.slow
 def test_losing_a_node_with_a_model_actor_loses_and_repeats_nothing(ray_cluster, s3_server, s3_bucket, tmp_path):
     hold, started = tmp_path / "hold", tmp_path / "started"
-    hold.touch()
-    started.mkdir()
-
-    class HeldActor(UpscaleActor):
-        """The test-only hook: a process notes where it started, and after its first call waits while
-        the hold file exists, so the run cannot end before the lost actor has restarted (on a busy
-        machine the surviving actor could otherwise finish the catalog first)."""
-
-        def __init__(self, *args):
-            super().__init__(*args)
-            (started / f"{ray.get_runtime_context().get_node_id()}-{os.getpid()}").touch()
-            self.calls = 0
-
-        def __call__(self, batch):
-            self.calls += 1
-            while self.calls > 1 and hold.exists():
-                time.sleep(0.1)
-            return super().__call__(batch)
-
+    HeldActor = _held_actor(hold, started)
     doomed = ray_cluster.add_gpu_node()
     ray_cluster.add_gpu_node()
     ray_cluster.wait_for_nodes()
@@ -191,11 +202,11 @@ def test_losing_a_node_with_a_model_actor_loses_and_repeats_nothing(ray_cluster,
     spec = _spec(s3_server, s3_bucket, "node-lost", "actors.min=2", "actors.max=2", "actors.num_gpus=1")
     result: dict = {}
     runner = _run_in_thread(spec, result, HeldActor)
-    _wait_for_a_report(out, runner)
+    _wait_for(lambda: _keys(out, "reports/"), "an image was done", runner)
     ray_cluster.remove_node(doomed)  # a spot reclaim; the other node's actor goes on
     fresh = ray_cluster.add_gpu_node()  # and a fresh node joins, where the lost actor restarts
-    _wait_for(lambda: any(p.name.startswith(fresh.node_id) for p in started.iterdir()), runner,
-              "the lost actor restarted on the fresh node")
+    _wait_for(lambda: any(p.name.startswith(fresh.node_id) for p in started.iterdir()),
+              "the lost actor restarted on the fresh node", runner)
     hold.unlink()
     runner.join(timeout=600)
     assert not runner.is_alive(), "the run did not finish after losing a node"
@@ -212,15 +223,16 @@ def test_losing_a_node_with_a_model_actor_loses_and_repeats_nothing(ray_cluster,
 
 @pytest.mark.slow
 def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_resources(ray_cluster, s3_server,
-                                                                                       s3_bucket):
+                                                                                       s3_bucket, tmp_path):
     only = ray_cluster.add_gpu_node()
     ray_cluster.wait_for_nodes()
     keys = [f"img-{i:02d}.png" for i in range(30)]
     out = _catalog(s3_server, s3_bucket, keys)
     spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=60")
     result: dict = {}
-    runner = _run_in_thread(spec, result)
-    _wait_for_a_report(out, runner)
+    # held for good after its first image: the catalog cannot be done before the node goes
+    runner = _run_in_thread(spec, result, _held_actor(tmp_path / "hold", tmp_path / "started"))
+    _wait_for(lambda: _keys(out, "reports/"), "an image was done", runner)
     ray_cluster.remove_node(only)
     runner.join(timeout=300)
     assert not runner.is_alive(), "the run kept waiting past actors.start_timeout_s"
