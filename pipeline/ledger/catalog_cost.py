@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from op4ksr.errors import UserError
-from pipeline.ledger.cost import Prices, price
+from pipeline.ledger.cost import Prices, price, with_later_columns
 from pipeline.ledger.finish import ledger_batches
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import BATCH_ROWS, local_copy, open_parquet, scan_parquet
@@ -84,7 +84,7 @@ def run_ledger(run: Storage, prices: Prices | None,
     with local_copy(run, "cost.parquet") as path:
         ledger = open_parquet(path)
         own = Prices(**json.loads((ledger.schema_arrow.metadata or {})[b"op4ksr.prices"]))
-        batches = (b.to_pandas() for b in ledger.iter_batches(batch_size=BATCH_ROWS))
+        batches = (with_later_columns(b.to_pandas()) for b in ledger.iter_batches(batch_size=BATCH_ROWS))
         yield (batches, own) if prices is None else ((price(b, prices) for b in batches), prices)
 
 

@@ -150,11 +150,16 @@ _ACTIVITY_COMBINE = {"started": "min", "load": "max", "warmup": "max", "forward"
                      "rows": "sum", "last_end": "max"}
 
 
+def with_later_columns(ledger: pd.DataFrame) -> pd.DataFrame:
+    """A stored ledger with the seconds columns added since it was written (e.g. `device_lost_seconds`,
+    `cpu_quality_seconds`) as 0, so an older run's cost.parquet sums and prices like a new one."""
+    missing = [f.name for f in LEDGER_SCHEMA if f.name not in ledger and pa.types.is_floating(f.type)]
+    return ledger.assign(**dict.fromkeys(missing, 0.0)) if missing else ledger
+
+
 def price(ledger: pd.DataFrame, prices: Prices) -> pd.DataFrame:
     """The ledger with its *_usd columns (re)computed from its seconds, requests and bytes."""
     out = ledger.copy()
-    if "device_lost_seconds" not in out:  # a ledger written before the stage existed
-        out["device_lost_seconds"] = 0.0
     out["device_usd"] = out["device_seconds"] / 3600 * prices.gpu_hour_usd
     out["cpu_usd"] = out["cpu_seconds"] / 3600 * prices.cpu_hour_usd
     out["get_usd"] = out["requests_get"] / 1000 * prices.get_per_1k

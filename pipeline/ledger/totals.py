@@ -43,8 +43,6 @@ class LedgerTotals:
 
     def add(self, ledger: pd.DataFrame) -> None:
         """Count one batch of ledger rows (LEDGER_SCHEMA columns)."""
-        if "device_lost_seconds" not in ledger:  # a cost.parquet written before the stage existed
-            ledger = ledger.assign(device_lost_seconds=0.0)
         is_ok = ledger["status"] == "ok"
         self.images += len(ledger)
         self.ok += int(is_ok.sum())

@@ -141,6 +141,22 @@ def test_ledger_parquet_round_trip_keeps_schema_and_prices(tmp_path):
     assert cheap["total_usd"].sum() == pytest.approx(ledger["egress_usd"].sum())
 
 
+def test_a_cost_parquet_from_before_the_later_columns_still_sums_and_reprices(tmp_path):
+    out = open_storage(str(tmp_path / "out"))
+    _write_run(out, "20260501T000000Z", _manifest(), ["photos/a.png"], True)
+    run = open_storage(str(tmp_path / "out" / "runs" / "20260501T000000Z"))
+    new = pq.read_table(io.BytesIO(run.get("cost.parquet")))
+    old = new.drop_columns(["device_lost_seconds", "cpu_quality_seconds"])  # as a run before issues 21 and 23 wrote it
+    sink = io.BytesIO()
+    pq.write_table(old, sink)
+    run.put("cost.parquet", sink.getvalue())
+    runs = catalog_runs(open_storage, str(tmp_path / "out"))
+    for prices in (None, PRICES):
+        report = cost_report(runs, "run_id", prices=prices, rebuild_prices=default_prices())
+        assert report.totals.images == 6
+        assert report.summary["total_usd"] == pytest.approx(sum(new.column("total_usd").to_pylist()))
+
+
 def test_catalog_report_over_s3_projects_what_remains(s3_server, s3_bucket):
     out = s3_server.open_storage(f"s3://{s3_bucket}/out/")
     manifest = _manifest()
