@@ -31,8 +31,8 @@ class AttemptBook:
         """True: run the batch whole (a first attempt, now counted); False: it died before, go one at a time."""
         if any(key in self.open for key in keys):
             return False
-        for key in keys:
-            self.open[key] = {"attempts": 1, "alone": int(len(keys) == 1), "record": None}
+        for key in keys:  # not alone, even a batch of one: a whole batch shares its process with another call
+            self.open[key] = {"attempts": 1, "alone": 0, "record": None}
         return True
 
     def begin_alone(self, key: str) -> dict:
