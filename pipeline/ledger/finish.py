@@ -28,7 +28,7 @@ from pipeline.ledger.cost import (LEDGER_SCHEMA, LostWork, Prices, actor_activit
 from pipeline.ledger.page import DIGEST_COLUMNS, ReportDigest, write_report_digest
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import BATCH_ROWS, manifest_parts, scan_manifest
-from pipeline.run.records import STATUSES
+from pipeline.run.records import STATUSES, WORKER_DIED
 from pipeline.storage import ObjectNotFoundError, Storage
 
 FINISH_KEY = "finish.json"
@@ -78,7 +78,7 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
     activity, ap_range, attempted = _first_pass(run_storage, batch_rows)
     lost = lost_work(record.pool, activity, attempted)
     counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(_RUN_SUMS, 0.0) | {"flagged": 0, "total": 0, "niqe_sum": 0.0,
-                                                                          "niqe_count": 0}
+                                                                          "niqe_count": 0, "given_up": 0}
     totals, digest = LedgerTotals(), ReportDigest(ap_range)
     fd, path = tempfile.mkstemp(prefix="op4ksr-cost-", suffix=".parquet")
     os.close(fd)
@@ -145,6 +145,7 @@ def _count(counts: dict, manifest: pd.DataFrame) -> None:
     for name in _RUN_SUMS:
         counts[name] += manifest[name].fillna(0).sum()
     counts["flagged"] += int((manifest["flagged"] == True).sum())  # noqa: E712 - None and NaN are not flagged
+    counts["given_up"] += int(((manifest["status"] == "failed") & (manifest["error_class"] == WORKER_DIED)).sum())
     if "niqe" in manifest:  # older manifests have none
         niqe = pd.to_numeric(manifest["niqe"], errors="coerce").dropna()
         counts["niqe_sum"] += float(niqe.sum())
@@ -155,7 +156,7 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
     """summary.json (the fields of pipeline.run.backfill.RunSummary)."""
     total = counts["total"] if record.listed is None else record.listed
     return {"run_id": record.run_id, "total": total, "ok": counts["ok"], "failed": counts["failed"],
-            "skipped": counts["skipped"], "seconds": record.seconds,
+            "given_up": counts["given_up"], "skipped": counts["skipped"], "seconds": record.seconds,
             "manifest_uri": run_storage.uri_for("summary.json").rsplit("/", 1)[0] + "/manifest/", "summary_uri": run_storage.uri_for("summary.json"),
             "gpu_seconds": float(counts["gpu_seconds"]), "cpu_seconds": float(counts["cpu_seconds"]),
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],

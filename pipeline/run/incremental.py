@@ -3,7 +3,8 @@
 Two small JSON objects under the output prefix's `runs/`:
 
 - `runs/_watermark.json`: inputs modified before `time` are done (for this input uri, model and
-  output parameters). A run that ends with no failures, listed everything from the previous
+  output parameters). A run that ends with no failures (inputs given up on do not count: no run
+  retries them unless run.retry_given_up, and then a run without --since last), listed everything from the previous
   watermark on and was not cut short by `run.limit` moves it to the moment its listing started,
   minus `run.watermark_margin_seconds`. The margin covers clock skew between hosts and the
   store, S3's whole-second timestamps, and uploads that were in flight while the listing ran
@@ -309,7 +310,9 @@ class Increment:
         spec = self.spec
         reasons = [why for why, bad in (
             ("a dry run", spec.dry_run),
-            (f"{summary.failed} input(s) failed and will be retried", summary.failed),
+            # an input given up on (pipeline/run/attempts.py) is not retried, so it does not hold the watermark
+            (f"{summary.failed - summary.given_up} input(s) failed and will be retried",
+             summary.failed - summary.given_up),
             ("run.limit cut the listing short", spec.limit is not None and summary.total >= spec.limit),
             ("the run listed only inputs after a time later than the watermark",
              not _covers_all_before(self.since, self.previous, spec)),

@@ -89,7 +89,7 @@ def test_an_input_that_kills_its_worker_every_time_is_one_failed_row_and_the_res
 
     good = [k for k in keys if k != "poison.png"]
     rows = _assert_every_input_once(out, "poison", keys, good)
-    assert (summary.total, summary.ok, summary.failed) == (6, 5, 1)
+    assert (summary.total, summary.ok, summary.failed, summary.given_up) == (6, 5, 1, 1)
     poison = rows["poison.png"]
     assert (poison["status"], poison["error_class"], poison["attempts"]) == ("failed", WORKER_DIED, 3)
     assert "died while processing it, 3 time(s)" in poison["error"]
@@ -109,7 +109,7 @@ def test_an_input_that_kills_its_worker_every_time_is_one_failed_row_and_the_res
     # a rerun does not try it again: one failed row, 0 attempts, and the rest skipped
     again = run_backfill(_spec(s3_server, s3_bucket, "poison-rerun"), PoisonedActor)
     rows = _rows(out, "poison-rerun")
-    assert (again.ok, again.failed, again.skipped) == (0, 1, 5)
+    assert (again.ok, again.failed, again.given_up, again.skipped) == (0, 1, 1, 5)
     assert (rows["poison.png"]["error_class"], rows["poison.png"]["attempts"]) == (WORKER_DIED, 0)
     assert "run.retry_given_up=true" in rows["poison.png"]["error"]
 

@@ -176,12 +176,14 @@ def test_build_run_spec_refuses_a_bad_since(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "summary", "moves"), [
-    ((), dict(total=3, failed=0), True),
-    ((), dict(total=3, failed=1), False),
-    (("run.limit=3",), dict(total=3, failed=0), False),       # the limit may have cut the listing
-    (("run.limit=5",), dict(total=3, failed=0), True),
-    (("run.since=2999-01-01",), dict(total=0, failed=0), False),  # a window after the watermark
-    (("run.since=2000-01-01",), dict(total=3, failed=0), True),   # a window before it
+    ((), dict(total=3, failed=0, given_up=0), True),
+    ((), dict(total=3, failed=1, given_up=0), False),
+    ((), dict(total=3, failed=1, given_up=1), True),    # an input given up on is not retried: it holds nothing
+    ((), dict(total=3, failed=2, given_up=1), False),
+    (("run.limit=3",), dict(total=3, failed=0, given_up=0), False),       # the limit may have cut the listing
+    (("run.limit=5",), dict(total=3, failed=0, given_up=0), True),
+    (("run.since=2999-01-01",), dict(total=0, failed=0, given_up=0), False),  # a window after the watermark
+    (("run.since=2000-01-01",), dict(total=3, failed=0, given_up=0), True),   # a window before it
 ])
 def test_when_a_run_moves_the_watermark(tmp_path, overrides, summary, moves):
     out = open_storage(str(tmp_path / "out"))
