@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from op4ksr.errors import UserError
+from op4ksr.images.output_names import OutputClaims, collision_error
 
 DESCRIPTION = """\
 Score images for periodic artifacts at a given period (the token period of patch-free
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flag images whose score exceeds T (default: report.threshold of configs/default.yaml)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line instead of a table")
     parser.add_argument("--heatmap", type=Path, metavar="DIR",
-                        help="write DIR/<name>.autocorr.png: the autocorrelation around the origin, period lags marked")
+                        help="write DIR/<name>.autocorr.png (a folder's images keep its layout): the autocorrelation "
+                             "around the origin, period lags marked")
     return parser
 
 
@@ -63,11 +65,11 @@ def load_rgb(path: Path):
     return decode_image(path.read_bytes()).rgb[None]
 
 
-def score(x, x_lr, period: int, threshold: float, max_k: int) -> tuple[dict, object]:
-    """(row, rho): the image's score record from the worst of the tiles covering it (the library's
+def score(x, x_lr, period: int, threshold: float, max_k: int) -> tuple[dict, tuple[int, int, int, int]]:
+    """(row, box): the image's score record from the worst of the tiles covering it (the library's
     score_tiles, as the pipeline's quality report: ap_excess over x_lr's bicubic upscale, or the
-    absolute score when x_lr is None), and that tile's autocorrelation (1, M, h, w) for the heatmap."""
-    from op4ksr.periodicity import periodicity_autocorr, score_tiles
+    absolute score when x_lr is None), and that tile's (top, left, height, width) for the heatmap."""
+    from op4ksr.periodicity import score_tiles
 
     tiles = score_tiles(x, x_lr, period, max_k=max_k)
     worst = int(tiles.worst()[0, 0])
@@ -80,7 +82,7 @@ def score(x, x_lr, period: int, threshold: float, max_k: int) -> tuple[dict, obj
         row = {"period_px": period, "ap_score_out": out, "ap_score_in": float(tiles.score_in[0, worst]),
                "ap_excess": excess, "dominant_period_px": dominant, "flagged": excess > threshold}
     row |= {"tiles": len(tiles.boxes), "worst_tile": f"{tw}x{th}+{left}+{top}"}
-    return row, periodicity_autocorr(x[..., top : top + th, left : left + tw], period)
+    return row, (top, left, th, tw)
 
 
 def reference_for(image: Path, reference: Path, base: Path) -> Path:
@@ -175,9 +177,18 @@ def _expand(images: list[str]) -> list[tuple[str, Path]]:
     return found
 
 
-def _score_file(name: str, args, base: Path, period: int, threshold: float, max_k: int) -> dict:
-    """The table row of one image file; UserError or the decoder's error when it cannot be scored."""
+def _score_file(name: str, args, base: Path, period: int, threshold: float, max_k: int,
+                heatmaps: OutputClaims) -> dict:
+    """The table row of one image file; UserError or the decoder's error when it cannot be scored.
+    Its heatmap is named as an output is (the image's path relative to `base`, extension replaced), and
+    refused by the outputs' rule when an earlier image claimed that name (a.jpg, a.png)."""
     path = Path(name)
+    heatmap = None
+    if args.heatmap:
+        heatmap = args.heatmap / path.resolve().relative_to(base).with_suffix(".autocorr.png")
+        owner = heatmaps.claim(str(heatmap), name)
+        if owner is not None:
+            raise collision_error(str(heatmap), owner)
     x = load_rgb(path)
     row = {"path": name, "width": x.shape[-1], "height": x.shape[-2]}
     x_lr = None
@@ -185,9 +196,12 @@ def _score_file(name: str, args, base: Path, period: int, threshold: float, max_
         ref = reference_for(path, args.reference, base)
         x_lr = load_rgb(ref)
         row["reference"] = str(ref)
-    scores, rho = score(x, x_lr, period, threshold, max_k)
-    if args.heatmap:
-        write_heatmap(rho, args.heatmap / f"{path.stem}.autocorr.png", period, max_k, name)
+    scores, (top, left, th, tw) = score(x, x_lr, period, threshold, max_k)
+    if heatmap is not None:
+        from op4ksr.periodicity import periodicity_autocorr
+
+        write_heatmap(periodicity_autocorr(x[..., top : top + th, left : left + tw], period), heatmap, period, max_k,
+                      name)
     return row | scores
 
 
@@ -196,10 +210,10 @@ def main(argv: list[str]) -> int:
     period, threshold, max_k = _defaults(args)
     if args.reference is not None and not args.reference.exists():
         raise UserError(f"--reference {args.reference} does not exist: give the input file or the folder of inputs")
-    rows, status = [], 0
+    rows, status, heatmaps = [], 0, OutputClaims()
     for name, base in _expand(args.images):
         try:
-            row = _score_file(name, args, base, period, threshold, max_k)
+            row = _score_file(name, args, base, period, threshold, max_k, heatmaps)
         except Exception as err:  # noqa: BLE001 - one unreadable file must not stop the others
             print(f"op4ksr periodicity: cannot score {name}: {type(err).__name__}: {err}", file=sys.stderr)
             status = 1

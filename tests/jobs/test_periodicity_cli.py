@@ -59,6 +59,20 @@ def test_heatmap_png(folder, tmp_path, capsys):
         assert im.format == "PNG" and im.width > 200
 
 
+def test_heatmaps_of_a_folder_keep_its_layout_and_never_overwrite_each_other(tmp_path, capsys):
+    tree = tmp_path / "out"
+    for sub in ("a", "b"):
+        (tree / sub).mkdir(parents=True)
+        _save(base_image("field", (96, 96), seed=1), tree / sub / "x.png")
+    _save(base_image("field", (96, 96), seed=2), tree / "a" / "x.jpg")  # the same heatmap name as a/x.png
+    maps = tmp_path / "maps"
+    assert main([str(tree), "--heatmap", str(maps)]) == 1
+    assert sorted(p.relative_to(maps).as_posix() for p in maps.rglob("*.png")) == ["a/x.autocorr.png",
+                                                                                "b/x.autocorr.png"]
+    err = capsys.readouterr().err
+    assert err.count("cannot score") == 1 and "a/x.autocorr.png is already the output of" in err
+
+
 def test_registered_with_help(capsys):
     assert cli.COMMANDS["periodicity"][0] == "jobs.periodicity"
     with pytest.raises(SystemExit) as exit_info:
