@@ -93,8 +93,6 @@ def validate(cfg: DictConfig) -> None:
     problems = value_problems({key: _plain(OmegaConf.select(cfg, key)) for key in defaults}, defaults)
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    if cfg.sr.long_side is None and not float(cfg.sr.scale) > 0:
-        raise ConfigError(f"sr.scale={cfg.sr.scale} must be positive")
     if int(cfg.actors.max) < int(cfg.actors.min):
         raise ConfigError(f"actors.min={cfg.actors.min}, actors.max={cfg.actors.max}: need 1 <= min <= max")
     _check_actor_resources(cfg.actors.resources)

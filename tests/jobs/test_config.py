@@ -120,6 +120,7 @@ def test_auto_plans_for_the_checkpoint_that_is_loaded_not_for_model_preset(tmp_p
     ("actors.batch_size=true", "actors.batch_size=True must be a whole number"),
     ("storage.embedded=maybe", "storage.embedded='maybe' must be true or false"),
     ("rfr.scale=-2", "rfr.scale=-2 must be positive"),
+    ("sr.scale=0", "sr.scale=0 must be positive"),
     ("report.max_lag_multiple=0", "report.max_lag_multiple=0 must be at least 1"),
     ("model.vae_decode_partitions=1.5", "model.vae_decode_partitions=1.5 must be a whole number"),
     ("input.extensions=.png", "input.extensions='.png' must be a list"),
