@@ -205,12 +205,11 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     due_rows = due.close(INPUTS_SCHEMA)
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
                         failed=0 if spec.dry_run else due.given_up)
-    totals = dict(gpu_seconds=0.0, cpu_seconds=0.0, bytes_in=0, bytes_out=0, flagged=0)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
         actors_ended_at, pool = time.time(), None
         if due_rows and not spec.dry_run:
             actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
-                                             totals, on_progress)
+                                             on_progress)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -224,7 +223,7 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     return summary
 
 
-def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, totals, on_progress):
+def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
     """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
     pool's PoolReport: pipeline/run/pool_watch.py)."""
     from pipeline.run.attempts import AttemptBook
@@ -242,9 +241,6 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
                 telemetry.record(rows)
                 for row in rows:
                     setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
-                    for name in ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out"):
-                        totals[name] += _number(row.get(name))
-                    totals["flagged"] += bool(row.get("flagged") is True)
                 on_progress(progress)
         return time.time(), watch.report()  # the pool is released here, before Ray shuts down
 
@@ -260,10 +256,6 @@ def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: fl
                           progress.total, pool=dataclasses.asdict(pool) if pool else {})
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
     return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
-
-
-def _number(value) -> float:
-    return 0.0 if value is None or value != value else float(value)  # None and NaN count as 0
 
 
 @contextlib.contextmanager
