@@ -14,10 +14,13 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+from op4ksr.errors import UserError
 
 SCRATCH_ROOT = Path(tempfile.gettempdir()) / f"op4ksr-scratch-{os.getuid()}"
 _NAME = re.compile(r"(?P<ns>\d+)-(?P<pid>\d+)-(?P<start>\d+)-[\w.-]+")
@@ -68,12 +71,22 @@ def sweep(root: Path | None = None) -> list[Path]:
 def scratch_folder(purpose: str, root: Path | None = None) -> Path:
     """A new empty folder owned by this process under `root` (default SCRATCH_ROOT; `purpose` names it:
     model, import, ...); dead owners' folders are removed first. The caller removes it (or uses `scratch`)."""
-    root = root or SCRATCH_ROOT
+    root = _private(root or SCRATCH_ROOT)
     sweep(root)
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder = root / f"{owner_prefix()}-{purpose}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     return folder
+
+
+def _private(root: Path) -> Path:
+    """`root`, made if missing, once it is a folder of this user's that no one else may enter: its name
+    is known in advance, so in a shared /tmp another user could have made it first (or as a link)."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise UserError(f"{root} is not a folder private to this user (it is a link, another user's, or open to "
+                        "others), so model copies are not put there: remove it, or set TMPDIR to a private folder")
+    return root
 
 
 @contextlib.contextmanager

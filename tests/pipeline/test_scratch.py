@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.storage import scratch as scratch_module
-from pipeline.storage.scratch import owner_prefix, scratch, sweep
+from op4ksr.errors import UserError
+from pipeline.storage.scratch import owner_prefix, scratch, scratch_folder, sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,3 +116,18 @@ def _loading_actor(spec, root: Path) -> tuple[subprocess.Popen, Path]:
         materialise.load_model = hang
         materialise.load_materialised(model.spec, model.storage)
     """)
+
+
+def test_a_scratch_root_that_is_a_link_or_open_to_others_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere)
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    for root in (link, open_to_all):
+        with pytest.raises(UserError, match="not a folder private to this user"):
+            scratch_folder("model", root)
+    assert not any(elsewhere.iterdir()) and not any(open_to_all.iterdir())
+    assert scratch_folder("model", tmp_path / "private").parent == tmp_path / "private"
