@@ -24,15 +24,14 @@ def load_materialised(model: ModelSpec, storage: StorageSpec | None):
 def materialise_checkpoint(spec: StorageSpec, into: str, keep: Callable[[str], bool] | None = None) -> str:
     """`into`, a local folder, now holding a copy of the objects under the prefix (those `keep`s)."""
     storage = spec.open()
-    local = into
     found = False
     for obj in storage.iter_objects():
         if keep is not None and not keep(obj.key):
             continue
-        target = os.path.join(local, *obj.key.split("/"))
+        target = os.path.join(into, *obj.key.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         storage.get_file(obj.key, target)
         found = True
     if not found:
         raise UserError(f"{spec.uri}: no objects under this prefix; check the uri")
-    return local
+    return into
