@@ -44,10 +44,11 @@ class WatchedStage:
         ray.get(self._beat())
         try:
             keys = batch.column("key").to_pylist()
-            if ray.get(self.book.begin.remote(keys)):
-                with self.isolation.shared():
+            with self.isolation.shared():  # counted once it may run: not while an input alone may kill the process
+                whole = ray.get(self.book.begin.remote(keys))
+                if whole:
                     out = self.stage(_with_attempts(batch, [1] * batch.num_rows))
-            else:
+            if not whole:
                 out = self._one_at_a_time(batch)
             ray.get(self.book.end.remote(keys))
             return out
@@ -64,17 +65,20 @@ class WatchedStage:
             if record["status"] is not None:  # failed or skipped in the fetch stage: no model, no attempt
                 records += self.stage(row).to_pylist()
                 continue
-            verdict = ray.get(self.book.begin_alone.remote(record["key"]))
-            if "record" in verdict:
-                records.append(verdict["record"])
-            elif "give_up" in verdict:
-                record.pop("payload", None)
-                records.append(give_up(record, verdict["give_up"], verdict["alone"], self.max_attempts))
-            else:
-                with self.isolation.alone():
+            # the attempt is counted, run and its record kept while the process is this input's alone: an
+            # input waiting for its turn while another kills the process has not been tried, and one done
+            # is on the book before the next may kill it
+            with self.isolation.alone():
+                verdict = ray.get(self.book.begin_alone.remote(record["key"]))
+                if "record" in verdict:
+                    records.append(verdict["record"])
+                elif "give_up" in verdict:
+                    record.pop("payload", None)
+                    records.append(give_up(record, verdict["give_up"], verdict["alone"], self.max_attempts))
+                else:
                     done = self.stage(_with_attempts(row, [verdict["attempt"]])).to_pylist()[0]
-                ray.get(self.book.finish_alone.remote(record["key"], done))
-                records.append(done)
+                    ray.get(self.book.finish_alone.remote(record["key"], done))
+                    records.append(done)
         return pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in records], schema=MANIFEST_SCHEMA)
 
     def _beat(self):
