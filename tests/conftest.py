@@ -43,17 +43,6 @@ def ray_local():
     yield ray
 
 
-def _shutdown_ray(ray) -> None:
-    """ray.shutdown() once Ray Data's executor threads of finished runs have ended (10 s at most each):
-    one still polling Ray after the shutdown makes Ray end this process (status 1, no pytest summary)."""
-    import threading
-
-    for thread in threading.enumerate():
-        if thread.name.startswith("StreamingExecutor-"):
-            thread.join(timeout=10)
-    ray.shutdown()
-
-
 @pytest.fixture
 def ray_cluster(request):
     """A real multi-node Ray on this machine (`ray.cluster_utils.Cluster`: each node its own raylet):
@@ -66,7 +55,7 @@ def ray_cluster(request):
     import ray
     from ray.cluster_utils import Cluster
 
-    _shutdown_ray(ray)
+    ray.shutdown()
     head = {"num_cpus": 2, "num_gpus": 0, "include_dashboard": False, **getattr(request, "param", {})}
     cluster = Cluster(initialize_head=True, head_node_args=head)
     # Cluster writes its address where a plain ray.init() on this machine would join it: take it back
@@ -78,7 +67,7 @@ def ray_cluster(request):
     try:
         yield cluster
     finally:
-        _shutdown_ray(ray)
+        ray.shutdown()
         cluster.shutdown()
 
 
