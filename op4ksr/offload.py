@@ -160,10 +160,9 @@ def load_streamed_transformer(cls, folder: Path, device, dtype: torch.dtype, int
     if int8:
         convert_int8(module)
     files = FileBlocks(folder, dtype, int8)
-    stored = {k: t.shape for k, t in files.tensors.items()}
-    expected_int8_scales = {k for k in module.state_dict() if k.endswith(SCALE_SUFFIX)}
+    stored = dict(files.tensors)  # TensorInfo has .shape: checked before any data is read
     if int8 and not any(k.endswith(SCALE_SUFFIX) for k in stored):  # quantised at load: scales are computed
-        stored.update({k: module.state_dict()[k].shape for k in expected_int8_scales})
+        stored.update({k: v for k, v in module.state_dict().items() if k.endswith(SCALE_SUFFIX)})
     check_state_dict(module, stored, str(folder))
     blocks = transformer_blocks(module)
     prefixes = tuple(prefix for prefix, _ in blocks)
