@@ -61,6 +61,8 @@ class ModelSpec:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # a preset's random weights
+    weights: str = "dtype"  # dtype | fp8 | int8 (op4ksr.quantize)
+    offload: str = "none"  # none | blocks (op4ksr.offload)
     options: InferenceOptions = field(default_factory=InferenceOptions)
 
     def with_source(self, source: str) -> "ModelSpec":
@@ -146,7 +148,8 @@ def load_model(spec: ModelSpec):
         logging.getLogger("op4ksr").warning(
             "model %s: a preset with random weights (seed %d): outputs are structured noise; use a checkpoint "
             "(e.g. %s) for real pictures", spec.source, spec.seed, DEFAULT_MODEL)
-        model = OP4KSR.from_preset(spec.source, seed=spec.seed, dtype=dtype, device=device)
+        model = OP4KSR.from_preset(spec.source, seed=spec.seed, dtype=dtype, device=device, weights=spec.weights,
+                                   offload=spec.offload)
     else:
-        model = OP4KSR.from_pretrained(folder, dtype=dtype, device=device)
+        model = OP4KSR.from_pretrained(folder, dtype=dtype, device=device, weights=spec.weights, offload=spec.offload)
     return model.configure(spec.options)
