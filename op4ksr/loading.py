@@ -129,6 +129,19 @@ def model_identity(spec: ModelSpec, read_json: Callable[[str], dict] | None = No
     return model_id
 
 
+def check_stored_weights(spec: ModelSpec, read_json: Callable[[str], dict]) -> None:
+    """WeightsModeError (one line, naming model.weights) when the checkpoint's stored weights
+    (model_index.json "weights", written by `op4ksr import --weights`) cannot run as spec.weights,
+    or when spec.weights cannot run on spec.device."""
+    from op4ksr.quantize import WeightsModeError, check_weights_mode, int8_unavailable_reason
+
+    stored = read_json(MODEL_INDEX).get("weights", "dtype")
+    check_weights_mode(spec.weights, spec.offload, stored, f"model {spec.source}")
+    reason = int8_unavailable_reason(resolve_device(spec.device)) if spec.weights == "int8" else None
+    if reason:
+        raise WeightsModeError(f"model.weights=int8: {reason}; set model.weights=dtype")
+
+
 def resolve_device(name: str = "auto"):
     """The torch device for a config value: auto picks CUDA when there is one."""
     import torch

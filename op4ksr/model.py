@@ -274,11 +274,14 @@ class OP4KSR(nn.Module):
 
 
 def write_model_index(root: Path, *, name: str, timestep: float, guidance: float, scale: float, inference: dict,
-                      source: dict | None = None) -> dict:
-    """Write model_index.json beside the weights already in `root` (their digest is the model's id); returns it."""
+                      source: dict | None = None, weights: str = "dtype") -> dict:
+    """Write model_index.json beside the weights already in `root` (their digest is the model's id); returns it.
+    `weights`: int8 when the transformer's block Linears are stored int8 (op4ksr.quantize)."""
     digest = _weights_digest(root)
     index = {"_class_name": "OP4KSR", "name": name, "timestep": timestep, "guidance": guidance, "scale": scale,
              "weights_sha256": digest, "model_id": f"{name}@{digest[:12]}", "inference": inference}
+    if weights != "dtype":
+        index["weights"] = weights  # read before loading (op4ksr.loading.check_stored_weights)
     if source is not None:
         index["source"] = source  # what an imported checkpoint was built from (op4ksr.importing)
     (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")

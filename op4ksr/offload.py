@@ -199,10 +199,10 @@ def load_transformer(cls, folder: Path, device, dtype: torch.dtype, *, weights: 
     The stored mode is checked first (op4ksr.quantize.check_weights_mode): an int8 checkpoint needs
     weights=int8, an fp8 one cannot become int8."""
     from op4ksr.checkpoint import load_component, meta_component, read_config
-    from op4ksr.quantize import check_weights_mode
+    from op4ksr.quantize import check_weights_mode, stored_weights_mode
 
     files = FileBlocks(folder, dtype, int8=weights == "int8")
-    check_weights_mode(weights, offload, {k: t.dtype for k, t in files.tensors.items()}, str(folder))
+    check_weights_mode(weights, offload, stored_weights_mode({k: t.dtype for k, t in files.tensors.items()}), str(folder))
     if offload == "blocks":
         return load_streamed_transformer(cls, folder, device, dtype, int8=weights == "int8")
     if weights == "int8":
@@ -222,7 +222,7 @@ def hold_transformer(transformer: nn.Module, device, *, weights: str = "dtype", 
     """Convert a transformer built in memory (a preset's) to `weights` and `offload` in place."""
     from op4ksr.quantize import check_weights_mode
 
-    check_weights_mode(weights, offload, {}, "the preset")
+    check_weights_mode(weights, offload, "dtype", "the preset")
     if torch.device(device).type == "meta":
         return
     if weights == "int8":

@@ -110,11 +110,13 @@ def int8_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def check_weights_mode(weights: str, offload: str, stored: dict[str, torch.dtype], where: str) -> None:
-    """WeightsModeError (one line, naming the key) when `weights` cannot run a checkpoint stored as `stored`."""
+def check_weights_mode(weights: str, offload: str, found: str, where: str) -> None:
+    """WeightsModeError (one line, naming the key) when `weights` cannot run a checkpoint stored in
+    mode `found` (dtype | fp8 | int8: stored_weights_mode, or model_index.json's "weights")."""
     if weights not in WEIGHT_MODES:
         raise WeightsModeError(f"model.weights={weights!r}: choose one of {', '.join(WEIGHT_MODES)}")
-    found = stored_weights_mode(stored)
+    if offload not in ("none", "blocks"):
+        raise WeightsModeError(f"model.offload={offload!r}: choose none or blocks")
     if found == "fp8" and weights != "fp8":
         raise WeightsModeError(f"model.weights={weights}: {where} is stored in fp8, which cannot be requantised; "
                                "import the bf16 weights with `op4ksr import --weights int8`")

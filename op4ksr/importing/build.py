@@ -77,7 +77,7 @@ def import_checkpoint(spec: ImportSpec) -> dict:
     inference = dict(SAVED_OPTIONS, decode_shift=bool(spec.decode_shift))
     return write_model_index(spec.out, name=spec.name or _label(spec, spec.base).rstrip("/").rsplit("/", 1)[-1],
                              timestep=spec.timestep, guidance=spec.guidance, scale=spec.scale,
-                             inference=inference, source=_source(spec, plan, text))
+                             inference=inference, source=_source(spec, plan, text), weights=spec.weights)
 
 
 def _plan(spec: ImportSpec) -> _Plan:

@@ -37,7 +37,8 @@ def int8_checkpoint(tmp_path_factory):
     os.link(TINY / PROMPT_EMBEDS, out / PROMPT_EMBEDS)
     meta = meta_component(RFRFluxTransformer2DModel, read_public_config(TINY / "transformer", "RFRFluxTransformer2DModel"))
     copy_component(meta, TINY / "transformer", out / "transformer", torch.float32, int8=True)
-    write_model_index(out, name="tiny-int8", timestep=1.0, guidance=1.0, scale=4, inference={"fidelity": "none"})
+    write_model_index(out, name="tiny-int8", timestep=1.0, guidance=1.0, scale=4, inference={"fidelity": "none"},
+                      weights="int8")
     return out
 
 

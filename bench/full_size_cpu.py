@@ -1,0 +1,199 @@
+"""A FLUX.1-dev-size forward on a CPU with model.offload=blocks, bf16 and int8; prints one JSON object.
+
+Writes a flux-dev-size checkpoint with seeded random weights in the layout `op4ksr import` writes
+(transformer/ one bf16 safetensors file, vae/ the F16 VAE in bf16, prompt_embeds.safetensors,
+model_index.json with the weights' sha256; about 24 GB), tensor by tensor and block by block so
+it is never held in memory, then the int8 copy through the importer's own writer (`op4ksr import
+--weights int8`'s copy_component). Each measurement runs in a fresh child process, so its peak
+RSS (ru_maxrss) is its own, with an RSS sampler that records the peak of each stage.
+
+The weights are random: the timings, memory and bytes read are those of the real model's shapes;
+the pictures are structured noise, and int8's error against bf16 is that of random weights
+(no outlier channels like trained weights have).
+
+usage: nice -n 19 python bench/full_size_cpu.py --root /tmp/op4ksr-fullsize --sides 512,1024 \\
+           --json-out bench-full-size.json          (add --tiny for a seconds-long check of the script)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from full_size_checkpoint import write_int8_copy, write_random_checkpoint  # noqa: E402
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def io_bytes() -> dict:
+    """This process's read_bytes (from storage) and rchar (read() calls, page cache included)."""
+    with open("/proc/self/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return {"read_bytes": int(fields["read_bytes"]), "rchar": int(fields["rchar"])}
+
+
+class StagePeaks:
+    """Samples RSS every few ms and keeps the peak of the stage that is labelled current."""
+
+    def __init__(self, every_s: float = 0.005):
+        self.every_s, self.stage, self.peaks, self.stop = every_s, "idle", {}, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            rss = rss_bytes()
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
+            time.sleep(self.every_s)
+
+    def label(self, stage: str) -> None:
+        rss = rss_bytes()
+        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
+        self.stage = stage
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def run_one(checkpoint: Path, weights: str, side: int, threads: int) -> dict:
+    """One upscale to side x side (input side/4) with offload=blocks; its time, memory, bytes and checks."""
+    from op4ksr.imageops import bicubic_resize, psnr
+    from op4ksr.inference import memory_plan
+    from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, load_model
+    from op4ksr.offload import streamer_of
+
+    torch.set_num_threads(threads)
+    base_rss, io0 = rss_bytes(), io_bytes()
+    spec = ModelSpec(source=str(checkpoint), dtype="bfloat16", device="cpu", weights=weights, offload="blocks",
+                     options=InferenceOptions(fidelity="backproject", fidelity_iterations=10))
+    with StagePeaks() as peaks:
+        peaks.label("load")
+        t0 = time.perf_counter()
+        model = load_model(spec)
+        load_s, loaded_rss, io1 = time.perf_counter() - t0, rss_bytes(), io_bytes()
+        g = torch.Generator().manual_seed(side)
+        lr = bicubic_resize(torch.rand(1, 3, side // 32, side // 32, generator=g), (side // 4, side // 4))
+        lr = (lr + 0.05 * torch.rand(lr.shape, generator=g)).clamp(0, 1)
+        model.transformer.register_forward_pre_hook(lambda *a: peaks.label("transformer"))
+        model.transformer.register_forward_hook(lambda *a: peaks.label("vae_decode_and_fidelity"))
+        peaks.label("vae_encode")
+        t1 = time.perf_counter()
+        out = model.upscale(lr, (side, side))
+        upscale_s = time.perf_counter() - t1
+        peaks.label("done")
+    io2 = io_bytes()
+    plan = memory_plan.checkpoint_plan(checkpoint_reader(spec), "int8" if weights == "int8" else "bfloat16",
+                                       offload="blocks")
+    predicted = plan.cpu_stage_bytes(side, side)
+    streamer = streamer_of(model.transformer)
+    return {
+        "weights": weights, "offload": "blocks", "side": side, "input": list(lr.shape[-2:]), "threads": threads,
+        "load_seconds": round(load_s, 2), "upscale_seconds": round(upscale_s, 2),
+        "block_visits": streamer.visits,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "baseline_rss_bytes": base_rss, "loaded_rss_bytes": loaded_rss,
+        "stage_peak_rss_bytes": {k: v for k, v in peaks.peaks.items() if k not in ("idle", "done")},
+        "disk": {"load_read_bytes": io1["read_bytes"] - io0["read_bytes"],
+                 "upscale_read_bytes": io2["read_bytes"] - io1["read_bytes"],
+                 "upscale_rchar": io2["rchar"] - io1["rchar"]},
+        "plan": {"source": plan.source, "resident_weights_bytes": plan.resident_weights_bytes(),
+                 "streamed_blocks_bytes": plan.streamed_bytes(), "stage_bytes": predicted,
+                 "peak_bytes": max(predicted.values())},
+        "output": {"shape": list(out.shape), "finite": bool(torch.isfinite(out).all()),
+                   "lr_consistency_db": round(float(psnr(bicubic_resize(out, tuple(lr.shape[-2:])), lr)), 2)},
+    }
+
+
+def velocity_error(checkpoint: Path, int8_checkpoint: Path, side: int, threads: int) -> dict:
+    """Relative error ||v_int8 - v_bf16|| / ||v_bf16|| of the transformer's output on one latent."""
+    from op4ksr.loading import ModelSpec, load_model
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, path, weights in (("bf16", checkpoint, "dtype"), ("int8", int8_checkpoint, "int8")):
+        model = load_model(ModelSpec(source=str(path), dtype="bfloat16", device="cpu", weights=weights,
+                                     offload="blocks"))
+        g = torch.Generator().manual_seed(7)
+        z = torch.randn(1, model.vae.config.latent_channels, side // 16, side // 16, generator=g).to(torch.bfloat16)
+        with torch.inference_mode():
+            out[name] = model.velocity(z).float()
+        del model
+    diff = (out["int8"] - out["bf16"]).norm() / out["bf16"].norm()
+    return {"side": side, "relative_error": float(f"{float(diff):.4g}"),
+            "finite": bool(torch.isfinite(out["int8"]).all() and torch.isfinite(out["bf16"]).all())}
+
+
+def rope_4096(checkpoint: Path) -> dict:
+    """The RoPE tables of a 4096x4096 output (16,384 image + 512 prompt tokens) with RFR, timed."""
+    from op4ksr.model import image_ids
+    from op4ksr.rope import RFRPosEmbed, rfr_axis_thetas
+
+    cfg = json.loads((checkpoint / "transformer" / "config.json").read_text())
+    out = {}
+    for mode, scale in (("none", 1.0), ("base", 4.0), ("ntk", 4.0)):
+        embed = RFRPosEmbed(rfr_axis_thetas(cfg["rope_theta"], tuple(cfg["axes_dims_rope"]), mode, scale),
+                            tuple(cfg["axes_dims_rope"]))
+        ids = torch.cat([torch.zeros(512, 3), image_ids(128, 128)])
+        t0 = time.perf_counter()
+        cos, sin = embed(ids)
+        out[f"{mode}_{scale:g}"] = {"seconds": round(time.perf_counter() - t0, 3), "shape": list(cos.shape),
+                                    "bytes": cos.numel() * cos.element_size() * 2,
+                                    "finite": bool(torch.isfinite(cos).all() and torch.isfinite(sin).all()),
+                                    "max_abs_cos2_plus_sin2_minus_1": float((cos**2 + sin**2 - 1).abs().max())}
+    return out
+
+
+def vae_4096(checkpoint: Path, threads: int, partitions: int) -> dict:
+    """The F16 VAE alone at 4096x4096 in bf16: encode, then decode (in `partitions` strips), timed, peak RSS."""
+    from op4ksr.checkpoint import load_component
+    from op4ksr.vae import F16AutoencoderKL
+
+    torch.set_num_threads(threads)
+    vae = load_component(F16AutoencoderKL, checkpoint / "vae", "cpu", torch.bfloat16)
+    x = torch.rand(1, 3, 4096, 4096, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16) * 2 - 1
+    with StagePeaks() as peaks, torch.inference_mode():
+        peaks.label("encode")
+        t0 = time.perf_counter()
+        z = vae.encode(x).latent_dist.mode()
+        t1 = time.perf_counter()
+        del x
+        peaks.label("decode")
+        y = vae.decode_partitioned(z, partitions) if partitions > 1 else vae.decode(z).sample
+        t2 = time.perf_counter()
+        peaks.label("done")
+    return {"latent_shape": list(z.shape), "output_shape": list(y.shape), "finite": bool(torch.isfinite(y).all()),
+            "decode_partitions": partitions, "encode_seconds": round(t1 - t0, 1), "decode_seconds": round(t2 - t1, 1),
+            "stage_peak_rss_bytes": {k: v for k, v in peaks.peaks.items() if k in ("encode", "decode")},
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def child(args: list[str], timeout_s: float) -> dict:
+    """Run this script's --child mode in a fresh process; its JSON, or the error."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(args)]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:g} s", "args": args}
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:], "args": args}
+    return json.loads(done.stdout) | {"wall_seconds": round(time.perf_counter() - t0, 1)}
