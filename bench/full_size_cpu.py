@@ -105,13 +105,25 @@ def run_one(checkpoint: Path, weights: str, side: int, threads: int) -> dict:
                                        offload="blocks")
     predicted = plan.cpu_stage_bytes(side, side)
     streamer = streamer_of(model.transformer)
+    stage_peaks = {k: v for k, v in peaks.peaks.items() if k not in ("idle", "done")}
+    measured = {"vae_encode": stage_peaks["vae_encode"] - loaded_rss,
+                "transformer": stage_peaks["transformer"] - loaded_rss - streamer.peak_live_bytes,
+                "vae_decode": stage_peaks["vae_decode_and_fidelity"] - loaded_rss}
+    weights_term = {"vae_encode": plan.resident_weights_bytes(), "transformer": plan.weights_bytes(),
+                    "vae_decode": plan.resident_weights_bytes()}
+    compare = {s: {"plan_activation_bytes": int(predicted[s] - weights_term[s]), "measured_activation_bytes": measured[s],
+                   "measured_over_plan": round(measured[s] / (predicted[s] - weights_term[s]), 3)} for s in measured}
     return {
         "weights": weights, "offload": "blocks", "side": side, "input": list(lr.shape[-2:]), "threads": threads,
         "load_seconds": round(load_s, 2), "upscale_seconds": round(upscale_s, 2),
         "block_visits": streamer.visits,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "baseline_rss_bytes": base_rss, "loaded_rss_bytes": loaded_rss,
-        "stage_peak_rss_bytes": {k: v for k, v in peaks.peaks.items() if k not in ("idle", "done")},
+        "stage_peak_rss_bytes": stage_peaks, "streamed_peak_live_bytes": streamer.peak_live_bytes,
+        # measured activations: a stage's peak RSS less the RSS after loading (and, in the transformer,
+        # less the block bytes the streamer held at most); the plan's: its stage bytes less its weights term
+        "activations_plan_vs_measured": compare,
+        "peak_rss_over_baseline_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss,
         "disk": {"load_read_bytes": io1["read_bytes"] - io0["read_bytes"],
                  "upscale_read_bytes": io2["read_bytes"] - io1["read_bytes"],
                  "upscale_rchar": io2["rchar"] - io1["rchar"]},
@@ -197,3 +209,84 @@ def child(args: list[str], timeout_s: float) -> dict:
     if done.returncode != 0:
         return {"error": done.stderr[-2000:], "args": args}
     return json.loads(done.stdout) | {"wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def machine() -> dict:
+    import diffusers
+
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {"cpu": name, "cpus": os.cpu_count(), "memory_bytes": mem, "python": platform.python_version(),
+            "torch": torch.__version__, "diffusers": diffusers.__version__}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=Path, default=Path("/tmp/op4ksr-fullsize"), help="checkpoints are written here")
+    p.add_argument("--preset", default="flux-dev", choices=("flux-dev", "tiny"))
+    p.add_argument("--sides", default="512,1024", help="square output sides, smallest first")
+    p.add_argument("--weights", default="dtype,int8", help="model.weights modes to run")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--velocity-side", type=int, default=512, help="int8 vs bf16 transformer error here (0: skip)")
+    p.add_argument("--vae-4096", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--vae-partitions", type=int, default=4)
+    p.add_argument("--timeout-s", type=float, default=3600, help="per child process")
+    p.add_argument("--json-out", type=Path)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_child(spec: list) -> dict:
+    kind, *rest = spec
+    if kind == "upscale":
+        return run_one(Path(rest[0]), rest[1], int(rest[2]), int(rest[3]))
+    if kind == "velocity":
+        return velocity_error(Path(rest[0]), Path(rest[1]), int(rest[2]), int(rest[3]))
+    if kind == "vae":
+        return vae_4096(Path(rest[0]), int(rest[1]), int(rest[2]))
+    raise ValueError(kind)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(run_child(json.loads(args.child))))
+        return {}
+    bf16, int8 = args.root / f"{args.preset}-bf16", args.root / f"{args.preset}-int8"
+    report = {"bench": "full_size_cpu", "preset": args.preset, "command": " ".join(["bench/full_size_cpu.py"] + (argv or sys.argv[1:])),
+              "machine": machine(), "checkpoint": {}, "runs": [], "errors": [],
+              "note": "random weights (seeded, nn.Linear's initialisation): time, memory and bytes read are the "
+                      "real model's shapes'; the outputs are structured noise, and int8's error is random weights'"}
+
+    def write() -> None:
+        if args.json_out:
+            args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+    for path, make in ((bf16, lambda: write_random_checkpoint(bf16, args.preset)), (int8, lambda: write_int8_copy(bf16, int8))):
+        t0 = time.perf_counter()
+        if not (path / "model_index.json").is_file():
+            make()
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        report["checkpoint"][path.name] = {"bytes_on_disk": size, "seconds_to_write": round(time.perf_counter() - t0, 1)}
+        write()
+    report["rope_4096"] = rope_4096(bf16)
+    for side in (int(s) for s in args.sides.split(",") if s):
+        for weights in args.weights.split(","):
+            ckpt = int8 if weights == "int8" else bf16
+            result = child(["upscale", str(ckpt), weights, side, args.threads], args.timeout_s)
+            (report["errors"] if "error" in result else report["runs"]).append(result)
+            write()
+    if args.velocity_side:
+        report["int8_velocity_error"] = child(["velocity", str(bf16), str(int8), args.velocity_side, args.threads],
+                                              args.timeout_s)
+        write()
+    if args.vae_4096:
+        report["vae_4096"] = child(["vae", str(bf16), args.threads, args.vae_partitions], args.timeout_s)
+        write()
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@ a CPU the output equals offload=none's exactly (tests/op4ksr/test_offload.py).
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -105,15 +106,26 @@ class BlockStreamer:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="op4ksr-blocks")
         self.pending: dict[int, concurrent.futures.Future] = {}
         self.visits = 0  # blocks brought onto the device (a check for tests and benches)
+        self.lock, self.live_bytes, self.peak_live_bytes = threading.Lock(), 0, 0  # fetched, not yet released
         for index, (_, block) in enumerate(blocks):
             release(block)
             block.register_forward_pre_hook(lambda module, args, i=index: self.arrive(i))
-            block.register_forward_hook(lambda module, args, out: release(module))
+            block.register_forward_hook(lambda module, args, out: self._release(module))
+
+    def _count(self, nbytes: int) -> None:
+        with self.lock:
+            self.live_bytes += nbytes
+            self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
+
+    def _release(self, block: nn.Module) -> None:
+        self._count(-sum(t.nbytes for t in block.state_dict().values()))
+        release(block)
 
     def _fetch(self, index: int) -> tuple[dict, object]:
         """Block `index`'s tensors on the device (an event to wait for on CUDA); runs on the helper thread."""
         with torch.inference_mode(False), torch.no_grad():
             host = self.read(self.blocks[index][0])
+            self._count(sum(t.nbytes for t in host.values()))
             if not self.cuda:
                 return {k: v.to(self.device) for k, v in host.items()}, None
             with torch.cuda.stream(self.side):
