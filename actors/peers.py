@@ -24,7 +24,7 @@ from PIL import Image
 
 from actors.upscaler import UpscaleActor
 from op4ksr.errors import UserError
-from op4ksr.evaluation.tiling import upscale_tiled
+from op4ksr.inference.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
 from pipeline.run.spec import ModelSource, PeerSpec
 
@@ -73,7 +73,7 @@ def _check_command(command: str) -> list[str]:
 
 class SpandrelModel:
     """A PyTorch SR checkpoint loaded by spandrel (ESRGAN, SwinIR, HAT, DAT, SPAN, ...), tiled as asked
-    (with op4ksr.evaluation.tiling's loop: LR tiles blended linearly over their overlap)."""
+    (with op4ksr.inference.tiling's loop: LR tiles blended linearly over their overlap)."""
 
     def __init__(self, peer: PeerSpec, device: str):
         from safetensors.torch import load_file

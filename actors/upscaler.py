@@ -19,12 +19,12 @@ import torch
 import op4ksr
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.periodicity import quality_report
+from op4ksr.quality.periodicity import quality_report
 from op4ksr.quality.report import no_reference_scores
-from pipeline.run.layout import report_key
+from pipeline.manifest.layout import report_key
 from pipeline.storage.materialise import load_materialised
-from pipeline.run.pool_watch import worker_id
-from pipeline.run.records import FIELDS, MANIFEST_SCHEMA, failed
+from pipeline.fleet.pool_watch import worker_id
+from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA, failed
 from pipeline.run.spec import ActorOptions, ModelSource
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}

@@ -28,7 +28,7 @@ from pipeline.ledger.cost import (LEDGER_SCHEMA, LostWork, Prices, actor_activit
 from pipeline.ledger.page import DIGEST_COLUMNS, ReportDigest, write_report_digest
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import BATCH_ROWS, manifest_parts, scan_manifest
-from pipeline.run.records import STATUSES, WORKER_DIED
+from pipeline.manifest.records import STATUSES, WORKER_DIED
 from pipeline.storage import ObjectNotFoundError, Storage
 
 FINISH_KEY = "finish.json"
@@ -49,7 +49,7 @@ class FinishRecord:
     dry_run: bool = False
     estimate: dict = dataclasses.field(default_factory=dict)
     listed: int | None = None      # inputs listed (a dry run lists without manifest rows); None: the manifest's rows
-    pool: dict = dataclasses.field(default_factory=dict)  # pipeline.run.pool_watch.PoolReport as a dict ({}: none)
+    pool: dict = dataclasses.field(default_factory=dict)  # pipeline.fleet.pool_watch.PoolReport as a dict ({}: none)
 
     def save(self, run_storage: Storage) -> None:
         run_storage.put(FINISH_KEY, json.dumps(dataclasses.asdict(self), indent=2).encode(), "application/json")

@@ -25,9 +25,9 @@ from pipeline.ledger.cost import Prices
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
-from pipeline.run.layout import output_image_key, run_key
+from pipeline.manifest.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
-from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
+from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.run.spec import RunSpec
 from pipeline.storage import ObjectInfo, normalise_uri
 from pipeline.run.telemetry import Telemetry
@@ -87,7 +87,7 @@ class RunSummary:
     cost_uri: str = ""
     report_uri: str = ""
     estimate: dict = field(default_factory=dict)  # dry runs: pipeline.run.estimate.dry_run_estimate
-    actors_peak: int = 0          # most model actors alive at once (sampled each second; pipeline/run/pool_watch.py)
+    actors_peak: int = 0          # most model actors alive at once (sampled each second; pipeline/fleet/pool_watch.py)
     actors_mean: float = 0.0      # model actors alive on average while the run processed
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
@@ -225,10 +225,10 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
 
 def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
     """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
-    pool's PoolReport: pipeline/run/pool_watch.py)."""
-    from pipeline.run.attempts import AttemptBook
+    pool's PoolReport: pipeline/fleet/pool_watch.py)."""
+    from pipeline.fleet.attempts import AttemptBook
     from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
-    from pipeline.run.pool_watch import ActorRoll, PoolWatch, on_driver_node
+    from pipeline.fleet.pool_watch import ActorRoll, PoolWatch, on_driver_node
 
     with ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)

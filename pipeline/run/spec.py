@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from op4ksr.loading import ModelSpec
-from op4ksr.inference.sizing import SizePolicy
+from op4ksr.sizing import SizePolicy
 from pipeline.ledger.cost import Prices
 from pipeline.storage import StorageSpec
 
@@ -95,7 +95,7 @@ class RunSpec:
     config_yaml: str
     since: str | None  # run.since as given: None, "last" or an ISO time (pipeline.run.incremental)
     lock_ttl_seconds: float
-    retry_given_up: bool  # run.retry_given_up: retry inputs an earlier run gave up on (pipeline/run/attempts.py)
+    retry_given_up: bool  # run.retry_given_up: retry inputs an earlier run gave up on (pipeline/fleet/attempts.py)
     watermark_margin_seconds: float
     prices: Prices  # cost.* (or the cost.preset entry): what the run's ledger is priced with
 

@@ -17,7 +17,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error_class", pa.string()),
     ("error", pa.string()),
-    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (pipeline/run/attempts.py)
+    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (pipeline/fleet/attempts.py)
     ("input_etag", pa.string()),
     ("input_size", pa.string()),          # "WxH" of the decoded input
     ("output_key", pa.string()),
@@ -76,7 +76,7 @@ def new_record(key: str, run_id: str, **values) -> dict:
 
 
 class WorkerDiedError(RuntimeError):
-    """The model actor's process died with this input in every attempt (pipeline/run/attempts.py)."""
+    """The model actor's process died with this input in every attempt (pipeline/fleet/attempts.py)."""
 
 
 WORKER_DIED = WorkerDiedError.__name__  # the error_class of an input given up on

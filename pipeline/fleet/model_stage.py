@@ -2,7 +2,7 @@
 
 `WatchedStage(stage_cls, model, options, roll, book)` builds `stage_cls(model, options)` (the
 model actor: actors.upscaler.UpscaleActor in every job) in a process that beats to the run's
-ActorRoll (pipeline/run/pool_watch.py) and asks the AttemptBook (pipeline/run/attempts.py)
+ActorRoll (pipeline/fleet/pool_watch.py) and asks the AttemptBook (pipeline/fleet/attempts.py)
 before each batch whether it runs whole or one input at a time. An input tried alone holds the
 process to itself (no other call runs beside it), so a death then names that input.
 """
@@ -15,9 +15,9 @@ import time
 import pyarrow as pa
 import ray
 
-from pipeline.run.attempts import give_up
-from pipeline.run.pool_watch import BEAT_SECONDS, worker_id
-from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
+from pipeline.fleet.attempts import give_up
+from pipeline.fleet.pool_watch import BEAT_SECONDS, worker_id
+from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA
 
 
 class WatchedStage:

@@ -26,12 +26,12 @@ from op4ksr.images import png16
 from actors.upscaler import UpscaleActor
 from pipeline.run.backfill import run_backfill
 from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
-from pipeline.run.layout import UnsafeKeyError, output_image_key, report_key
+from pipeline.manifest.layout import UnsafeKeyError, output_image_key, report_key
 from jobs.specs import build_run_spec, size_policy
 from pipeline.storage import S3Credentials, StorageError, StorageSpec, open_storage
 from tests.badinputs import HOSTILE_KEYS, corpus, encode, flat, multi_frame, noise, over_limit_input
 from tests.icc_profiles import ADOBE_RGB, rgb_profile
-from tests.pipeline.faulty_proxy import FaultyProxy, Rule
+from tests.pipeline.run.faulty_proxy import FaultyProxy, Rule
 
 SECRET = S3Credentials("AKIAOP4KSRLEAKCHECK7", "op4ksr-leak-check-secret-Zq9xWv2Lm8")
 

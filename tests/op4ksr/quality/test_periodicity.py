@@ -1,4 +1,4 @@
-"""op4ksr.periodicity on generated images with known periodic artifacts (tests/synthetic_images.py)."""
+"""op4ksr.quality.periodicity on generated images with known periodic artifacts (tests/synthetic_images.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from jobs.config import DEFAULT_CONFIG
 from op4ksr.imageops import bicubic_resize
-from op4ksr.periodicity import (
+from op4ksr.quality.periodicity import (
     QualityReport,
     ap_loss,
     ap_loss_weighted,
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_library_default_threshold_is_the_configs():
-    from op4ksr.periodicity import DEFAULT_THRESHOLD
+    from op4ksr.quality.periodicity import DEFAULT_THRESHOLD
 
     assert DEFAULT_THRESHOLD == THRESHOLD  # one default: configs/default.yaml's, named in code
 
@@ -250,7 +250,7 @@ def test_a_pattern_in_one_corner_is_flagged_in_its_tile_only():
 
 @pytest.mark.slow
 def test_a_corner_pattern_at_4096_is_flagged_with_its_period():
-    path = Path(__file__).resolve().parents[2] / "bench" / "periodicity.py"  # its test images
+    path = Path(__file__).resolve().parents[3] / "bench" / "periodicity.py"  # its test images
     spec = importlib.util.spec_from_file_location("bench_periodicity", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -13,7 +13,7 @@ from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.ledger.page import ReportDigest
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import scan_manifest
-from pipeline.run.records import MANIFEST_SCHEMA, new_record
+from pipeline.manifest.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 from tests.ledger_frames import cost_summary, default_prices, group_costs, ledger_table, read_manifest
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from op4ksr.imageops import bicubic_resize
-from op4ksr.evaluation.tiling import ramp, tile_plan, tile_starts, upscale_tiled
+from op4ksr.inference.tiling import ramp, tile_plan, tile_starts, upscale_tiled
 
 
 class _Constant:

@@ -20,7 +20,7 @@ from pipeline.run.backfill import RunSummary
 from pipeline.ledger.cost import build_ledger
 from tests.ledger_frames import cost_summary, default_prices
 from pipeline.ledger.page import CONTACT_SHEET_IMAGES, write_report
-from pipeline.run.records import MANIFEST_SCHEMA, new_record
+from pipeline.manifest.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 from tests.chromium import CHROMIUM, Chromium
 

@@ -8,8 +8,8 @@ docs/QUALITY.md). How niqe_reference.json was made:
     pip download --no-deps --no-binary=:all: --no-build-isolation -d /tmp/x basicsr==1.4.2  # from an env with torch
     python3 -m venv /tmp/niqe-ref
     /tmp/niqe-ref/bin/pip install numpy scipy opencv-python-headless torch==2.13.0 scikit-image==0.26.0
-    /tmp/niqe-ref/bin/python tests/op4ksr/niqe_reference_scores.py /tmp/x/basicsr-1.4.2.tar.gz \
-        /tmp/x/pyiqa-0.1.16-py3-none-any.whl > tests/op4ksr/niqe_reference.json
+    /tmp/niqe-ref/bin/python tests/op4ksr/quality/niqe_reference_scores.py /tmp/x/basicsr-1.4.2.tar.gz \
+        /tmp/x/pyiqa-0.1.16-py3-none-any.whl > tests/op4ksr/quality/niqe_reference.json
 
 Only the files each reference's NIQE needs are extracted, unchanged; the package __init__ files are
 replaced by empty ones (the real ones import the whole toolbox) and pyiqa's download helpers by stubs
@@ -99,7 +99,7 @@ def main(basicsr_sdist: str, pyiqa_wheel: str) -> None:
         run_p = json.loads(subprocess.run([sys.executable, "-c", PYIQA_RUN, str(npz), *IMAGES], cwd=p, check=True,
                                           capture_output=True, text=True).stdout)
     print(json.dumps({
-        "how": "tests/op4ksr/niqe_reference_scores.py (its docstring has the commands)",
+        "how": "tests/op4ksr/quality/niqe_reference_scores.py (its docstring has the commands)",
         "basicsr": {"package": "basicsr 1.4.2 (sdist)",
                     "call": "basicsr.metrics.niqe.calculate_niqe(img_bgr_uint8, crop_border=0, input_order='HWC', "
                             "convert_to='y'); gray images: input_order='HW'", **run_b},

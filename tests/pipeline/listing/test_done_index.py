@@ -9,7 +9,7 @@ import pytest
 
 from jobs.config import load_config
 from pipeline.listing.done_index import DoneIndex
-from pipeline.run.records import MANIFEST_SCHEMA, new_record
+from pipeline.manifest.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
 
@@ -132,7 +132,7 @@ def test_the_index_knows_who_wrote_each_output_whatever_the_model(tmp_path):
 def test_an_earlier_runs_output_is_claimed_before_the_listing_order(tmp_path):
     """p.png was done earlier; p.jpg, added since, lists first: p.jpg is the one refused."""
     from pipeline.listing.inputs import write_inputs_parquet
-    from pipeline.run.layout import output_image_key
+    from pipeline.manifest.layout import output_image_key
     from pipeline.storage import ObjectInfo
 
     out = open_storage(str(tmp_path / "out"))

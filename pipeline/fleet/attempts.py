@@ -9,7 +9,7 @@ each batch, and tells it when the batch is done.
 - A batch none of whose inputs the book holds open is a first attempt: it runs whole.
 - A batch the book still holds open was begun before and never finished: its process died (the
   batch killed it, or a neighbour did, or its node was lost). It now runs one input at a time,
-  each alone on the process (pipeline/run/model_stage.py), each attempt counted; an input done
+  each alone on the process (pipeline/fleet/model_stage.py), each attempt counted; an input done
   in an earlier attempt keeps its record and is not redone.
 - An input with `pipeline.max_attempts_per_input` attempts, at least one of them alone, is given
   up: one `failed` row, error_class WorkerDiedError, with its attempts; the run goes on.
@@ -17,7 +17,7 @@ A later run does not retry it unless run.retry_given_up is true (pipeline/listin
 """
 from __future__ import annotations
 
-from pipeline.run.records import WorkerDiedError, failed
+from pipeline.manifest.records import WorkerDiedError, failed
 
 
 class AttemptBook:

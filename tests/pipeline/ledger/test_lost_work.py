@@ -4,7 +4,7 @@ import pytest
 from pipeline.ledger.cost import actor_activity, build_ledger, format_cost
 from tests.ledger_frames import cost_summary
 from pipeline.ledger.finish import lost_work
-from tests.pipeline.test_cost import PRICES, T0, _manifest
+from tests.pipeline.ledger.test_cost import PRICES, T0, _manifest
 
 
 def test_work_held_by_dead_actors_is_device_lost_shared_over_the_rows_not_skipped():

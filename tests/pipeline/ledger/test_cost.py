@@ -13,7 +13,7 @@ from jobs.specs import prices_from_config
 from pipeline.ledger.cost import LEDGER_SCHEMA, Prices, build_ledger
 from tests.ledger_frames import (cost_summary, default_prices, group_costs, read_ledger, stage_breakdown,
                                  write_ledger)
-from pipeline.run.records import MANIFEST_SCHEMA, new_record
+from pipeline.manifest.records import MANIFEST_SCHEMA, new_record
 from pipeline.storage import open_storage
 
 T0 = 1_780_000_000.0  # 2026-05-28 UTC

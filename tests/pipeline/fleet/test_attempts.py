@@ -12,8 +12,8 @@ from jobs.config import load_config
 from jobs.specs import build_run_spec
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.listing.inputs import INPUTS_SCHEMA
-from pipeline.run.attempts import AttemptBook, give_up
-from pipeline.run.records import MANIFEST_SCHEMA, WORKER_DIED, new_record
+from pipeline.fleet.attempts import AttemptBook, give_up
+from pipeline.manifest.records import MANIFEST_SCHEMA, WORKER_DIED, new_record
 from pipeline.storage import open_storage
 
 

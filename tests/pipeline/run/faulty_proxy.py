@@ -5,7 +5,7 @@ throttling reply), `reset` (the connection is reset before any reply) and `cut` 
 body breaks off). They are given by `Rule`s (this method and key, the first N times or always)
 and, for every other request, at random with probability `fraction` but never twice in a
 row for the same request, so a client with a few retries always gets through.
-tests/pipeline/test_storage_faults.py fakes the server for single calls; this sits in front
+tests/pipeline/storage/test_storage_faults.py fakes the server for single calls; this sits in front
 of a real one, so a whole run (boto3 and pyarrow clients, driver and Ray workers) meets them.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ room for any actor, an object store smaller than the run's pixels.
 
 Every test counts what came out: one manifest row per listed input, one image and one report per
 ok row, nothing twice. The multi-node tests use the `ray_cluster` fixture (tests/conftest.py);
-run them alone with `.venv/bin/python -m pytest -q tests/pipeline/test_fleet_faults.py`.
+run them alone with `.venv/bin/python -m pytest -q tests/pipeline/fleet/test_fleet_faults.py`.
 """
 import io
 import json
@@ -22,8 +22,8 @@ from actors.upscaler import UpscaleActor
 from jobs.config import load_config
 from jobs.specs import build_run_spec
 from pipeline.run.backfill import run_backfill
-from pipeline.run.pool_watch import ActorStartTimeout
-from pipeline.run.records import WORKER_DIED
+from pipeline.fleet.pool_watch import ActorStartTimeout
+from pipeline.manifest.records import WORKER_DIED
 
 
 def _png(seed: int, size: int = 24) -> bytes:

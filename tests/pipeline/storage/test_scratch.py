@@ -12,7 +12,7 @@ from pipeline.storage import scratch as scratch_module
 from op4ksr.errors import UserError
 from pipeline.storage.scratch import owner_prefix, scratch, scratch_folder, sweep
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _owner_process(code: str) -> tuple[subprocess.Popen, Path]:

@@ -12,7 +12,7 @@ configured:
 - when fewer than actors.min actors are alive (a node lost and no room to restart its actors)
   and no image comes back, the run waits up to actors.start_timeout_s, naming the resources it
   waits for, and then fails with ActorStartTimeout.
-Nothing here decides what to retry: that is the AttemptBook's count (pipeline/run/attempts.py).
+Nothing here decides what to retry: that is the AttemptBook's count (pipeline/fleet/attempts.py).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from actors.upscaler import UpscaleActor
 from jobs.config import ConfigError, load_config
 from jobs.specs import pool_spec
 from pipeline.run.backfill import run_backfill
-from tests.pipeline.test_backfill import _catalog, _spec
+from tests.pipeline.run.test_backfill import _catalog, _spec
 
 
 @pytest.mark.parametrize("override,message", [

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipeline.listing.inputs
-from pipeline.run.layout import output_image_key
+from pipeline.manifest.layout import output_image_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.storage import ObjectInfo, open_storage
 

@@ -18,7 +18,7 @@ from op4ksr.images import png16
 from op4ksr.images.codec import (ImageDecodeError, ImageTooLargeError, decode_image, encode_image, finish_output,
                               orient)
 from op4ksr.imageops import bicubic_resize
-from op4ksr.inference.sizing import OutputSizeError, plan_output_size
+from op4ksr.sizing import OutputSizeError, plan_output_size
 from tests.badinputs import FRAME_COLOURS, corpus, encode, flat, multi_frame, noise, over_limit_input
 from tests.icc_profiles import ADOBE_RGB, DISPLAY_P3, rgb_profile
 

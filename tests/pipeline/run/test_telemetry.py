@@ -10,7 +10,7 @@ from PIL import Image
 
 from jobs.config import load_config
 from pipeline.run.fetch import FetchContext, FetchDecode
-from pipeline.run.records import new_record
+from pipeline.manifest.records import new_record
 from pipeline.storage import StorageSpec
 from jobs.specs import size_policy, telemetry_from_config
 from pipeline.run.telemetry import STAGES, Telemetry, stage_intervals

@@ -1,7 +1,7 @@
 """NIQE (op4ksr/quality/niqe.py) against the reference implementations' scores on scikit-image's images.
 
 The reference scores in niqe_reference.json come from running basicsr 1.4.2's and pyiqa 0.1.16's own
-NIQE code (tests/op4ksr/niqe_reference_scores.py says how); this test computes ours on the same images.
+NIQE code (tests/op4ksr/quality/niqe_reference_scores.py says how); this test computes ours on the same images.
 """
 from __future__ import annotations
 
