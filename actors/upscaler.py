@@ -19,8 +19,7 @@ import torch
 import op4ksr
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.quality.periodicity import quality_report
-from op4ksr.quality.report import no_reference_scores
+from op4ksr.quality import no_reference_scores, quality_report
 from pipeline.manifest.layout import report_key
 from pipeline.storage.materialise import load_materialised
 from pipeline.fleet.pool_watch import worker_id

@@ -20,7 +20,8 @@ from op4ksr.model import OP4KSR
 from op4ksr.training.config import TrainConfig
 from op4ksr.training import distributed
 from op4ksr.training.data import HRImages, sample_batch
-from op4ksr.training.state import latest_checkpoint, load_train_state, load_weights, save_checkpoint
+from op4ksr.checkpoint import latest_checkpoint
+from op4ksr.training.state import load_train_state, load_weights, save_checkpoint
 from op4ksr.training.trainable import add_lora, set_trainable, zero_init_proj_out
 
 METRICS_FILE = "metrics.jsonl"

@@ -7,11 +7,9 @@ cost ledger, the summary and the report page.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import logging
 import os
 import tempfile
 import time
@@ -31,6 +29,7 @@ from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.run.spec import RunSpec
 from pipeline.storage import ObjectInfo, normalise_uri
 from pipeline.run.telemetry import Telemetry
+from pipeline.fleet.ray_session import ray_session
 
 MANIFEST_FIRST_PART_ROWS = 1000
 MANIFEST_MAX_PART_ROWS = 500_000
@@ -256,30 +255,3 @@ def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: fl
                           progress.total, pool=dataclasses.asdict(pool) if pool else {})
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
     return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
-
-
-@contextlib.contextmanager
-def ray_session(num_cpus: float | None):
-    """Use the Ray already connected (a cluster, a test fixture), else join the cluster RAY_ADDRESS
-    names (a Ray job's driver: `ray job submit`, KubeRay), else start a local one for this run."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
-        ray.init(log_to_driver=False, logging_level="WARNING")
-    else:
-        # Ray's token authentication stays on (its default for a new local cluster); only its notice
-        # that it is on is dropped, so a run prints op4ksr's own lines
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
-        # address="local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster names
-        # (anyone's `ray start` on this machine) and then refuses num_cpus
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()

@@ -10,7 +10,7 @@ from op4ksr.training import TrainConfig, loss_terms, train
 from op4ksr.training.data import HRImages, sample_batch
 from op4ksr.training.loop import Objective, build_model, lr_factor
 from tests.tolerance import FORWARD_ATOL
-from op4ksr.training.state import latest_checkpoint
+from op4ksr.checkpoint import latest_checkpoint
 from tests.synthetic_images import write_hr_textures
 
 
