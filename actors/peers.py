@@ -26,7 +26,7 @@ from actors.upscaler import UpscaleActor
 from op4ksr.errors import UserError
 from op4ksr.inference.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
-from pipeline.run.spec import ModelSource, PeerSpec
+from pipeline.fleet.spec import ModelSource, PeerSpec
 
 # Peers have no token grid: their ap_excess is measured at the F16 op4ksr model's token period
 # (32 output px), where op4ksr's own artifacts would be, so the two read on one scale; a tiled

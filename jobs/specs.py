@@ -14,7 +14,8 @@ from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model
 from op4ksr.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
 from pipeline.manifest.records import params_hash
-from pipeline.run.spec import ActorOptions, ModelSource, PeerSpec, PoolSpec, RunSpec
+from pipeline.fleet.spec import ActorOptions, ModelSource, PeerSpec, PoolSpec
+from pipeline.run.spec import RunSpec
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
 
 

@@ -28,7 +28,7 @@ from typing import Iterator
 import ray
 
 from op4ksr.errors import UserError
-from pipeline.run.spec import PoolSpec
+from pipeline.fleet.spec import PoolSpec
 
 BEAT_SECONDS = 1.0
 GONE_AFTER_SECONDS = 3.5  # no beat for this long: the process has ended

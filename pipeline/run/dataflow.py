@@ -14,7 +14,8 @@ import ray
 from pipeline.run.fetch import FetchContext, FetchDecode
 from pipeline.fleet.model_stage import WatchedStage
 from pipeline.fleet.pool_watch import ActorStartTimeout
-from pipeline.run.spec import PoolSpec, RunSpec
+from pipeline.fleet.spec import PoolSpec
+from pipeline.run.spec import RunSpec
 from pipeline.storage import StorageSpec
 
 

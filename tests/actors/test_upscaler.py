@@ -15,7 +15,7 @@ from jobs.specs import actor_options, size_policy
 from op4ksr.loading import ModelSpec
 from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
 from pipeline.manifest.records import MANIFEST_SCHEMA
-from pipeline.run.spec import ModelSource
+from pipeline.fleet.spec import ModelSource
 from pipeline.storage import StorageSpec
 
 
