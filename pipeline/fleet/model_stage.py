@@ -17,7 +17,7 @@ import ray
 
 from pipeline.fleet.attempts import give_up
 from pipeline.fleet.pool_watch import BEAT_SECONDS, worker_id
-from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA
+from pipeline.manifest.records import manifest_table
 
 
 class WatchedStage:
@@ -79,7 +79,7 @@ class WatchedStage:
                     done = self.stage(_with_attempts(row, [verdict["attempt"]])).to_pylist()[0]
                     ray.get(self.book.finish_alone.remote(record["key"], done))
                     records.append(done)
-        return pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in records], schema=MANIFEST_SCHEMA)
+        return manifest_table(records)
 
     def _beat(self):
         with self.lock:

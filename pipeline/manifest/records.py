@@ -9,6 +9,7 @@ import hashlib
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 STATUSES = ("ok", "failed", "skipped")
 
@@ -65,6 +66,11 @@ MANIFEST_SCHEMA = pa.schema([
 FIELDS = tuple(MANIFEST_SCHEMA.names)
 
 
+def manifest_table(records) -> pa.Table:
+    """Records as manifest rows (MANIFEST_SCHEMA): each record's manifest fields, None where it has none."""
+    return pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in records], schema=MANIFEST_SCHEMA)
+
+
 def new_record(key: str, run_id: str, **values) -> dict:
     """A record with every field present (None where unknown) and `values` filled in."""
     unknown = set(values) - set(FIELDS)
@@ -80,6 +86,16 @@ class WorkerDiedError(RuntimeError):
 
 
 WORKER_DIED = WorkerDiedError.__name__  # the error_class of an input given up on
+
+
+def given_up(status, error_class) -> pa.BooleanArray:
+    """Which manifest rows are inputs given up on (failed with WORKER_DIED), from their status and
+    error_class columns (pyarrow arrays or pandas Series); a null is not given up."""
+    def column(values):
+        return values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, pa.string())
+
+    died = pc.and_kleene(pc.equal(column(status), "failed"), pc.equal(column(error_class), WORKER_DIED))
+    return pc.fill_null(died, False)
 
 
 def failed(record: dict, err: BaseException) -> dict:

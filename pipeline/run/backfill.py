@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.ledger.cost import Prices
@@ -25,7 +24,7 @@ from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
 from pipeline.manifest.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
-from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA
+from pipeline.manifest.records import MANIFEST_SCHEMA, manifest_table
 from pipeline.run.spec import RunSpec
 from pipeline.storage import ObjectInfo, normalise_uri
 from pipeline.run.telemetry import Telemetry
@@ -142,8 +141,7 @@ class ManifestWriter:
             fd, self._path = tempfile.mkstemp(prefix="op4ksr-manifest-", suffix=".parquet")
             os.close(fd)
             self._writer, self._rows = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0
-        self._writer.write_table(pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows],
-                                                      schema=MANIFEST_SCHEMA))
+        self._writer.write_table(manifest_table(rows))
         self._rows += len(rows)
 
     def _upload(self) -> None:
