@@ -16,7 +16,7 @@ import torch
 
 from op4ksr.checkpoint import WEIGHTS_NAME, meta_component, save_component
 from op4ksr.importing.components import copy_component
-from op4ksr.importing.tensorfile import write_streaming
+from op4ksr.tensorfile import write_streaming
 from op4ksr.loading import SAVED_OPTIONS
 from op4ksr.model import PROMPT_EMBEDS, _default_dtype, write_model_index
 from op4ksr.presets import get_preset

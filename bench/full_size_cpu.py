@@ -263,7 +263,10 @@ def main(argv=None) -> dict:
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2) + "\n")
 
-    for path, make in ((bf16, lambda: write_random_checkpoint(bf16, args.preset)), (int8, lambda: write_int8_copy(bf16, int8))):
+    needed = [(bf16, lambda: write_random_checkpoint(bf16, args.preset))]
+    if "int8" in args.weights.split(",") or args.velocity_side:
+        needed.append((int8, lambda: write_int8_copy(bf16, int8)))
+    for path, make in needed:
         t0 = time.perf_counter()
         if not (path / "model_index.json").is_file():
             make()

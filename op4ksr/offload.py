@@ -7,7 +7,7 @@ the block is released after it ran (a forward hook): device memory holds two blo
 
 Where the blocks wait:
 - a checkpoint folder (the CPU, or any device when nothing else holds them): each block's tensors
-  are read from the safetensors file with plain file I/O at each visit (op4ksr.importing.tensorfile;
+  are read from the safetensors file with plain file I/O at each visit (op4ksr.tensorfile;
   no mapping whose pages would stay resident), on a helper thread one block ahead. Peak host
   memory is two blocks plus activations, and every forward reads the blocks' bytes from the file
   (or the page cache).
@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from op4ksr.tensorfile import read_tensor, source_tensors
 from op4ksr.quantize import SCALE_SUFFIX, convert_int8, is_int8_target, quantize_int8
 
 OFFLOAD_MODES = ("none", "blocks")
@@ -56,8 +57,6 @@ class FileBlocks:
     """Block tensors read from a component folder's safetensors at each visit."""
 
     def __init__(self, folder: Path, dtype: torch.dtype, int8: bool):
-        from op4ksr.importing.components import source_tensors
-
         self.tensors = source_tensors(Path(folder))  # headers only
         self.dtype, self.int8 = dtype, int8
 
@@ -66,8 +65,6 @@ class FileBlocks:
 
     def read(self, prefix: str, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
         """{key without prefix: tensor} of every stored tensor under `prefix`, on the host."""
-        from op4ksr.importing.tensorfile import read_tensor
-
         out = {}
         wanted = None if keys is None else set(keys)
         for key, info in self.tensors.items():
@@ -224,7 +221,7 @@ def load_transformer(cls, folder: Path, device, dtype: torch.dtype, *, weights: 
         return module.eval()
     module = load_component(cls, folder, device, dtype)
     if weights == "fp8":
-        from op4ksr.inference.speed import quantize_fp8
+        from op4ksr.quantize import quantize_fp8
 
         quantize_fp8(module)
     return module
@@ -240,7 +237,7 @@ def hold_transformer(transformer: nn.Module, device, *, weights: str = "dtype", 
     if weights == "int8":
         convert_int8(transformer)
     elif weights == "fp8":
-        from op4ksr.inference.speed import quantize_fp8
+        from op4ksr.quantize import quantize_fp8
 
         quantize_fp8(transformer)
     if offload == "blocks":

@@ -17,7 +17,7 @@ import torch
 
 from op4ksr.checkpoint import WEIGHTS_NAME, CheckpointError, check_state_dict, weight_files
 from op4ksr.importing.lora import apply_deltas
-from op4ksr.importing.tensorfile import TensorInfo, read_header, read_tensor, write_streaming
+from op4ksr.tensorfile import read_tensor, source_tensors, write_streaming
 from op4ksr.quantize import SCALE_SUFFIX, is_int8_target, quantize_int8
 
 
@@ -41,18 +41,6 @@ def meta_component(cls, config: dict):
             return cls(**{k: v for k, v in config.items() if k in accepted and not k.startswith("_")})
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"config does not describe a {cls.__name__}: {err}") from err
-
-
-def source_tensors(folder: Path) -> dict[str, TensorInfo]:
-    """Every tensor of a component folder (one file or an index of shards), in file order, headers only."""
-    tensors: dict[str, TensorInfo] = {}
-    for path in weight_files(folder):
-        found, _ = read_header(path)
-        duplicate = next((k for k in found if k in tensors), None)
-        if duplicate:
-            raise CheckpointError(f"{folder}: tensor {duplicate} is stored in two shards")
-        tensors.update(found)
-    return tensors
 
 
 def copy_component(module, source: Path, out: Path, dtype: torch.dtype,

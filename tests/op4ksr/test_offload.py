@@ -66,7 +66,7 @@ def test_a_preset_streams_from_host_memory_with_the_same_output():
 
 
 def test_int8_checkpoint_stores_int8_and_matches_quantising_at_load(int8_checkpoint):
-    from op4ksr.importing.tensorfile import read_header
+    from op4ksr.tensorfile import read_header
 
     (path,) = weight_files(int8_checkpoint / "transformer")
     header, _ = read_header(path)
