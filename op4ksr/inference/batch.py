@@ -58,9 +58,10 @@ def max_output_megapixels(
     check_host_memory(plan, name, host_memory_bytes)
     limit = plan.max_output_megapixels(float(device_memory_gb))
     if limit <= 0:
-        raise OutputSizeError(f"{name} in {mode} with model.offload={offload} does not fit a "
-                              f"{float(device_memory_gb):g} GB GPU ({plan.source}); use a GPU with more memory"
-                              + ("" if offload == "blocks" else " or model.offload=blocks"))
+        streamed = " with model.offload=blocks" if offload == "blocks" else ""
+        raise OutputSizeError(f"{name} in {mode} does not fit a {float(device_memory_gb):g} GB GPU{streamed} "
+                              f"({plan.source}); use a GPU with more memory"
+                              + ("" if streamed else " or model.offload=blocks"))
     return limit
 
 
