@@ -20,7 +20,7 @@ from op4ksr.fidelity import Fidelity, apply_fidelity
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
 from op4ksr.presets import get_preset, preset_model_id
 from op4ksr.sizing import output_size
-from op4ksr.offload import hold_transformer, load_transformer
+from op4ksr.offload import hold_transformer, load_transformer, move_resident
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from op4ksr.vae import F16AutoencoderKL
 
@@ -191,8 +191,9 @@ class OP4KSR(nn.Module):
         preset = get_preset(name)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
+        build = "cpu" if offload == "blocks" else device  # streamed blocks wait in host memory
         try:
-            with torch.device(device), _default_dtype(dtype):
+            with torch.device(build), _default_dtype(dtype):
                 vae = F16AutoencoderKL(**preset.vae)
                 transformer = RFRFluxTransformer2DModel(**preset.transformer, rfr_mode=rfr_mode, rfr_scale=rfr_scale)
                 prompt = torch.randn(1, preset.prompt_tokens, preset.transformer["joint_attention_dim"])
@@ -202,6 +203,8 @@ class OP4KSR(nn.Module):
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
                     name=name, model_id=preset_model_id(name, seed)).to(dtype).eval()
         hold_transformer(model.transformer, device, weights=weights, offload=offload)
+        if offload == "blocks":
+            move_resident(model, device)
         return model
 
     @classmethod

@@ -242,3 +242,14 @@ def hold_transformer(transformer: nn.Module, device, *, weights: str = "dtype", 
         quantize_fp8(transformer)
     if offload == "blocks":
         stream_blocks(transformer, device)
+
+
+def move_resident(model: nn.Module, device) -> None:
+    """Move everything of an OP4KSR model but its streamed blocks to `device` (the blocks are meta between visits)."""
+    device = torch.device(device)
+    for name, child in model.transformer.named_children():
+        if name not in BLOCK_LISTS:
+            child.to(device)
+    model.vae.to(device)
+    for name in ("prompt_embeds", "pooled_embeds"):
+        setattr(model, name, getattr(model, name).to(device))
