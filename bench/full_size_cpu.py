@@ -274,7 +274,7 @@ def main(argv=None) -> dict:
         report["checkpoint"][path.name] = {"bytes_on_disk": size, "seconds_to_write": round(time.perf_counter() - t0, 1)}
         write()
     report["rope_4096"] = rope_4096(bf16)
-    for side in (int(s) for s in args.sides.split(",") if s):
+    for side in (int(s) for s in args.sides.split(",") if s and int(s) > 0):
         for weights in args.weights.split(","):
             ckpt = int8 if weights == "int8" else bf16
             result = child(["upscale", str(ckpt), weights, side, args.threads], args.timeout_s)
