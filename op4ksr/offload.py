@@ -87,6 +87,9 @@ class HostBlocks:
         for prefix, block in blocks:
             tensors = {k: v.detach().cpu() for k, v in block.state_dict().items()}
             state[prefix] = {k: v.pin_memory() if pin else v for k, v in tensors.items()}
+            if pin:  # the unpinned originals go now: the host never holds the weights twice
+                del tensors
+                release(block)
         return cls(state)
 
     def read(self, prefix: str) -> dict[str, torch.Tensor]:
