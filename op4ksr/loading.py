@@ -48,7 +48,9 @@ class InferenceOptions:
         return {k: v for k, v in asdict(self).items() if k in SAVED_OPTIONS and v is not None}
 
 
-# options a checkpoint saves, with the value a checkpoint that predates the option has
+# options a checkpoint saves, with the value a checkpoint that predates the option has; the fidelity
+# ones are op4ksr.fidelity.Fidelity's defaults, repeated here to keep this module torch-free
+# (tests/op4ksr/test_fidelity.py ties the two)
 SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False,
                  "fidelity": "none", "fidelity_levels": 4, "fidelity_strength": 1.0, "fidelity_iterations": 10}
 

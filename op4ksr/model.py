@@ -224,7 +224,7 @@ class OP4KSR(nn.Module):
                     index.get("timestep", 1.0), index.get("guidance", 1.0), index.get("scale", 4),
                     name=index.get("name", root.name), model_id=model_id)
         model.vae.set_decode_shift(bool(index.get("inference", {}).get("decode_shift", False)))
-        model.fidelity = _saved_fidelity(index.get("inference", {}))
+        model.fidelity = Fidelity.from_options(index.get("inference", {}))
         return model.to(device=device, dtype=dtype).eval()
 
     # --- inference options --------------------------------------------------------------------
@@ -232,10 +232,8 @@ class OP4KSR(nn.Module):
     def inference_options(self) -> dict:
         """The inference options in effect, as a checkpoint saves them (op4ksr.loading.SAVED_OPTIONS)."""
         cfg = self.transformer.config
-        fid = self.fidelity
         return {"rfr_mode": cfg.rfr_mode, "rfr_scale": float(cfg.rfr_scale), "decode_shift": self.vae.decode_shift,
-                "fidelity": fid.mode, "fidelity_levels": fid.levels, "fidelity_strength": fid.strength,
-                "fidelity_iterations": fid.iterations}
+                **self.fidelity.options()}
 
     def configure(self, options) -> "OP4KSR":
         """Apply an op4ksr.loading.InferenceOptions (None fields keep the saved values); returns self."""
@@ -248,7 +246,7 @@ class OP4KSR(nn.Module):
         if options.attention_backend:
             self.transformer.set_attention_backend(options.attention_backend)
         self.decode_partitions = int(options.decode_partitions)
-        self.fidelity = _saved_fidelity(wanted)
+        self.fidelity = Fidelity.from_options(wanted)
         return self
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -286,15 +284,6 @@ def _default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
-
-
-def _saved_fidelity(options: dict) -> Fidelity:
-    """The Fidelity of saved/resolved inference options; absent keys take Fidelity's defaults (which
-    op4ksr.loading.SAVED_OPTIONS repeats for checkpoints that predate the option)."""
-    d = Fidelity()
-    return Fidelity(options.get("fidelity", d.mode), int(options.get("fidelity_levels", d.levels)),
-                    float(options.get("fidelity_strength", d.strength)),
-                    int(options.get("fidelity_iterations", d.iterations)))
 
 
 def _load_prompt_embeds(path: Path, device) -> dict[str, torch.Tensor]:
