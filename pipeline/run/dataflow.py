@@ -93,12 +93,15 @@ def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, trace
                      compute=ray.data.TaskPoolStrategy(size=pool.fetch_tasks))
         .map_batches(
             WatchedStage,
-            fn_constructor_args=(model_stage, spec.model, spec.actor, roll, book, pool.max_attempts_per_input),
+            fn_constructor_kwargs={"stage_cls": model_stage, "model": spec.model, "options": spec.actor, "roll": roll,
+                                   "book": book, "max_attempts": pool.max_attempts_per_input},
             batch_size=pool.batch_size,
             batch_format="pyarrow",
             num_gpus=pool.num_gpus or None,
             num_cpus=pool.num_cpus,
             resources=dict(pool.resources) or None,
+            # two calls per actor: one batch's forward overlaps the last one's encode + upload (actors/upscaler.py);
+            # an input tried alone still gets the process to itself (model_stage.ReadersWriterLock)
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
                                                max_concurrent_calls_per_actor=2, enable_true_multi_threading=True),
         )
