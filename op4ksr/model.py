@@ -189,10 +189,11 @@ class OP4KSR(nn.Module):
         torch.manual_seed(seed)
         try:
             with torch.device(device), _default_dtype(dtype):
-                vae = F16AutoencoderKL(**preset.vae)
-                transformer = RFRFluxTransformer2DModel(**preset.transformer, rfr_mode=rfr_mode, rfr_scale=rfr_scale)
-                prompt = torch.randn(1, preset.prompt_tokens, preset.transformer["joint_attention_dim"])
-                pooled = torch.randn(1, preset.transformer["pooled_projection_dim"])
+                vae = F16AutoencoderKL(**preset.vae.config())
+                transformer = RFRFluxTransformer2DModel(**preset.transformer.config(), rfr_mode=rfr_mode,
+                                                        rfr_scale=rfr_scale)
+                prompt = torch.randn(1, preset.prompt_tokens, preset.transformer.joint_attention_dim)
+                pooled = torch.randn(1, preset.transformer.pooled_projection_dim)
         finally:
             torch.random.set_rng_state(generator_state)
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
@@ -311,9 +312,7 @@ def parse_dtype(name: str) -> torch.dtype:
 def estimate_tflop(height: int, width: int, preset: str = "flux-dev") -> float:
     """Transformer TFLOP of one forward at a (height, width) output: 24nd^2 + 4n^2d per block."""
     p = get_preset(preset)
-    t, v = p.transformer, p.vae
-    token_px = v["input_stride"] * 2 ** (len(v["block_out_channels"]) - 1) * PACK
-    d = t["attention_head_dim"] * t["num_attention_heads"]
+    t, token_px, d = p.transformer, p.vae.factor * PACK, p.transformer.width
     n = math.ceil(height / token_px) * math.ceil(width / token_px) + p.prompt_tokens
-    blocks = t["num_layers"] + t["num_single_layers"]
+    blocks = t.num_layers + t.num_single_layers
     return blocks * (24 * n * d * d + 4 * n * n * d) / 1e12

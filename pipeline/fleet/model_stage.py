@@ -33,7 +33,7 @@ class WatchedStage:
         self.isolation = ReadersWriterLock()
         # beats start before the model loads: a loading actor holds its device, so it counts as live
         threading.Thread(target=self._beat_forever, name="roll-beat", daemon=True).start()
-        self.stage = stage_cls(model, options)
+        self.stage = stage_cls(model=model, options=options)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         with self.lock:
