@@ -191,7 +191,7 @@ def test_peer_kind_is_read_in_one_table(tmp_path):
     from actors.upscaler import UpscaleActor
     from jobs.config_rules import RULES
 
-    assert set(RULES["peer.kind"].choices) == {"", *PEER_KINDS}  # the config's choices are the table's kinds
+    assert RULES["peer.kind"].choices == ("", *PEER_KINDS)  # the config's choices (PeerSpec's) are the table's kinds
     command = _command_peer(f"{sys.executable} -c pass {{input}} {{output}}")
     assert peer_kind(command) is PEER_KINDS["command"] and peer_model_id(command).startswith("command:")
     assert model_stage(ModelSource(spec=ModelSpec(source="tiny"), peer=command)) is PeerActor
