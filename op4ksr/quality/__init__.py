@@ -1,5 +1,6 @@
 """Quality of an output without a ground-truth image (docs/QUALITY.md): the periodicity statistic
-(periodicity.py, and its per-image report: periodicity_report.py), NIQE (niqe.py) and the comparisons against its input (report.py).
+(periodicity.py) and its per-image report (periodicity_report.py), NIQE (niqe.py) and the
+comparisons against its input (report.py).
 
 The per-image report is these two calls, the first on the device beside the forward, the second
 on the encode thread: what the actor imports.

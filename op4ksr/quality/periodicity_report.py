@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from op4ksr.imageops import bicubic_resize, luminance, psnr
-from op4ksr.quality.periodicity import (DEFAULT_CLIP, DEFAULT_CROP, DEFAULT_SIGMA, MAPS, OVER_K, axis_autocorr, check_image,
-                                        crop_box, crop_to_box, detail_maps, dominant_period_from_autocorr,
-                                        periodicity_from_autocorr, work_dtype)
+from op4ksr.quality.periodicity import (DEFAULT_CLIP, DEFAULT_CROP, DEFAULT_SIGMA, MAPS, OVER_K, axis_autocorr,
+                                        check_image, crop_box, crop_to_box, detail_maps,
+                                        dominant_period_from_autocorr, periodicity_from_autocorr, work_dtype)
 
 DEFAULT_THRESHOLD = 0.04  # = report.threshold in configs/default.yaml, chosen by bench/periodicity_eval.py
 PSNR_CAP_DB = 100.0  # reports store min(psnr, cap): identical images give a finite, JSON-safe value

@@ -20,7 +20,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error_class", pa.string()),
     ("error", pa.string()),
-    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (pipeline/fleet/attempts.py)
+    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (fleet/attempts.py)
     ("input_etag", pa.string()),
     ("input_size", pa.string()),          # "WxH" of the decoded input
     ("output_key", pa.string()),

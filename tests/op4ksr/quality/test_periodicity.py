@@ -1,4 +1,5 @@
-"""op4ksr.quality.periodicity and its report on generated images with known periodic artifacts (tests/synthetic_images.py)."""
+"""op4ksr.quality.periodicity and its report on generated images with known periodic artifacts
+(tests/synthetic_images.py)."""
 from __future__ import annotations
 
 import importlib.util

@@ -25,7 +25,8 @@ def test_a_batch_that_died_goes_one_input_at_a_time_until_the_culprit_is_given_u
     assert book.begin(batch) is False
     assert book.begin_alone("a") == Verdict(Action.RUN, attempts=2)
     book.finish_alone("a", {"key": "a", "status": "ok"})
-    assert book.begin_alone("b") == Verdict(Action.RUN, attempts=2)  # b never finishes: the process dies again (a neighbour)
+    # b never finishes: the process dies again (a neighbour)
+    assert book.begin_alone("b") == Verdict(Action.RUN, attempts=2)
     # third attempt of the batch: a keeps its record, b and poison go on
     assert book.begin(batch) is False
     assert book.begin_alone("a") == Verdict(Action.DONE, record={"key": "a", "status": "ok"})
