@@ -195,10 +195,13 @@ def encode_image(
     quality: int = 95,
     png_compress_level: int = 1,
     provenance: dict | None = None,
+    xmp: bytes | None = None,
 ) -> bytes:
-    """Encoded bytes of an output image (3, H, W) in [0, 1], with the source's colour, mode and metadata."""
+    """Encoded bytes of an output image (3, H, W) in [0, 1], with the source's colour, mode and metadata;
+    `xmp`: the output's XMP packet (op4ksr.provenance.xmp.merged_xmp), by default the source's."""
     if fmt not in FORMATS:
         raise ValueError(f"output format {fmt!r} is not one of {', '.join(FORMATS)}")
+    xmp = source.xmp if xmp is None else xmp
     provenance = {**(provenance or {}), **source.info}
     description = json.dumps(provenance, sort_keys=True)
     software = f"op4ksr {provenance.get('version', '')}".strip()
@@ -210,9 +213,9 @@ def encode_image(
     if source.bit_depth == 16 and fmt in ("png", "tiff"):
         samples = _samples16(rgb, alpha, source.grayscale)
         if fmt == "png":
-            return png16.write_png(samples, icc_profile=source.icc_profile, exif=exif.tobytes(), xmp=source.xmp,
+            return png16.write_png(samples, icc_profile=source.icc_profile, exif=exif.tobytes(), xmp=xmp,
                                    text={"op4ksr": description}, compress_level=png_compress_level)
-        return _write_tiff16(samples, source, description, software)
+        return _write_tiff16(samples, source, description, software, xmp)
     img = _to_pil(rgb, alpha, source, fmt)
     options: dict = {"exif": exif.tobytes()}
     if source.icc_profile:
@@ -220,14 +223,14 @@ def encode_image(
     if fmt == "png":
         text = PngImagePlugin.PngInfo()
         text.add_text("op4ksr", description)
-        if source.xmp:
-            text.add_itxt("XML:com.adobe.xmp", source.xmp.decode("utf-8", "replace"))
+        if xmp:
+            text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
         options.update(pnginfo=text, compress_level=png_compress_level)
     elif fmt in ("jpeg", "webp"):
-        options.update(quality=quality, **({"xmp": source.xmp} if source.xmp else {}))
+        options.update(quality=quality, **({"xmp": xmp} if xmp else {}))
     elif fmt == "tiff":
-        if source.xmp:
-            exif[XMP_TAG] = source.xmp  # a TIFF's EXIF is its first IFD, where XMP lives too
+        if xmp:
+            exif[XMP_TAG] = xmp  # a TIFF's EXIF is its first IFD, where XMP lives too
         options.update(compression="tiff_deflate", exif=exif)
     out = io.BytesIO()
     img.save(out, format=FORMATS[fmt], **options)
@@ -243,7 +246,8 @@ def _samples16(rgb: torch.Tensor, alpha: torch.Tensor | None, grayscale: bool) -
     return (torch.cat(planes).permute(1, 2, 0).numpy() * 65535 + 0.5).astype(np.uint16)
 
 
-def _write_tiff16(samples: np.ndarray, source: DecodedImage, description: str, software: str) -> bytes:
+def _write_tiff16(samples: np.ndarray, source: DecodedImage, description: str, software: str,
+                  xmp: bytes | None) -> bytes:
     """A deflate TIFF of 16-bit samples with the ICC profile, XMP and provenance (other EXIF tags are not kept)."""
     import tifffile
 
@@ -254,7 +258,7 @@ def _write_tiff16(samples: np.ndarray, source: DecodedImage, description: str, s
                      extrasamples=("unassalpha",) if samples.shape[-1] in (2, 4) else None,
                      compression="zlib", iccprofile=source.icc_profile, description=description,
                      software=software, metadata=None,
-                     extratags=[(XMP_TAG, 1, len(source.xmp), source.xmp, True)] if source.xmp else ())
+                     extratags=[(XMP_TAG, 1, len(xmp), xmp, True)] if xmp else ())
     return out.getvalue()
 
 
