@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from op4ksr.presets import PRESETS
+from op4ksr.provenance.lineage import ALGORITHMS, SOURCE_TYPES
 
 NUMBER = float  # a Rule's kind for any number (whole or not)
 
@@ -90,6 +91,9 @@ _PROBABILITY = _number(0, 1)
 
 RULES: dict[str, Rule] = {
     "output.format": Rule(str, choices=("png", "jpeg", "webp", "tiff")),
+    "provenance.digital_source_type": Rule(str, choices=("auto", *SOURCE_TYPES)),
+    "provenance.algorithm": Rule(str, choices=ALGORITHMS),
+    "provenance.tsa_url": Rule(str, pattern=r"(https?://\S+)?", hint="empty or an http(s):// URL"),
     "peer.kind": Rule(str, choices=("", "spandrel", "command")),
     "peer.tile": _whole(0),
     "peer.tile_overlap": _whole(0),

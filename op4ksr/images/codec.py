@@ -12,6 +12,7 @@ hash) is written into the output's metadata.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -47,6 +48,8 @@ class DecodedImage:
     exif: bytes | None = None
     xmp: bytes | None = None
     info: dict = field(default_factory=dict)  # notes for the output's provenance, e.g. {"source_frames": 3}
+    source_sha256: str | None = None  # of the encoded bytes decoded: the output's lineage names it
+    source_bytes: bytes | None = field(default=None, repr=False)  # kept only when a C2PA manifest will need them
 
     @property
     def size(self) -> tuple[int, int]:
@@ -90,6 +93,7 @@ def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from err
     if frames > 1:
         decoded.info.update(source_frames=frames, frame_used=0)
+    decoded.source_sha256 = hashlib.sha256(data).hexdigest()
     return decoded
 
 

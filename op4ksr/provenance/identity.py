@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from op4ksr.errors import UserError
+from op4ksr.provenance.lineage import ALGORITHMS
 
 log = logging.getLogger("op4ksr")
 
-ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
 # EKUs a C2PA claim-signing certificate may carry (C2PA 2.1, 14.5.1): documentSigning, emailProtection,
 # the C2PA and Microsoft C2PA claim-signing OIDs
 C2PA_EKUS = (ObjectIdentifier("1.3.6.1.5.5.7.3.36"), ExtendedKeyUsageOID.EMAIL_PROTECTION,

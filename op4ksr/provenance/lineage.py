@@ -18,6 +18,7 @@ GENERATIVE = "compositeWithTrainedAlgorithmicMedia"
 INTERPOLATED = "algorithmicallyEnhanced"
 SOURCE_TYPES = (GENERATIVE, INTERPOLATED, "trainedAlgorithmicMedia", "compositeSynthetic", "composite",
                 "digitalCapture", "minorHumanEdits")
+ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")  # C2PA signing algorithms
 # model kinds that interpolate rather than generate (compare.py's baselines, a command peer said to be one)
 INTERPOLATING_KINDS = ("bicubic", "back-projection", "interpolation")
 

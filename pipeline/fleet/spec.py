@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from op4ksr.loading import ModelSpec
+from pipeline.fleet.signing import ProvenanceOptions
 from pipeline.storage import StorageSpec
 
 
@@ -50,6 +51,7 @@ class ActorOptions:
     upload_threads: int
     params_hash: str
     torch_threads: int | None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
+    provenance: ProvenanceOptions  # the XMP label's source type; the signing identity's location (not its key)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import pyarrow.parquet as pq
 
 from pipeline.ledger.cost import Prices
+from pipeline.fleet.signing import check_before_run
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
@@ -173,6 +174,7 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     failures moves the watermark (pipeline.run.incremental). `listing`: these inputs of spec.input
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
+    check_before_run(spec.actor.provenance)  # a bad signing identity is refused before anything is listed
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
