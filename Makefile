@@ -66,4 +66,4 @@ test-fast: $(STAMP) peer-libs exiftool
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output demo-identity .pytest_cache
