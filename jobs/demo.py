@@ -16,9 +16,9 @@ summary and copy the results to a local folder you can open.
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="op4ksr demo", description=DESCRIPTION)
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="local folder for the results")
-    parser.add_argument("--identity", type=Path, default=Path("demo-identity"), metavar="DIR",
-                        help="the test signing identity that signs the demo's outputs (made there when missing; "
-                             "not used when provenance.cert_chain is set)")
+    parser.add_argument("--identity", type=Path, metavar="DIR",
+                        help="the test signing identity that signs the demo's outputs, made there when missing "
+                             "(default: demo-identity beside --out; not used when provenance.cert_chain is set)")
     parser.add_argument("--samples", type=Path, metavar="DIR",
                         help="only write the sample images into DIR (inputs to try upscale and backfill on) and exit")
     add_config_arguments(parser, default=("demo",))
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
     test_identity = None
     if not cfg.provenance.cert_chain and not args.samples:  # the demo's outputs are signed, by a test identity
-        cfg, test_identity = _with_test_identity(cfg, args.identity)
+        cfg, test_identity = _with_test_identity(cfg, args.identity or args.out.parent / "demo-identity")
     if args.samples:
         from pipeline.storage import open_storage
         from jobs.demo_samples import upload_samples
@@ -60,9 +60,9 @@ def _with_test_identity(cfg, folder: Path):
     """The config signing with the test identity in `folder` (made there first if missing), and its files."""
     from omegaconf import OmegaConf
 
-    from op4ksr.provenance.throwaway_identity import TestIdentityFiles, make_test_identity
+    from op4ksr.provenance.throwaway_identity import IdentityFiles, make_test_identity
 
-    files = TestIdentityFiles(folder / "test-signer-chain.pem", folder / "test-signer-key.pem", folder / "test-ca.pem")
+    files = IdentityFiles(folder / "test-signer-chain.pem", folder / "test-signer-key.pem", folder / "test-ca.pem")
     if not all(p.is_file() for p in (files.cert_chain, files.private_key, files.trust_anchor)):
         files = make_test_identity(folder)
     signing = {"cert_chain": str(files.cert_chain.resolve()), "private_key": str(files.private_key.resolve())}

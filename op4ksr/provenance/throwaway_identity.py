@@ -22,7 +22,7 @@ DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
 
 @dataclass(frozen=True)
-class TestIdentityFiles:
+class IdentityFiles:
     """Where `make_test_identity` wrote: the chain (leaf + CA), the key (mode 600) and the CA alone."""
 
     cert_chain: Path
@@ -57,7 +57,7 @@ def _certificate(subject: x509.Name, issuer: x509.Name, public_key, signing_key,
     return builder.add_extension(usage, critical=True).sign(signing_key, hashes.SHA256())
 
 
-def make_test_identity(folder: str | Path, *, days: int = 365) -> TestIdentityFiles:
+def make_test_identity(folder: str | Path, *, days: int = 365) -> IdentityFiles:
     """Write a test CA, a signing certificate issued by it and the signing key (ES256) into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def make_test_identity(folder: str | Path, *, days: int = 365) -> TestIdentityFi
     leaf = _certificate(_name("op4ksr test signer"), ca_name, signer_key.public_key(), ca_key, days, False,
                         ca_key.public_key())
     pem = serialization.Encoding.PEM
-    files = TestIdentityFiles(folder / "test-signer-chain.pem", folder / "test-signer-key.pem",
+    files = IdentityFiles(folder / "test-signer-chain.pem", folder / "test-signer-key.pem",
                               folder / "test-ca.pem")
     files.cert_chain.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
     files.trust_anchor.write_bytes(ca.public_bytes(pem))
