@@ -91,6 +91,7 @@ class RunSummary:
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
     given_up: int = 0             # of `failed`: inputs given up (they killed their worker), not retried unless asked
+    c2pa: dict = field(default_factory=dict)  # ok outputs by C2PA manifest: {"signed": n, "sidecar": n, "none": n}
 
 
 class ManifestWriter:
