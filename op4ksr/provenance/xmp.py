@@ -71,10 +71,16 @@ def _parse(source_xmp: bytes | None) -> minidom.Document:
         text = source_xmp.decode("utf-8", "replace").strip("\x00 \t\r\n")
         try:
             doc = minidom.parseString(text.encode())
-            if doc.getElementsByTagNameNS(RDF, "RDF"):
-                return doc
         except ExpatError:
-            pass
+            return minidom.parseString(EMPTY_PACKET)
+        if doc.getElementsByTagNameNS(RDF, "RDF"):
+            return doc
+        root = doc.documentElement
+        if root.namespaceURI == X and root.localName == "xmpmeta":  # an empty x:xmpmeta: given its rdf:RDF
+            rdf = doc.createElementNS(RDF, "rdf:RDF")
+            rdf.setAttribute("xmlns:rdf", RDF)
+            root.appendChild(rdf)
+            return doc
     return minidom.parseString(EMPTY_PACKET)
 
 
