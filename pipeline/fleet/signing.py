@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from op4ksr.provenance.identity import SigningIdentity, check_identity, read_pem, warn_if_readable_by_others
-from op4ksr.provenance.identity import SigningIdentityError
-from op4ksr.provenance.stamp import NO_MANIFEST_NOTE
+from typing import TYPE_CHECKING
+
 from pipeline.storage import ObjectNotFoundError, StorageSpec
+
+if TYPE_CHECKING:  # the identity's modules (cryptography) load where an identity is read, not with every spec
+    from op4ksr.provenance.identity import SigningIdentity
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class PemSource:
     name: str = ""
 
     def read(self) -> bytes:
+        from op4ksr.provenance.identity import SigningIdentityError, read_pem
+
         if self.storage is None:
             return read_pem(self.location, self.config_key)
         try:
@@ -43,6 +47,8 @@ class SigningSpec:
 
     def load(self) -> SigningIdentity:
         """The checked identity; SigningIdentityError (one line naming the key) if it cannot sign."""
+        from op4ksr.provenance.identity import check_identity, warn_if_readable_by_others
+
         if self.private_key.storage is None:
             warn_if_readable_by_others(self.private_key.location, self.private_key.config_key)
         return check_identity(self.cert_chain.read(), self.private_key.read(), self.algorithm,
@@ -62,6 +68,8 @@ class ProvenanceOptions:
 def check_before_run(options: ProvenanceOptions) -> str:
     """The run's provenance line for the console and the page; SigningIdentityError first if the
     configured identity cannot sign (before anything is listed)."""
+    from op4ksr.provenance.stamp import NO_MANIFEST_NOTE
+
     if options.signing is None:
         logging.getLogger("op4ksr").info(NO_MANIFEST_NOTE)
         return NO_MANIFEST_NOTE

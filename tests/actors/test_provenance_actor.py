@@ -16,6 +16,21 @@ from pipeline.storage import StorageSpec
 from tests.actors.test_upscaler import TINY, fetched  # noqa: F401 - the fixture
 
 
+@pytest.fixture
+def fetched_with_sources(tmp_path, fetched):  # noqa: F811
+    """The same block fetched as a signing run fetches it: the inputs' bytes travel with their pixels."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from jobs.specs import size_policy
+    from pipeline.run.fetch import FetchContext, FetchDecode
+
+    ctx = FetchContext(StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out")), "r1", "m", "p", "png",
+                       dataclasses.replace(size_policy(load_config()), min_side=8), keep_source_bytes=True)
+    return FetchDecode(ctx)(pa.table({"key": ["a.png", "b.png", "c.png", "bad.png"], "etag": ["e"] * 4}))
+
+
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory):
     return make_test_identity(tmp_path_factory.mktemp("identity"))
@@ -27,9 +42,12 @@ def _signing_options(tmp_path, identity, *overrides):
     return actor_options(cfg, StorageSpec(str(tmp_path / "out")), "p")
 
 
-def test_outputs_are_signed_in_the_encode_step_and_the_records_say_so(tmp_path, fetched, identity):  # noqa: F811
+def test_outputs_are_signed_in_the_encode_step_and_the_records_say_so(tmp_path, fetched_with_sources, identity):
+    import pickle
+
+    assert pickle.loads(fetched_with_sources.to_pylist()[0]["payload"]).source_bytes[:4] == b"\x89PNG"
     actor = UpscaleActor(TINY, _signing_options(tmp_path, identity))
-    records = {r["key"]: r for r in actor(fetched).to_pylist()}
+    records = {r["key"]: r for r in actor(fetched_with_sources).to_pylist()}
     anchors = identity.trust_anchor.read_text()
     for key in ("a.png", "b.png", "c.png"):
         record = records[key]
