@@ -114,3 +114,13 @@ def test_a_bad_identity_is_refused_before_the_run_in_one_line(tmp_path, identity
     cfg = load_config([], [f"provenance.cert_chain={tmp_path / 'none.pem'}", "provenance.private_key=env:NO_SUCH_KEY"])
     with pytest.raises(SigningIdentityError, match=r"^provenance.cert_chain: no file at"):
         check_before_run(provenance_options(cfg))
+    # a run refuses it before it lists, locks or writes anything
+    from jobs.specs import build_run_spec
+    from pipeline.run.backfill import run_backfill
+
+    (tmp_path / "in").mkdir()
+    cfg = load_config([], [f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}",
+                           f"provenance.cert_chain={identity.cert_chain}", f"provenance.private_key={other.private_key}"])
+    with pytest.raises(SigningIdentityError, match="does not match"):
+        run_backfill(build_run_spec(cfg, "r1", ""), UpscaleActor)
+    assert not (tmp_path / "out").exists()
