@@ -32,7 +32,7 @@ class _BlockBuilder:
     def __init__(self, preset: str, seed: int, dtype: torch.dtype):
         from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
 
-        self.cfg, self.seed, self.dtype = get_preset(preset).transformer, seed, dtype
+        self.cfg, self.seed, self.dtype = get_preset(preset).transformer.config(), seed, dtype
         self.classes = {"transformer_blocks": FluxTransformerBlock, "single_transformer_blocks": FluxSingleTransformerBlock}
         self.owner, self.state = None, {}
 
@@ -63,7 +63,7 @@ def write_random_checkpoint(root: Path, preset: str = "flux-dev", seed: int = 0)
     if root.exists():
         raise FileExistsError(f"{root} exists")
     spec = get_preset(preset)
-    transformer = meta_component(RFRFluxTransformer2DModel, spec.transformer, preset)
+    transformer = meta_component(RFRFluxTransformer2DModel, spec.transformer.config(), preset)
     (root / "transformer").mkdir(parents=True)
     transformer.save_config(str(root / "transformer"))
     plan = [(k, tuple(v.shape), torch.bfloat16) for k, v in transformer.state_dict().items()]
@@ -74,14 +74,14 @@ def write_random_checkpoint(root: Path, preset: str = "flux-dev", seed: int = 0)
                     metadata={"format": "pt"})
     torch.manual_seed(seed)
     with _default_dtype(torch.bfloat16):
-        vae = F16AutoencoderKL(**spec.vae)
+        vae = F16AutoencoderKL(**spec.vae.config())
     save_component(vae, root / "vae")
     del vae
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(seed)
-    save_file({"encoder_hidden_states": torch.randn(1, spec.prompt_tokens, spec.transformer["joint_attention_dim"], generator=g),
-               "pooled": torch.randn(1, spec.transformer["pooled_projection_dim"], generator=g)}, str(root / PROMPT_EMBEDS))
+    save_file({"encoder_hidden_states": torch.randn(1, spec.prompt_tokens, spec.transformer.joint_attention_dim, generator=g),
+               "pooled": torch.randn(1, spec.transformer.pooled_projection_dim, generator=g)}, str(root / PROMPT_EMBEDS))
     return write_model_index(root, name=f"{preset}-random-seed{seed}", timestep=spec.timestep, guidance=spec.guidance,
                              scale=spec.scale, inference=dict(SAVED_OPTIONS),
                              source={"random_weights": {"preset": preset, "seed": seed}, "dtype": "bfloat16"})
