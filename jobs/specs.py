@@ -117,6 +117,16 @@ def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
                         torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None)
 
 
+def evidence_options(report, **overrides):
+    """EvidenceOptions of the config's report section (cfg.report), with `overrides` (a CLI's flags) over it."""
+    from op4ksr.quality.evidence import EvidenceOptions
+
+    values = {"contradiction_threshold": float(report.contradiction_threshold),
+              "cell_threshold": float(report.cell_threshold), "text_check": str(report.text_check),
+              "text_threshold": float(report.text_threshold), "faces": str(report.faces)}
+    return EvidenceOptions(**(values | overrides))
+
+
 def model_reader(cfg, credentials: S3Credentials | None = None):
     """(StorageSpec of an object-store model or None, read_json(relative path) of its checkpoint files or
     None for a preset): the model's configs, read without weights, from a folder or an object store."""

