@@ -20,7 +20,10 @@ import op4ksr
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.quality import no_reference_scores, quality_report
-from pipeline.manifest.layout import report_key
+from op4ksr.quality.contradiction import contradiction_maps
+from op4ksr.quality.evidence import image_evidence, manifest_fields
+from op4ksr.quality.heatmap import heatmap_png
+from pipeline.manifest.layout import heatmap_key, report_key
 from pipeline.storage.materialise import load_materialised
 from pipeline.fleet.pool_watch import worker_id
 from pipeline.manifest.records import failed, manifest_table
@@ -90,6 +93,8 @@ class UpscaleActor:
                 x_sr = self.model.upscale(x_lr, size)  # (B, 3, H, W) on the device
                 reports = quality_report(x_sr, x_lr.to(x_sr.device), self.period_px, self.options.report_threshold,
                                          max_k=self.options.max_lag_multiple)
+                maps = contradiction_maps(x_sr, x_lr.to(x_sr.device), self.period_px,
+                                          self.options.evidence.cell_threshold)
                 x_sr = x_sr.cpu()
                 _synchronize(self.model.device)
                 elapsed = time.perf_counter() - start
@@ -99,11 +104,11 @@ class UpscaleActor:
             return []
         share = elapsed / len(group)
         futures = []
-        for record, image, rgb, lr, report in zip(group, images, x_sr, x_lr, reports):
+        for record, image, rgb, lr, report, contradiction in zip(group, images, x_sr, x_lr, reports, maps):
             record.update(report.as_dict(), t_model=elapsed, gpu_seconds=share, model_started_at=started_at,
                           actor_id=self.actor_id)
             try:
-                record.update(_no_reference_quality(rgb, lr, record))
+                record.update(_no_reference_quality(rgb, lr, record, contradiction, self.options.evidence))
             except Exception as err:  # noqa: BLE001 - visible in the manifest; the batch goes on
                 failed(record, err)
                 continue
@@ -121,10 +126,15 @@ class UpscaleActor:
                                 quality=opts.quality, png_compress_level=opts.png_compress_level,
                                 provenance=self.provenance)
             record.update(t_encode=time.perf_counter() - start, cpu_encode_seconds=time.thread_time() - cpu0)
+            heatmap = record.pop("heatmap_png", None)
+            if heatmap is not None:  # before the report, which names it
+                record.update(heatmap_key=heatmap_key(record["key"]), bytes_out=len(heatmap))
+                self.output.put(record["heatmap_key"], heatmap, "image/png")
             start = time.perf_counter()
             self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
             cpu_now = time.thread_time()
-            record.update(status="ok", bytes_out=len(data), t_upload=time.perf_counter() - start, requests_put=2,
+            record.update(status="ok", bytes_out=len(data) + (record.get("bytes_out") or 0),
+                          t_upload=time.perf_counter() - start, requests_put=2 + bool(heatmap),
                           cpu_upload_seconds=cpu_now - cpu0 - record["cpu_encode_seconds"],
                           cpu_seconds=(record.get("cpu_seconds") or 0.0) + cpu_now - cpu0)
             report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
@@ -136,11 +146,16 @@ class UpscaleActor:
             record["cpu_seconds"] = (record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0
 
 
-def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict) -> dict:
-    """NIQE and colour shift of one output (3, H, W) on the CPU, outside the device lock, and their
-    cost: wall seconds, and this thread's CPU seconds added to the image's (docs/QUALITY.md)."""
+def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict, contradiction, evidence_options) -> dict:
+    """NIQE, colour shift and the evidence (faces, text; the map came from the device) of one output
+    (3, H, W) on the CPU, outside the device lock, with a heatmap PNG (record["heatmap_png"]) when it is
+    flagged; and their cost: wall seconds, and this thread's CPU seconds added to the image's (docs/QUALITY.md)."""
     cpu0, start = time.thread_time(), time.perf_counter()
     scores = no_reference_scores(rgb[None], lr[None])[0]
+    found = image_evidence(rgb, lr, contradiction, evidence_options)
+    scores |= manifest_fields(found.fields)
+    if found.flagged and contradiction.scores is not None:
+        scores["heatmap_png"] = heatmap_png(rgb, contradiction, evidence_options.cell_threshold)
     cpu = time.thread_time() - cpu0
     return scores | {"t_quality": time.perf_counter() - start, "cpu_quality_seconds": cpu,
                      "cpu_seconds": (record.get("cpu_seconds") or 0.0) + cpu}

@@ -115,7 +115,8 @@ def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
                         max_lag_multiple=int(cfg.report.max_lag_multiple),
                         warmup_shapes=tuple(tuple(s) for s in cfg.actors.warmup_shapes),
                         upload_threads=int(cfg.actors.upload_threads), params_hash=params,
-                        torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None)
+                        torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None,
+                        evidence=evidence_options(cfg.report))
 
 
 def evidence_options(report, **overrides):
@@ -220,11 +221,12 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         raise ConfigError(str(err)) from None
     model, model_id, options, read_json = _model_source(cfg, credentials)
     output = storage_spec(cfg, cfg.output.uri, credentials)
+    actor = actor_options(cfg, output, params_hash(output_params(cfg, options)))
+    actor.evidence.check_tools()  # report.text_check=on without Tesseract: one line, before any listing
     return RunSpec(
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
-        actor=actor_options(cfg, output, params_hash(output_params(cfg, options))),
-        size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg),
+        actor=actor, size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg),
         limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds), retry_given_up=bool(cfg.run.retry_given_up),

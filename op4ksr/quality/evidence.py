@@ -7,6 +7,7 @@ OpenCV or Tesseract not installed under `auto`), never an error that fails the i
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from dataclasses import dataclass
 
@@ -92,20 +93,39 @@ def evidence(x_sr: torch.Tensor, x_lr: torch.Tensor, cell_px: int = 32,
     """One Evidence per image of x_sr (B, 3, H, W) against its input x_lr (B, 3, h, w), both in [0, 1]: the
     map on x_sr's device, faces and text on the CPU."""
     maps = contradiction_maps(x_sr, x_lr, cell_px, options.cell_threshold)
+    return [image_evidence(sr, lr, result, options) for sr, lr, result in zip(x_sr.cpu(), x_lr.cpu(), maps)]
+
+
+def image_evidence(sr: torch.Tensor, lr: torch.Tensor, result: Contradiction, options: EvidenceOptions) -> Evidence:
+    """The Evidence of one output sr (3, H, W) against its input lr (3, h, w) on the CPU, given its map
+    (contradiction_maps, computed where the output is: the model's device)."""
     text_why_not, faces_why_not = _tools_here(options)
-    size = tuple(x_sr.shape[-2:])
-    results = []
-    for sr, lr, result in zip(x_sr.cpu(), x_lr.cpu(), maps):
-        fields = result.as_dict()
-        if faces_why_not is None:
-            from op4ksr.quality.faces import face_scores
-            fields |= face_scores(lr, result, size)
-        else:
-            fields |= {"faces": [], "face_contradiction": None, "faces_reason": faces_why_not}
-        fields |= _text_fields(lr, sr, options, text_why_not)
-        fields["evidence_flagged"] = is_flagged(fields, options)
-        results.append(Evidence(fields, result))
-    return results
+    fields = result.as_dict()
+    if faces_why_not is None:
+        from op4ksr.quality.faces import face_scores
+        fields |= face_scores(lr, result, tuple(sr.shape[-2:]))
+    else:
+        fields |= {"faces": [], "face_contradiction": None, "faces_reason": faces_why_not}
+    fields |= _text_fields(lr, sr, options, text_why_not)
+    fields["evidence_flagged"] = is_flagged(fields, options)
+    return Evidence(fields, result)
+
+
+def manifest_fields(fields: dict) -> dict:
+    """Evidence fields as manifest columns (pipeline/manifest/records.py): the worst cell as "WxH+left+top"
+    and its score, the faces as a count (their boxes stay in the JSON report as face_boxes), the changed
+    words as a JSON list, the reasons why a check did not run joined in evidence_notes."""
+    worst = fields["worst_cell"]
+    notes = [f"{what}: {fields[key]}" for what, key in (("contradiction", "contradiction_reason"),
+                                                         ("faces", "faces_reason"), ("text", "text_reason"))
+             if fields.get(key)]
+    return {"contradicted_fraction": fields["contradicted_fraction"],
+            "worst_cell": None if worst is None else f"{worst['width']}x{worst['height']}+{worst['left']}+{worst['top']}",
+            "worst_cell_score": None if worst is None else worst["score"], "added_detail": fields["added_detail"],
+            "face_contradiction": fields["face_contradiction"], "faces": len(fields["faces"]),
+            "face_boxes": fields["faces"], "text_cer": fields["text_cer"], "text_words": fields["text_words"],
+            "changed_words": json.dumps(fields["changed_words"]) if fields["changed_words"] else None,
+            "evidence_flagged": fields["evidence_flagged"], "evidence_notes": "; ".join(notes) or None}
 
 
 def is_flagged(fields: dict, options: EvidenceOptions) -> bool:
