@@ -156,7 +156,7 @@ def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict, con
     scores |= manifest_fields(found.fields)
     if found.flagged and contradiction.scores is not None:
         scores["heatmap_png"] = heatmap_png(rgb, contradiction, evidence_options.cell_threshold)
-    cpu = time.thread_time() - cpu0
+    cpu = time.thread_time() - cpu0 + found.fields.get("cpu_text_seconds", 0.0)  # tesseract runs as a process
     return scores | {"t_quality": time.perf_counter() - start, "cpu_quality_seconds": cpu,
                      "cpu_seconds": (record.get("cpu_seconds") or 0.0) + cpu}
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from op4ksr.imageops import bicubic_resize
 
-CELL_THRESHOLD = 3.0  # contradicted above this many tolerances (docs/QUALITY.md: calibration)
+CELL_THRESHOLD = 2.0  # contradicted above this many tolerances (docs/QUALITY.md: calibration)
 QUANTISATION = 2 / 255  # the tolerance's floor: two 8-bit steps
 # Immerkaer's noise estimator (1996): this kernel cancels planes and ramps; its response to noise has std 6 sigma
 _NOISE_KERNEL = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])

@@ -26,10 +26,10 @@ FACE_CHECKS = ("off", "on", "auto")
 class EvidenceOptions:
     """report.* settings of the evidence checks (configs/default.yaml)."""
 
-    contradiction_threshold: float = 0.0  # flagged when contradicted_fraction exceeds it
+    contradiction_threshold: float = 0.0  # flagged when contradicted_fraction exceeds it (0: any contradicted cell)
     cell_threshold: float = CELL_THRESHOLD  # a cell is contradicted above this many tolerances
     text_check: str = "auto"  # off | on (read every image) | auto (where text_regions finds lines)
-    text_threshold: float = 0.0  # flagged when text_cer exceeds it
+    text_threshold: float = 0.02  # flagged when text_cer exceeds it (OCR of 7 px letters wavers: docs/QUALITY.md)
     faces: str = "auto"  # off | on | auto (on when OpenCV is installed)
 
     def __post_init__(self):
@@ -55,8 +55,8 @@ def _tools_here(options: EvidenceOptions) -> tuple[str | None, str | None]:
     """(why text is not checked, why faces are not) for these options on this machine; None: checked."""
     has_cv2 = importlib.util.find_spec("cv2") is not None
     text = {"off": "report.text_check is off"}.get(options.text_check)
-    if text is None and (shutil.which("tesseract") is None or importlib.util.find_spec("pytesseract") is None):
-        text = "tesseract-ocr or pytesseract is not installed"
+    if text is None and shutil.which("tesseract") is None:
+        text = "tesseract-ocr is not installed"
     if text is None and options.text_check == "auto" and not has_cv2:
         text = "OpenCV (the text detector) is not installed"
     faces = {"off": "report.faces is off"}.get(options.faces)
@@ -79,11 +79,12 @@ class Evidence:
 
 def _text_fields(lr: torch.Tensor, sr: torch.Tensor, options: EvidenceOptions, why_not: str | None) -> dict:
     if why_not is not None:
-        return {"text_cer": None, "text_words": 0, "changed_words": [], "text_reason": why_not}
+        return {"text_cer": None, "text_words": 0, "changed_words": [], "text_reason": why_not, "cpu_text_seconds": 0.0}
     size = tuple(sr.shape[-2:])
     regions = None if options.text_check == "on" else text_regions(lr, size)
     if regions == []:
-        return {"text_cer": None, "text_words": 0, "changed_words": [], "text_reason": "no text found"}
+        return {"text_cer": None, "text_words": 0, "changed_words": [], "text_reason": "no text found",
+                "cpu_text_seconds": 0.0}
     up = bicubic_resize(lr[None].float(), size)[0].clamp(0, 1)
     return text_check(up, sr, regions)
 

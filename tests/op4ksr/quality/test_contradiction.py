@@ -27,7 +27,7 @@ def test_faithful_upscales_of_the_held_out_photos_are_not_contradicted(name, one
     for out in (planted.bicubic(lr), planted.back_projected(lr)):
         result = contradiction_maps(out, lr)[0]
         assert result.contradicted_fraction == 0.0
-        # bicubic scores at most 1 by construction (its own round trip is the tolerance); the margin is 3x
+        # bicubic scores at most 1 by construction (its own round trip is the tolerance); the margin is 2x
         assert result.worst_cell["score"] <= 1.05 < CELL_THRESHOLD
 
 
@@ -40,14 +40,22 @@ def test_the_master_itself_adds_detail_and_contradicts_nothing(one_torch_thread)
     assert truth.added_detail > 10  # the detail above the input's resolution that the master has
 
 
-@pytest.mark.parametrize("noisy", [planted.with_grain, lambda lr: planted.as_jpeg(lr, 50)], ids=["grain", "jpeg50"])
+@pytest.mark.parametrize("noisy", [planted.with_grain, lambda lr: planted.as_jpeg(lr, 30)], ids=["grain", "jpeg30"])
 def test_a_noisy_master_is_not_flagged_for_its_own_noise(noisy, one_torch_thread):
     lr = planted.downscale(planted.photo("rocket"))
     master = noisy(lr)
     assert (master - lr).abs().mean() > 0.005  # the master's own noise or blocks
-    # bicubic and back-projection keep the noise; a clean upscale removes it (what a denoiser does)
-    for out in (planted.bicubic(master), planted.back_projected(master), planted.bicubic(lr)):
+    # bicubic and back-projection carry the noise or blocks into the output
+    for out in (planted.bicubic(master), planted.back_projected(master)):
         assert contradiction_maps(out, master)[0].contradicted_fraction == 0.0
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.05])
+def test_removing_the_masters_grain_is_not_a_contradiction(sigma, one_torch_thread):
+    for name in HELDOUT:
+        lr = planted.downscale(planted.photo(name))
+        # a clean upscale of a grainy master: what a denoising upscaler at its best gives
+        assert contradiction_maps(planted.bicubic(lr), planted.with_grain(lr, sigma))[0].contradicted_fraction == 0.0
 
 
 def test_a_replaced_patch_is_found_where_it_was_planted(chelsea, one_torch_thread):
