@@ -21,8 +21,8 @@ from pipeline.manifest.records import FIELDS
 from pipeline.storage import ObjectNotFoundError, Storage, normalise_uri
 
 # the manifest's quality fields, first in the tables; numeric report fields outside the manifest follow
-QUALITY_FIELDS = ("lr_consistency_psnr", "colour_shift", "niqe", "ap_excess", "contradicted_fraction", "added_detail",
-                  "text_cer")
+EVIDENCE_METRICS = ("contradicted_fraction", "added_detail", "text_cer")  # op4ksr/quality/evidence.py
+QUALITY_FIELDS = ("lr_consistency_psnr", "colour_shift", "niqe", "ap_excess", *EVIDENCE_METRICS)
 # numeric manifest fields that are timings, sizes or counters, not quality
 _NOT_QUALITY = {"period_px", "ap_score_out", "ap_score_in", "dominant_period_px", "bytes_in", "bytes_out",
                 "requests_get", "requests_put", "faces", "text_words"}
@@ -63,7 +63,7 @@ def image_rows(variant: VariantRun, keys: list[str]) -> pd.DataFrame:
             row = {"key": key, "status": failure.get("status", "missing"), "error": failure.get("error")}
         rows.append(row | {"variant": variant.name})
     frame = pd.DataFrame(rows)
-    for column in IMAGE_COLUMNS:
+    for column in [*IMAGE_COLUMNS, *EVIDENCE_METRICS]:  # a column even where no report has a value
         if column not in frame:
             frame[column] = None
     return _priced(frame, variant.outputs)

@@ -48,6 +48,7 @@ def flagged_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose evidence is flagged, the most contradicted first."""
     if not has_evidence(rows):
         return rows.iloc[0:0]
+    rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *EVIDENCE_COLUMNS])))  # a report may lack some
     flagged = rows[rows["evidence_flagged"].fillna(False).astype(bool)]
     return flagged.sort_values(["contradicted_fraction", "text_cer", "key"], ascending=[False, False, True],
                                na_position="last", kind="stable")
