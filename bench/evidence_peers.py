@@ -53,6 +53,35 @@ def realesrgan(lr: torch.Tensor) -> torch.Tensor:
     return planted.to_tensor(np.asarray(out.convert("RGB")))
 
 
+# where Real-ESRGAN's heatmaps are red or yellow, (left, top, right, bottom) in output px, for a side-by-side
+CROPS = {"rocket": (270, 110, 370, 190), "chelsea": (120, 70, 240, 150), "camera": (0, 140, 100, 220),
+         "coffee": (190, 270, 340, 350)}
+DOC_PX = 400  # the docs' heatmaps: this wide, 64 colours
+
+
+def crop_strip(folder: Path, name: str, hr: torch.Tensor, box: tuple[int, int, int, int]) -> Image.Image:
+    """The same region at 2x (nearest): bicubic, Real-ESRGAN x4plus, and the original, side by side."""
+    panels = [Image.open(folder / f"{name}-{m}.png").convert("RGB").crop(box) for m in ("bicubic", "realesrgan-x4plus")]
+    panels.append(Image.fromarray((hr[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()).crop(box))
+    w, h = panels[0].size
+    strip = Image.new("RGB", (3 * 2 * w + 20, 2 * h), "white")
+    for i, panel in enumerate(panels):
+        strip.paste(panel.resize((2 * w, 2 * h), Image.NEAREST), (i * (2 * w + 10), 0))
+    return strip
+
+
+def write_docs(folder: Path, docs: Path, images: dict) -> None:
+    """docs/evidence/: Real-ESRGAN's heatmaps, small, and the crops of CROPS."""
+    docs.mkdir(parents=True, exist_ok=True)
+    for name, hr in images.items():
+        heatmap = Image.open(folder / f"{name}-realesrgan-x4plus-heatmap.png").convert("RGB")
+        heatmap = heatmap.resize((DOC_PX, round(heatmap.height * DOC_PX / heatmap.width)), Image.LANCZOS)
+        heatmap.quantize(64).save(docs / f"{name}-realesrgan-heatmap.png", optimize=True)
+        if name in CROPS:
+            crop_strip(folder, name, hr, CROPS[name]).quantize(128).save(docs / f"{name}-realesrgan-crops.png",
+                                                                         optimize=True)
+
+
 def methods(model) -> dict:
     return {"bicubic": planted.bicubic,
             "bicubic+backproject:10": lambda lr: back_project(planted.bicubic(lr), lr, 10).clamp(0, 1),
@@ -64,6 +93,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--view-px", type=int, default=640)
+    parser.add_argument("--docs", type=Path, help="also write the docs' small heatmaps and crops into DOCS")
     parser.add_argument("--reuse", action="store_true",
                         help="score the outputs an earlier run left in --out instead of upscaling again")
     args = parser.parse_args(argv)
@@ -85,6 +115,8 @@ def main(argv: list[str]) -> int:
             fields = {k: v for k, v in result.fields.items() if k != "faces"}
             rows.append({"image": name, "method": method, "seconds": seconds} | fields)
             print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.docs:
+        write_docs(args.out, args.docs, images)
     print(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
     return 0
 

@@ -85,6 +85,10 @@ def _text_fields(lr: torch.Tensor, sr: torch.Tensor, options: EvidenceOptions, w
     if regions == []:
         return {"text_cer": None, "text_words": 0, "changed_words": [], "text_reason": "no text found",
                 "cpu_text_seconds": 0.0}
+    if regions is not None:  # one read of the lines' bounding box: two tesseract starts an image at most
+        top, left = min(r[0] for r in regions), min(r[1] for r in regions)
+        bottom, right = max(r[0] + r[2] for r in regions), max(r[1] + r[3] for r in regions)
+        regions = [(top, left, bottom - top, right - left)]
     up = bicubic_resize(lr[None].float(), size)[0].clamp(0, 1)
     return text_check(up, sr, regions)
 
