@@ -26,9 +26,9 @@ _FRAGMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined
 {% else %}<p>{{ flagged }} of {{ checked }} images flagged{% if title %} for {{ title }}{% endif %}: contradicted cells
 (the output, downscaled, departs from the input by more than the cell threshold), text that reads differently,
 or a face whose cells are contradicted (a proxy for a redrawn face, not identity).</p>
-{% for item in items %}<div class="evidence"><figure><img alt="contradiction heatmap of {{ item.key }}"
+{% for item in items %}<div class="evidence"><figure class="heatmap"><img alt="contradiction heatmap of {{ item.key }}"
  src="{{ item.heatmap }}" width="{{ item.heatmap_w }}" height="{{ item.heatmap_h }}"><figcaption>heatmap: red cells
- contradict the input</figcaption></figure>{% if item.crop %}<figure><img alt="output crop at the worst cell of
+ contradict the input</figcaption></figure>{% if item.crop %}<figure class="worst"><img alt="output crop at the worst cell of
  {{ item.key }}" src="{{ item.crop }}" width="{{ item.crop_w }}" height="{{ item.crop_h }}"><figcaption>output at
  {{ item.worst_cell }}, 100%</figcaption></figure>{% endif %}<div class="facts"><b>{{ item.key }}</b><br>
 contradicted {{ item.fraction }} of cells · worst {{ item.worst_score }} · added detail {{ item.added }}
@@ -102,7 +102,7 @@ def render_evidence(items: list[dict], *, flagged: int, checked: int, known: boo
 EVIDENCE_CSS = """\
 .evidence { display: flex; flex-wrap: wrap; gap: .8em; align-items: flex-start; margin: .6em 0 1.2em; }
 .evidence figure { margin: 0; border: 1px solid #ddd; padding: .4em; background: #fafafa; }
-.evidence img { display: block; max-width: 100%; height: auto; } .evidence figure:nth-child(2) img { image-rendering: pixelated; }
+.evidence img { display: block; max-width: 100%; height: auto; } .evidence figure.worst img { image-rendering: pixelated; }
 .evidence figcaption, .evidence .facts { font-size: 12px; } .evidence .facts { max-width: 320px; }
 .words { margin: .2em 0; padding-left: 1.2em; }
 """
