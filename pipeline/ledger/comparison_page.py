@@ -83,7 +83,8 @@ def render_comparison(variants: pd.DataFrame, images: pd.DataFrame, crops: list[
     """The page's HTML for the per-variant table, the per-image rows and crop_rows' items."""
     metrics = quality_fields(images)
     formats = _FORMATS | {m: _FORMATS.get(m, "{:.4g}") for m in metrics}
-    shown = images[["key", "variant", "status", *metrics, "flagged", "gpu_seconds", "total_usd", "error"]]
+    shown = images[["key", "variant", "status", *metrics, "flagged", "evidence_flagged", "gpu_seconds", "total_usd",
+                    "error"]]
     shown = shown.assign(error=shown["error"].fillna(""))
     return _TEMPLATE.render(
         variants=list(variants["variant"]), generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

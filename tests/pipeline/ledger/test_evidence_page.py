@@ -121,6 +121,8 @@ def test_the_comparison_gains_the_evidence_per_variant(tmp_path):
                              evidence=evidence_sections(images, runs))
     assert "<h3>a</h3>" in html and "1 of 2 images flagged" in html and "contradiction heatmap of patched" in html
     assert "contradicted_fraction" in html and "added_detail" in html
+    per_image = html.split("<h2>Per image</h2>")[1]
+    assert "<th>evidence_flagged</th>" in per_image and "<th>contradicted_fraction</th>" in per_image
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs Debian's chromium when run as root")
