@@ -1,0 +1,152 @@
+"""Upscaling a video file or a frame sequence shot by shot, in-process: the output and a per-shot report.
+
+Two passes over the source. The first decodes every frame to a small luma thumbnail and finds the
+cuts (op4ksr.video.shots), so the shots are known before any output is written. The second
+decodes again and upscales frame by frame in order: a frame starts a new shot's temporal meter at
+a cut, so no measure compares frames across a cut. A frame the upscaler fails on is filled with
+its bicubic upscale and named in its shot's `failed_frames`; the output keeps every frame.
+Memory stays bounded: one decoded frame, its outputs and the previous pair are held at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from op4ksr.imageops import bicubic_resize
+from op4ksr.video import decode
+from op4ksr.video.encode import VideoWriter
+from op4ksr.video.frames import check_uniform, read_frame, write_frame
+from op4ksr.video.sequences import FrameSequence
+from op4ksr.video.shots import Shot, chunk_shot, find_cuts, luma_thumbnail, shots_from_cuts
+from op4ksr.video.temporal import TemporalMeter
+
+Upscaler = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # (3, h, w), (H, W) -> (3, H, W)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoSettings:
+    """video.* (built by jobs/specs.py)."""
+
+    cut_threshold: float = 0.3
+    chunk_frames: int = 48
+    chunk_overlap: int = 8
+    flicker_threshold: float = 0.01
+    codec: str = "ffv1"
+    measure_flow: bool = True
+
+
+class ShotRunner:
+    """Upscales frames in order, measuring each shot and filling failed frames from bicubic."""
+
+    def __init__(self, upscale: Upscaler, size: tuple[int, int], shots: list[Shot], settings: VideoSettings):
+        self.upscale, self.size, self.settings = upscale, size, settings
+        self.shots = shots
+        self.reports: list[dict] = []
+        self._shot = -1
+        self._meter: TemporalMeter | None = None
+        self._failed: list[dict] = []
+
+    def run(self, index: int, rgb: torch.Tensor) -> torch.Tensor:
+        """The output of frame `index` (3, H, W); frames must come in order."""
+        while self._shot < 0 or index >= self.shots[self._shot].end:
+            self._close_shot()
+            self._shot += 1
+            self._meter, self._failed = TemporalMeter(flow=self.settings.measure_flow), []
+        bicubic = bicubic_resize(rgb[None], self.size)[0].clamp(0, 1)
+        try:
+            output = self.upscale(rgb, self.size).clamp(0, 1)
+            if tuple(output.shape) != (3, *self.size):
+                raise ValueError(f"the upscaler returned {tuple(output.shape)}, not (3, {self.size[0]}, {self.size[1]})")
+        except Exception as err:  # noqa: BLE001 - one failed frame is filled and marked; the shot goes on
+            output = bicubic
+            self._failed.append({"frame": index, "error": f"{type(err).__name__}: {err}", "filled_from": "bicubic"})
+        self._meter.add(output, bicubic)
+        return output
+
+    def _close_shot(self) -> None:
+        if self._meter is None:
+            return
+        shot = self.shots[self._shot]
+        chunks = chunk_shot(shot, self.settings.chunk_frames, self.settings.chunk_overlap)
+        self.reports.append({"shot": self._shot, "start": shot.start, "end": shot.end,
+                             "chunks": [[c.start, c.end] for c in chunks], "failed_frames": self._failed,
+                             **self._meter.measures.summary(self.settings.flicker_threshold)})
+        self._meter = None
+
+    def finish(self) -> list[dict]:
+        """The per-shot reports (call after the last frame)."""
+        self._close_shot()
+        return self.reports
+
+
+def _report(source: Path, output: Path, frames: int, cuts: list[int], scores: list[float],
+            shots: list[dict], settings: VideoSettings, **extra) -> dict:
+    failed = sum(len(s["failed_frames"]) for s in shots)
+    return {"source": str(source), "output": str(output), "frames": frames, "cuts": cuts,
+            "cut_scores": [round(s, 4) for s in scores], "settings": settings.__dict__, **extra,
+            "frames_failed": failed, "shots": shots}
+
+
+def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
+                   settings: VideoSettings) -> dict:
+    """Write the upscaled `source` to `target`; the report (module docstring). VideoInputError for a bad file."""
+    info = decode.probe(source)
+    thumbnails = [luma_thumbnail(frame.rgb) for frame in decode.decode_video(info)]
+    decode.checked_frame_count(info, len(thumbnails))
+    cuts, scores = find_cuts(thumbnails, settings.cut_threshold)
+    shots = shots_from_cuts(cuts, len(thumbnails))
+    size = plan_size(info.height, info.width)
+    runner = ShotRunner(upscale, size, shots, settings)
+    av = decode.av_module()
+    pts = []
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(source)) as container:
+        writer = VideoWriter(target, info, container, size, settings.codec)
+        try:
+            packets = _split_packets(container, info.stream_index, writer)
+            for frame in decode.decode_video(info, packets):
+                writer.write(runner.run(frame.index, frame.rgb), frame.pts)
+                pts.append(frame.pts)
+        finally:
+            writer.close()
+    return _report(source, target, len(pts), cuts, scores, runner.finish(), settings,
+                   time_base=str(info.time_base), source_bit_depth=info.bit_depth, size=list(size))
+
+
+def _split_packets(container, video_index: int, writer):
+    """The video stream's packets, in file order; every other stream's packets go to `writer` unchanged."""
+    for packet in container.demux():
+        if packet.stream.index == video_index:
+            yield packet
+        else:
+            writer.copy_packet(packet)
+
+
+def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
+                      plan_size: Callable[[int, int], tuple[int, int]], settings: VideoSettings) -> dict:
+    """Write the upscaled frames of `sequence` to `out_dir` with the same names, format and bit depth; the report."""
+    width, height, bit_depth = check_uniform(sequence)
+    thumbnails = [luma_thumbnail(read_frame(f.path).rgb) for f in sequence.frames]
+    cuts, scores = find_cuts(thumbnails, settings.cut_threshold)
+    shots = shots_from_cuts(cuts, len(thumbnails))
+    size = plan_size(height, width)
+    runner = ShotRunner(upscale, size, shots, settings)
+    for index, file in enumerate(sequence.frames):
+        frame = read_frame(file.path)
+        write_frame(out_dir / sequence.frame_name(file.number), runner.run(index, frame.rgb), frame)
+    numbers = [f.number for f in sequence.frames]
+    return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
+                   [numbers[c] for c in cuts], scores, _with_frame_numbers(runner.finish(), numbers), settings,
+                   first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size))
+
+
+def _with_frame_numbers(shots: list[dict], numbers: list[int]) -> list[dict]:
+    """Shot bounds and failed frames also as the sequence's own frame numbers (first, last)."""
+    for shot in shots:
+        shot["frame_numbers"] = [numbers[shot["start"]], numbers[shot["end"] - 1]]
+        for failed in shot["failed_frames"]:
+            failed["frame_number"] = numbers[failed["frame"]]
+    return shots

@@ -1,0 +1,128 @@
+"""A video and a DPX sequence upscaled shot by shot: frames, times and sound kept; bad inputs one line."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from op4ksr.imageops import bicubic_resize
+from op4ksr.video import dpx
+from op4ksr.video.errors import VideoInputError
+from op4ksr.video.remaster import VideoSettings, remaster_sequence, remaster_video
+from op4ksr.video.sequences import find_sequences
+from tests.synthetic_video import (frame_times, moving_texture, stream_packets, with_flicker, write_audio_only,
+                                   write_video)
+
+av = pytest.importorskip("av")
+pytest.importorskip("cv2")
+SETTINGS = VideoSettings(chunk_frames=4, chunk_overlap=1, flicker_threshold=0.02)
+
+
+def double(rgb, size):
+    return bicubic_resize(rgb[None], size)[0]
+
+
+def twice(h, w):
+    return 2 * h, 2 * w
+
+
+def test_video_keeps_frames_times_and_audio_packets_and_finds_the_cut(tmp_path):
+    frames = moving_texture(6, step=(0, 2), seed=1) + moving_texture(5, step=(1, 0), seed=2)
+    # variable frame rate: the gaps between frames are not all equal
+    pts = [0, 400, 800, 1300, 1700, 2100, 2500, 3000, 3400, 3800, 4300]
+    source = tmp_path / "clip.mp4"
+    write_video(source, frames, pts=pts, time_base=Fraction(1, 9600), audio_seconds=0.5)
+    target = tmp_path / "out" / "clip.mkv"
+    report = remaster_video(source, target, double, twice, SETTINGS)
+    assert report["frames"] == 11 and report["cuts"] == [6]
+    assert [(s["start"], s["end"]) for s in report["shots"]] == [(0, 6), (6, 11)]
+    assert all(s <= c0 < c1 <= e for s, e, chunks in ((r["start"], r["end"], r["chunks"]) for r in report["shots"])
+               for c0, c1 in chunks)
+    source_times, output_times = frame_times(source), frame_times(target)
+    assert len(output_times) == len(source_times) == 11
+    assert output_times == pytest.approx(source_times, abs=0.00051)  # Matroska rounds to the millisecond
+    assert stream_packets(target, "audio") == stream_packets(source, "audio")  # bytes and times, packet by packet
+    with av.open(str(target)) as out:
+        stream = out.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("ffv1", 128, 96)
+
+
+def test_a_failed_frame_is_filled_from_bicubic_and_marked(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(5, seed=3), codec="ffv1")
+    calls = []
+
+    def flaky(rgb, size):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return double(rgb, size)
+
+    report = remaster_video(source, tmp_path / "o.mkv", flaky, twice, SETTINGS)
+    (shot,) = report["shots"]
+    assert report["frames_failed"] == 1
+    assert shot["failed_frames"] == [{"frame": 2, "error": "RuntimeError: out of memory", "filled_from": "bicubic"}]
+    assert len(frame_times(tmp_path / "o.mkv")) == 5
+
+
+def test_ten_bit_dpx_sequence_is_written_back_with_its_frame_numbers(tmp_path):
+    frames = with_flicker(moving_texture(4, size=(16, 24), seed=4), {2: 1.1})
+    src, out = tmp_path / "scan", tmp_path / "out"
+    src.mkdir()
+    for n, f in enumerate(frames, start=1001):
+        codes = (f.permute(1, 2, 0).numpy() * 1023 + 0.5).astype(np.uint16)
+        (src / f"reel.{n:06d}.dpx").write_bytes(dpx.write_dpx(codes, 10))
+    (sequence,), _ = find_sequences(src)
+    report = remaster_sequence(sequence, out, lambda rgb, size: rgb.clone(), lambda h, w: (h, w), SETTINGS)
+    assert sorted(p.name for p in out.iterdir()) == [f"reel.{n:06d}.dpx" for n in range(1001, 1005)]
+    for n in range(1001, 1005):  # an identity upscaler: every 10-bit code value comes back
+        before, after = (dpx.read_dpx((d / f"reel.{n:06d}.dpx").read_bytes()) for d in (src, out))
+        assert after.bit_depth == 10
+        np.testing.assert_array_equal(after.samples, before.samples)
+    assert report["first_frame"] == 1001 and report["shots"][0]["frame_numbers"] == [1001, 1004]
+
+
+def _one_line(err):
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_audio_only_file_is_one_line(tmp_path):
+    path = tmp_path / "sound.m4a"
+    write_audio_only(path)
+    with pytest.raises(VideoInputError) as err:
+        remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert "no video stream (the file has audio)" in _one_line(err)
+
+
+def test_one_frame_video_is_one_line(tmp_path):
+    path = tmp_path / "still.mp4"
+    write_video(path, moving_texture(1))
+    with pytest.raises(VideoInputError) as err:
+        remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert "the video has 1 frame(s)" in _one_line(err)
+
+
+def test_interlaced_video_is_refused_naming_the_option(tmp_path):
+    path = tmp_path / "tv.mkv"
+    write_video(path, moving_texture(3), interlaced=True)
+    with pytest.raises(VideoInputError) as err:
+        remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert "interlaced video (field order tt)" in _one_line(err) and "video.deinterlace" in str(err.value)
+
+
+def test_not_a_video_is_one_line(tmp_path):
+    path = tmp_path / "x.mp4"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(VideoInputError) as err:
+        remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert "not a readable video file" in _one_line(err)
+
+
+def test_frames_out_keep_the_model_size_guard(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(3, seed=5), codec="ffv1")
+    report = remaster_video(source, tmp_path / "o.mkv", lambda rgb, size: torch.zeros(3, 4, 4), twice, SETTINGS)
+    assert report["frames_failed"] == 3  # a wrong-sized output is a failed frame, filled, never written as is
