@@ -19,6 +19,7 @@ from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
 from op4ksr.video.encode import VideoWriter
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
+from op4ksr.video.fusion import FlowFusion
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.shots import Shot, chunk_shot, find_cuts, luma_thumbnail, shots_from_cuts
 from op4ksr.video.temporal import TemporalMeter
@@ -36,6 +37,8 @@ class VideoSettings:
     flicker_threshold: float = 0.01
     codec: str = "ffv1"
     measure_flow: bool = True
+    temporal: str = "none"  # "flow": op4ksr.video.fusion
+    temporal_weight: float = 0.5
 
 
 class ShotRunner:
@@ -48,6 +51,7 @@ class ShotRunner:
         self._shot = -1
         self._meter: TemporalMeter | None = None
         self._failed: list[dict] = []
+        self._fusion: FlowFusion | None = None
 
     def run(self, index: int, rgb: torch.Tensor) -> torch.Tensor:
         """The output of frame `index` (3, H, W); frames must come in order."""
@@ -55,6 +59,7 @@ class ShotRunner:
             self._close_shot()
             self._shot += 1
             self._meter, self._failed = TemporalMeter(flow=self.settings.measure_flow), []
+            self._fusion = FlowFusion(self.settings.temporal_weight) if self.settings.temporal == "flow" else None
         bicubic = bicubic_resize(rgb[None], self.size)[0].clamp(0, 1)
         try:
             output = self.upscale(rgb, self.size).clamp(0, 1)
@@ -63,7 +68,11 @@ class ShotRunner:
         except Exception as err:  # noqa: BLE001 - one failed frame is filled and marked; the shot goes on
             output = bicubic
             self._failed.append({"frame": index, "error": f"{type(err).__name__}: {err}", "filled_from": "bicubic"})
-        self._meter.add(output, bicubic)
+        if self._fusion is None:
+            self._meter.add(output, bicubic)
+            return output
+        output = self._fusion.apply(output, bicubic)
+        self._meter.add(output, bicubic, self._fusion.pair)
         return output
 
     def _close_shot(self) -> None:

@@ -123,8 +123,9 @@ class TemporalMeter:
         self.flow = flow
         self._previous: tuple[np.ndarray, np.ndarray] | None = None
 
-    def add(self, output: torch.Tensor, bicubic: torch.Tensor) -> None:
-        """The next frame's output and bicubic upscale, (3, H, W) in [0, 1], one size."""
+    def add(self, output: torch.Tensor, bicubic: torch.Tensor, pair: FlowPair | None = None) -> None:
+        """The next frame's output and bicubic upscale, (3, H, W) in [0, 1], one size; `pair`: the flow
+        from the previous bicubic frame to this one if already computed (by op4ksr.video.fusion)."""
         self.measures.output_luma.append(mean_luma(output))
         self.measures.bicubic_luma.append(mean_luma(bicubic))
         if not self.flow:
@@ -132,7 +133,7 @@ class TemporalMeter:
         out, bic = _hwc(output), _hwc(bicubic)
         if self._previous is not None:
             prev_out, prev_bic = self._previous
-            pair = FlowPair(prev_bic, bic)
+            pair = pair or FlowPair(prev_bic, bic)
             self.measures.output_warping_error.append(pair.warping_error(prev_out, out))
             self.measures.bicubic_warping_error.append(pair.warping_error(prev_bic, bic))
             self.measures.valid_share.append(float(pair.valid.mean()))

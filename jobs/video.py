@@ -1,0 +1,116 @@
+"""`op4ksr video`: upscale a video file or the frame sequences of a folder, shot by shot, on this machine."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jobs.common import add_config_arguments, add_model_argument, config_from_args, model_from_config
+from op4ksr.errors import UserError
+
+DESCRIPTION = """\
+Upscale a video file, or every frame sequence (name.<frame>.ext: DPX, TIFF, PNG) in a folder,
+shot by shot, and write a per-shot report beside the output.
+
+A video becomes a video: FFV1 in Matroska by default (lossless; video.codec picks another codec
+this FFmpeg has), with every frame's timestamp, the time base, colour tags, and the audio,
+subtitle and data streams copied packet for packet. A sequence becomes a sequence in the same
+format and bit depth, with the same file names and frame numbers, under --out.
+
+Cuts are found without a model (video.cut_threshold); each shot's report has its luma-flicker
+curve and its warping error against the bicubic upscale's (docs/VIDEO.md says how they are
+measured). A frame the model fails on is filled from the bicubic upscale and named in the
+report; the exit status is then 1. Interlaced video is refused (video.deinterlace).
+
+examples:
+  op4ksr video reel.mov --out reel_4k.mkv --long-side 3840
+  op4ksr video scans/reel1/ --out remaster/reel1/ --scale 2 --model tiny
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="op4ksr video", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", type=Path, metavar="IN", help="a video file, or a folder of frame sequences")
+    add_config_arguments(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT",
+                        help="output video file (.mkv by default), or folder for sequences")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=float, help="output / input size (default sr.scale)")
+    size.add_argument("--long-side", type=int, metavar="PX", help="output long side in pixels, e.g. 3840")
+    add_model_argument(parser)
+    parser.add_argument("--codec", help="video codec of the output (default video.codec: ffv1)")
+    return parser
+
+
+def _overrides(args) -> list[str]:
+    out = []
+    if args.scale is not None:
+        out += [f"sr.scale={args.scale}", "sr.long_side=null"]
+    if args.long_side is not None:
+        out.append(f"sr.long_side={args.long_side}")
+    if args.codec:
+        out.append(f"video.codec={args.codec}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    cfg = config_from_args(args, _overrides(args))
+    if not args.input.exists():
+        raise UserError(f"no such file or folder: {args.input}")
+    from jobs.specs import size_policy, video_settings
+
+    settings, sizes = video_settings(cfg), size_policy(cfg)
+    if args.input.is_dir():
+        return _sequences(cfg, args, settings, sizes)
+    from op4ksr.video.remaster import remaster_video
+
+    target = args.out if args.out.suffix else args.out / f"{args.input.stem}.mkv"
+    if target.resolve() == args.input.resolve():
+        raise UserError(f"--out {target} is the input itself; name another file")
+    report = remaster_video(args.input, target, _upscaler(cfg), sizes.plan, settings)
+    return _finish([report], [Path(f"{target}.shots.json")])
+
+
+def _sequences(cfg, args, settings, sizes) -> int:
+    from op4ksr.video.errors import FrameFileError, SequenceError
+    from op4ksr.video.remaster import remaster_sequence
+    from op4ksr.video.sequences import find_sequences
+
+    sequences, problems = find_sequences(args.input)
+    for line in problems:
+        print(f"refused: {line}", file=sys.stderr)
+    if not sequences:
+        raise UserError(f"no usable frame sequence (name.<frame>.dpx|tif|png) in {args.input}")
+    upscale, reports, paths = _upscaler(cfg), [], []
+    for sequence in sequences:
+        out_dir = args.out / sequence.directory.relative_to(args.input)
+        try:
+            reports.append(remaster_sequence(sequence, out_dir, upscale, sizes.plan, settings))
+            paths.append(out_dir / f"{sequence.name}.shots.json")
+        except (SequenceError, FrameFileError) as err:  # one bad sequence: one line, the others go on
+            problems.append(str(err))
+            print(f"refused: {err}", file=sys.stderr)
+    return _finish(reports, paths) or (1 if problems else 0)
+
+
+def _upscaler(cfg):
+    """The model as a frame upscaler: (3, h, w), (H, W) -> (3, H, W) on the CPU."""
+    model = model_from_config(cfg)
+    return lambda rgb, size: model.upscale(rgb[None], size)[0].cpu()
+
+
+def _finish(reports: list[dict], paths: list[Path]) -> int:
+    """Write each report and print one line per output; 1 if any frame failed."""
+    failed = 0
+    for report, path in zip(reports, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+        failed += report["frames_failed"]
+        flagged = sum(len(s["flicker_flagged"]) for s in report["shots"])
+        print(f"{report['output']}: {report['frames']} frames, {len(report['shots'])} shots, "
+              f"{report['frames_failed']} failed (filled from bicubic), {flagged} flicker-flagged; report {path}",
+              file=sys.stderr)
+    return 1 if failed else 0
