@@ -44,6 +44,7 @@ class VideoFrame:
     index: int  # 0-based, in presentation order
     pts: int  # in the stream's time base
     rgb: torch.Tensor  # (3, h, w) float32 in [0, 1]
+    corrupt: bool = False  # the decoder concealed damage in it (a corrupt packet)
 
 
 def av_module():
@@ -113,7 +114,8 @@ def decode_video(info: VideoInfo, packets=None) -> Iterator[VideoFrame]:
             for frame in frames:
                 if frame.interlaced_frame:
                     refuse_interlaced(info.path, "tt" if getattr(frame, "top_field_first", True) else "bb")
-                yield VideoFrame(index, int(frame.pts if frame.pts is not None else index), frame_tensor(frame, info.bit_depth))
+                pts = int(frame.pts if frame.pts is not None else index)
+                yield VideoFrame(index, pts, frame_tensor(frame, info.bit_depth), bool(frame.is_corrupt))
                 index += 1
     finally:
         if owned is not None:

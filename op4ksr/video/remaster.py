@@ -18,6 +18,7 @@ import torch
 from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
 from op4ksr.video.encode import VideoWriter
+from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import FlowFusion
 from op4ksr.video.sequences import FrameSequence
@@ -101,28 +102,42 @@ def _report(source: Path, output: Path, frames: int, cuts: list[int], scores: li
 
 def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
                    settings: VideoSettings) -> dict:
-    """Write the upscaled `source` to `target`; the report (module docstring). VideoInputError for a bad file."""
+    """Write the upscaled `source` to `target`; the report (module docstring). VideoInputError for a file
+    that is not a usable video. A video that stops decoding half-way is written up to there, and the
+    report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     info = decode.probe(source)
-    thumbnails = [luma_thumbnail(frame.rgb) for frame in decode.decode_video(info)]
+    thumbnails, decode_error = [], None
+    try:
+        for frame in decode.decode_video(info):
+            thumbnails.append(luma_thumbnail(frame.rgb))
+    except VideoInputError as err:
+        if not thumbnails:
+            raise
+        decode_error = str(err)
     decode.checked_frame_count(info, len(thumbnails))
     cuts, scores = find_cuts(thumbnails, settings.cut_threshold)
     shots = shots_from_cuts(cuts, len(thumbnails))
     size = plan_size(info.height, info.width)
-    runner = ShotRunner(upscale, size, shots, settings)
-    av = decode.av_module()
-    pts = []
+    runner, written, corrupt = ShotRunner(upscale, size, shots, settings), 0, []
     target.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(source)) as container:
+    with decode.av_module().open(str(source)) as container:
         writer = VideoWriter(target, info, container, size, settings.codec)
         try:
             packets = _split_packets(container, info.stream_index, writer)
             for frame in decode.decode_video(info, packets):
+                if frame.index >= len(thumbnails):
+                    break  # the first pass stopped here: never write a frame the cuts did not see
                 writer.write(runner.run(frame.index, frame.rgb), frame.pts)
-                pts.append(frame.pts)
+                written += 1
+                if frame.corrupt:
+                    corrupt.append(frame.index)
+        except VideoInputError:
+            pass  # the same decode error as the first pass's, reported once as decode_error
         finally:
             writer.close()
-    return _report(source, target, len(pts), cuts, scores, runner.finish(), settings,
-                   time_base=str(info.time_base), source_bit_depth=info.bit_depth, size=list(size))
+    return _report(source, target, written, cuts, scores, runner.finish(), settings, time_base=str(info.time_base),
+                   source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
+                   decode_error=decode_error)
 
 
 def _split_packets(container, video_index: int, writer):

@@ -126,3 +126,37 @@ def test_frames_out_keep_the_model_size_guard(tmp_path):
     write_video(source, moving_texture(3, seed=5), codec="ffv1")
     report = remaster_video(source, tmp_path / "o.mkv", lambda rgb, size: torch.zeros(3, 4, 4), twice, SETTINGS)
     assert report["frames_failed"] == 3  # a wrong-sized output is a failed frame, filled, never written as is
+
+
+def test_a_corrupt_packet_mid_video_is_named_and_every_frame_still_written(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(10, seed=8, step=(0, 1)), codec="mpeg4")
+    with av.open(str(source)) as container:  # damage the middle of the 6th video packet in place
+        packet = [p for p in container.demux(video=0) if p.size][5]
+        start, size = packet.pos, packet.size
+    data = bytearray(source.read_bytes())
+    data[start + size // 2:start + size] = bytes(size - size // 2)
+    source.write_bytes(bytes(data))
+    report = remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert report["frames"] == 10 and report["decode_error"] is None
+    assert 5 in report["corrupt_source_frames"] and 0 not in report["corrupt_source_frames"]
+    assert len(frame_times(tmp_path / "o.mkv")) == 10
+
+
+def test_a_video_that_stops_decoding_half_way_is_written_up_to_there(tmp_path, monkeypatch):
+    from op4ksr.video import decode
+
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(8, seed=9), codec="ffv1")
+    real = decode.decode_video
+
+    def stops_after_five(info, packets=None):  # what FFmpeg raising on a broken packet at frame 5 looks like
+        for frame in real(info, packets):
+            if frame.index == 5:
+                raise VideoInputError(f"{info.path}: the video cannot be decoded past frame 5 (Invalid data)")
+            yield frame
+
+    monkeypatch.setattr(decode, "decode_video", stops_after_five)
+    report = remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert report["frames"] == 5 and "cannot be decoded past frame 5" in report["decode_error"]
+    assert len(frame_times(tmp_path / "o.mkv")) == 5
