@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     from pipeline.ledger.comparison_page import write_comparison
     from pipeline.listing.inputs import list_inputs
     from pipeline.listing.sample import stratified_sample
-    from pipeline.run.backfill import ray_session
+    from pipeline.fleet.ray_session import ray_session
 
     inputs, root = storage_spec(cfg, cfg.input.uri).open(), storage_spec(cfg, cfg.output.uri).open()
     sample = stratified_sample(list_inputs(inputs, cfg.input.extensions), int(cfg.compare.sample))

@@ -16,8 +16,8 @@ import pandas as pd
 
 from op4ksr.errors import UserError
 from pipeline.ledger.manifest_scan import scan_manifest, scan_parquet
-from pipeline.run.layout import report_key, run_key
-from pipeline.run.records import FIELDS
+from pipeline.manifest.layout import report_key, run_key
+from pipeline.manifest.records import FIELDS
 from pipeline.storage import ObjectNotFoundError, Storage, normalise_uri
 
 # the manifest's quality fields, first in the tables; numeric report fields outside the manifest follow
