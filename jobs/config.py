@@ -99,6 +99,9 @@ def validate(cfg: DictConfig) -> None:
     endpoint = cfg.storage.endpoint_url
     if endpoint and not str(endpoint).startswith(("http://", "https://")):
         raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
+    if int(cfg.video.chunk_overlap) >= int(cfg.video.chunk_frames):
+        raise ConfigError(f"video.chunk_overlap={cfg.video.chunk_overlap} must be below "
+                          f"video.chunk_frames={cfg.video.chunk_frames}")
     if not list(cfg.input.extensions):
         raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
 
