@@ -21,7 +21,8 @@ format and bit depth, with the same file names and frame numbers, under --out.
 Cuts are found without a model (video.cut_threshold); each shot's report has its luma-flicker
 curve and its warping error against the bicubic upscale's (docs/VIDEO.md says how they are
 measured). A frame the model fails on is filled from the bicubic upscale and named in the
-report; the exit status is then 1. Interlaced video is refused (video.deinterlace).
+report; the exit status is then 1. Interlaced video is refused (video.deinterlace). A rerun of a
+sequence does only the frames missing or failed in the output folder (--overwrite redoes all).
 
 examples:
   op4ksr video reel.mov --out reel_4k.mkv --long-side 3840
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--long-side", type=int, metavar="PX", help="output long side in pixels, e.g. 3840")
     add_model_argument(parser)
     parser.add_argument("--codec", help="video codec of the output (default video.codec: ffv1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo outputs that exist (default: a sequence's written frames are kept and only the "
+                             "missing or failed ones are done; an existing output video is kept, its input skipped)")
     return parser
 
 
@@ -70,6 +74,9 @@ def main(argv: list[str]) -> int:
     target = args.out if args.out.suffix else args.out / f"{args.input.stem}.mkv"
     if target.resolve() == args.input.resolve():
         raise UserError(f"--out {target} is the input itself; name another file")
+    if target.exists() and not args.overwrite:
+        print(f"skipped: {target} exists; --overwrite replaces it", file=sys.stderr)
+        return 0
     report = remaster_video(args.input, target, _upscaler(cfg), sizes.plan, settings)
     return _finish([report], [Path(f"{target}.shots.json")])
 
@@ -88,7 +95,8 @@ def _sequences(cfg, args, settings, sizes) -> int:
     for sequence in sequences:
         out_dir = args.out / sequence.directory.relative_to(args.input)
         try:
-            reports.append(remaster_sequence(sequence, out_dir, upscale, sizes.plan, settings))
+            reports.append(remaster_sequence(sequence, out_dir, upscale, sizes.plan, settings,
+                                             resume=not args.overwrite))
             paths.append(out_dir / f"{sequence.name}.shots.json")
         except (SequenceError, FrameFileError) as err:  # one bad sequence: one line, the others go on
             problems.append(str(err))
@@ -102,6 +110,16 @@ def _upscaler(cfg):
     return lambda rgb, size: model.upscale(rgb[None], size)[0].cpu()
 
 
+def _source_problems(report: dict) -> list[str]:
+    """One line each for a video that stopped decoding half-way and for frames damaged in the source."""
+    lines = [f"failed: {report['decode_error']}"] if report.get("decode_error") else []
+    corrupt = report.get("corrupt_source_frames") or []
+    if corrupt:
+        lines.append(f"damaged: {report['source']}: the decoder concealed damage in {len(corrupt)} frame(s) "
+                     f"(first {corrupt[0]}); they are named in the report's corrupt_source_frames")
+    return lines
+
+
 def _finish(reports: list[dict], paths: list[Path]) -> int:
     """Write each report and print one line per output; 1 if any frame failed."""
     failed = 0
@@ -110,7 +128,11 @@ def _finish(reports: list[dict], paths: list[Path]) -> int:
         path.write_text(json.dumps(report, indent=1))
         failed += report["frames_failed"]
         flagged = sum(len(s["flicker_flagged"]) for s in report["shots"])
-        print(f"{report['output']}: {report['frames']} frames, {len(report['shots'])} shots, "
+        resumed = f", {report['frames_resumed']} kept from an earlier run" if report.get("frames_resumed") else ""
+        print(f"{report['output']}: {report['frames']} frames, {len(report['shots'])} shots{resumed}, "
               f"{report['frames_failed']} failed (filled from bicubic), {flagged} flicker-flagged; report {path}",
               file=sys.stderr)
+        for line in _source_problems(report):
+            print(line, file=sys.stderr)
+            failed += 1
     return 1 if failed else 0

@@ -29,17 +29,19 @@ class FlowFusion:
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # (fused output, bicubic) of frame t-1
         self.pair: FlowPair | None = None  # the flow of the last frame pair, for the meter to reuse
 
-    def apply(self, output: torch.Tensor, bicubic: torch.Tensor) -> torch.Tensor:
-        """The fused output of this frame (3, H, W), from its own output and bicubic upscale."""
+    def apply(self, output: torch.Tensor, bicubic: torch.Tensor, already_fused: bool = False) -> torch.Tensor:
+        """The fused output of this frame (3, H, W), from its own output and bicubic upscale; `already_fused`:
+        `output` is already this frame's fused output (read back on a resumed run), kept as it is."""
         out = np.ascontiguousarray(output.float().clamp(0, 1).permute(1, 2, 0).numpy())
         bic = np.ascontiguousarray(bicubic.float().clamp(0, 1).permute(1, 2, 0).numpy())
-        fused = out
+        result = out
         self.pair = None
         if self._previous is not None:
             prev_fused, prev_bic = self._previous
             self.pair = FlowPair(prev_bic, bic)
+        if self.pair is not None and not already_fused:
             agrees = np.abs(self.pair.warp(prev_bic) - bic).mean(-1) < self.tolerance
             mask = (self.pair.valid & agrees)[..., None].astype(np.float32) * self.weight  # (H, W, 1)
-            fused = (out * (1 - mask) + self.pair.warp(prev_fused) * mask).astype(np.float32)
-        self._previous = (fused, bic)
-        return torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1).contiguous()
+            result = (out * (1 - mask) + self.pair.warp(prev_fused) * mask).astype(np.float32)
+        self._previous = (result, bic)
+        return torch.from_numpy(np.ascontiguousarray(result)).permute(2, 0, 1).contiguous()

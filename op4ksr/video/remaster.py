@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from op4ksr.errors import UserError
 from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
 from op4ksr.video.encode import VideoWriter
@@ -53,15 +54,20 @@ class ShotRunner:
         self._meter: TemporalMeter | None = None
         self._failed: list[dict] = []
         self._fusion: FlowFusion | None = None
+        self.resumed = 0  # frames whose output an earlier run wrote
 
-    def run(self, index: int, rgb: torch.Tensor) -> torch.Tensor:
-        """The output of frame `index` (3, H, W); frames must come in order."""
+    def run(self, index: int, rgb: torch.Tensor, done: torch.Tensor | None = None) -> torch.Tensor:
+        """The output of frame `index` (3, H, W); frames must come in order. `done`: the frame's output
+        from an earlier run (read back from disk), measured and kept instead of upscaling again."""
         while self._shot < 0 or index >= self.shots[self._shot].end:
             self._close_shot()
             self._shot += 1
             self._meter, self._failed = TemporalMeter(flow=self.settings.measure_flow), []
             self._fusion = FlowFusion(self.settings.temporal_weight) if self.settings.temporal == "flow" else None
         bicubic = bicubic_resize(rgb[None], self.size)[0].clamp(0, 1)
+        if done is not None:
+            self.resumed += 1
+            return self._measured(done, bicubic, already_fused=True)
         try:
             output = self.upscale(rgb, self.size).clamp(0, 1)
             if tuple(output.shape) != (3, *self.size):
@@ -69,12 +75,20 @@ class ShotRunner:
         except Exception as err:  # noqa: BLE001 - one failed frame is filled and marked; the shot goes on
             output = bicubic
             self._failed.append({"frame": index, "error": f"{type(err).__name__}: {err}", "filled_from": "bicubic"})
+        return self._measured(output, bicubic)
+
+    def _measured(self, output: torch.Tensor, bicubic: torch.Tensor, already_fused: bool = False) -> torch.Tensor:
         if self._fusion is None:
             self._meter.add(output, bicubic)
             return output
-        output = self._fusion.apply(output, bicubic)
+        output = self._fusion.apply(output, bicubic, already_fused)
         self._meter.add(output, bicubic, self._fusion.pair)
         return output
+
+    @property
+    def failures(self) -> int:
+        """Frames filled from bicubic so far, in every shot."""
+        return sum(len(r["failed_frames"]) for r in self.reports) + len(self._failed)
 
     def _close_shot(self) -> None:
         if self._meter is None:
@@ -150,21 +164,46 @@ def _split_packets(container, video_index: int, writer):
 
 
 def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
-                      plan_size: Callable[[int, int], tuple[int, int]], settings: VideoSettings) -> dict:
-    """Write the upscaled frames of `sequence` to `out_dir` with the same names, format and bit depth; the report."""
+                      plan_size: Callable[[int, int], tuple[int, int]], settings: VideoSettings,
+                      resume: bool = True) -> dict:
+    """Write the upscaled frames of `sequence` to `out_dir` with the same names, format and bit depth; the
+    report. `resume`: a frame whose output file exists (written whole: a `.part` file renamed) is read
+    back and measured, not upscaled again, so a killed run's rerun does only the missing frames. A frame
+    filled from bicubic is listed in `<name>.failed.txt` as it fails, and a rerun upscales it again."""
     width, height, bit_depth = check_uniform(sequence)
     thumbnails = [luma_thumbnail(read_frame(f.path).rgb) for f in sequence.frames]
     cuts, scores = find_cuts(thumbnails, settings.cut_threshold)
     shots = shots_from_cuts(cuts, len(thumbnails))
     size = plan_size(height, width)
     runner = ShotRunner(upscale, size, shots, settings)
+    failed_list = out_dir / f"{sequence.name}.failed.txt"
+    retry = set(failed_list.read_text().split()) if resume and failed_list.is_file() else set()
+    failed_list.unlink(missing_ok=True)
     for index, file in enumerate(sequence.frames):
-        frame = read_frame(file.path)
-        write_frame(out_dir / sequence.frame_name(file.number), runner.run(index, frame.rgb), frame)
+        frame, target = read_frame(file.path), out_dir / sequence.frame_name(file.number)
+        done = _done_output(target, size) if resume and str(file.number) not in retry else None
+        failures = runner.failures
+        output = runner.run(index, frame.rgb, done)
+        if done is None:
+            write_frame(target, output, frame)
+        if runner.failures > failures:
+            with failed_list.open("a") as f:
+                f.write(f"{file.number}\n")
     numbers = [f.number for f in sequence.frames]
     return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
                    [numbers[c] for c in cuts], scores, _with_frame_numbers(runner.finish(), numbers), settings,
-                   first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size))
+                   first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size), frames_resumed=runner.resumed)
+
+
+def _done_output(target: Path, size: tuple[int, int]) -> torch.Tensor | None:
+    """The output an earlier run wrote at `target`, if it is there, readable and of the planned size."""
+    if not target.is_file():
+        return None
+    try:
+        rgb = read_frame(target).rgb
+    except UserError:
+        return None
+    return rgb if tuple(rgb.shape[-2:]) == tuple(size) else None
 
 
 def _with_frame_numbers(shots: list[dict], numbers: list[int]) -> list[dict]:

@@ -160,3 +160,35 @@ def test_a_video_that_stops_decoding_half_way_is_written_up_to_there(tmp_path, m
     report = remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)
     assert report["frames"] == 5 and "cannot be decoded past frame 5" in report["decode_error"]
     assert len(frame_times(tmp_path / "o.mkv")) == 5
+
+
+class Killed(BaseException):
+    """What a killed process looks like to the loop: not an Exception, so nothing catches it as a failed frame."""
+
+
+def test_a_killed_sequence_run_resumes_with_every_frame_exactly_once(tmp_path):
+    src, out = tmp_path / "scan", tmp_path / "out"
+    src.mkdir()
+    for n, f in enumerate(moving_texture(6, size=(16, 24), seed=10), start=1):
+        (src / f"r.{n:04d}.dpx").write_bytes(dpx.write_dpx((f.permute(1, 2, 0).numpy() * 1023).astype(np.uint16), 10))
+    (sequence,), _ = find_sequences(src)
+    upscaled = []
+
+    def upscale(rgb, size, kill_at=None, fail_at=None):
+        if len(upscaled) == kill_at:
+            raise Killed()
+        upscaled.append(float(rgb.mean()))
+        if len(upscaled) == fail_at:
+            raise RuntimeError("model error")
+        return double(rgb, size)
+
+    with pytest.raises(Killed):  # frame 2 fails (filled from bicubic), the run is killed before frame 4
+        remaster_sequence(sequence, out, lambda r, s: upscale(r, s, kill_at=4, fail_at=2), twice, SETTINGS)
+    assert sorted(p.name for p in out.glob("*.dpx")) == [f"r.{n:04d}.dpx" for n in (1, 2, 3, 4)]
+    assert (out / "r.failed.txt").read_text() == "2\n"
+    first = len(upscaled)
+    report = remaster_sequence(sequence, out, upscale, twice, SETTINGS)
+    # the rerun upscales frame 2 again (it had failed) and frames 5 and 6 (never written), nothing else
+    assert len(upscaled) - first == 3 and report["frames_resumed"] == 3 and report["frames_failed"] == 0
+    assert sorted(p.name for p in out.glob("*.dpx")) == [f"r.{n:04d}.dpx" for n in range(1, 7)]
+    assert not (out / "r.failed.txt").exists() and not list(out.glob("*.part"))
