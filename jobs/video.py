@@ -13,6 +13,10 @@ DESCRIPTION = """\
 Upscale a video file, or every frame sequence (name.<frame>.ext: DPX, TIFF, PNG) in a folder,
 shot by shot, and write a per-shot report beside the output.
 
+Beside each output: NAME.shots.json (the report), NAME.shots.png (one flicker and one warping-error
+curve per shot, bicubic's dotted) and NAME.profile.png (the middle row of every output frame,
+stacked over time: flicker shows as horizontal bands).
+
 A video becomes a video: FFV1 in Matroska by default (lossless; video.codec picks another codec
 this FFmpeg has), with every frame's timestamp, the time base, colour tags, and the audio,
 subtitle and data streams copied packet for packet. A sequence becomes a sequence in the same
@@ -77,7 +81,8 @@ def main(argv: list[str]) -> int:
     if target.exists() and not args.overwrite:
         print(f"skipped: {target} exists; --overwrite replaces it", file=sys.stderr)
         return 0
-    report = remaster_video(args.input, target, _upscaler(cfg), sizes.plan, settings)
+    report = remaster_video(args.input, target, _upscaler(cfg), sizes.plan, settings,
+                            profile=Path(f"{target}.profile.png"))
     return _finish([report], [Path(f"{target}.shots.json")])
 
 
@@ -96,7 +101,8 @@ def _sequences(cfg, args, settings, sizes) -> int:
         out_dir = args.out / sequence.directory.relative_to(args.input)
         try:
             reports.append(remaster_sequence(sequence, out_dir, upscale, sizes.plan, settings,
-                                             resume=not args.overwrite))
+                                             resume=not args.overwrite,
+                                             profile=out_dir / f"{sequence.name}.profile.png"))
             paths.append(out_dir / f"{sequence.name}.shots.json")
         except (SequenceError, FrameFileError) as err:  # one bad sequence: one line, the others go on
             problems.append(str(err))
@@ -121,11 +127,14 @@ def _source_problems(report: dict) -> list[str]:
 
 
 def _finish(reports: list[dict], paths: list[Path]) -> int:
-    """Write each report and print one line per output; 1 if any frame failed."""
+    """Write each report and its curves (a PNG beside it) and print one line per output; 1 if any frame failed."""
+    from op4ksr.video.charts import plot_shots
+
     failed = 0
     for report, path in zip(reports, paths):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1))
+        plot_shots(report, path.with_suffix(".png"))
         failed += report["frames_failed"]
         flagged = sum(len(s["flicker_flagged"]) for s in report["shots"])
         resumed = f", {report['frames_resumed']} kept from an earlier run" if report.get("frames_resumed") else ""

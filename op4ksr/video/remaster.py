@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from op4ksr.errors import UserError
 from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
+from op4ksr.video.charts import profile_row, save_profile
 from op4ksr.video.encode import VideoWriter
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
@@ -55,6 +57,7 @@ class ShotRunner:
         self._failed: list[dict] = []
         self._fusion: FlowFusion | None = None
         self.resumed = 0  # frames whose output an earlier run wrote
+        self.profile: list[np.ndarray] = []  # the middle row of each output (op4ksr.video.charts)
 
     def run(self, index: int, rgb: torch.Tensor, done: torch.Tensor | None = None) -> torch.Tensor:
         """The output of frame `index` (3, H, W); frames must come in order. `done`: the frame's output
@@ -80,9 +83,10 @@ class ShotRunner:
     def _measured(self, output: torch.Tensor, bicubic: torch.Tensor, already_fused: bool = False) -> torch.Tensor:
         if self._fusion is None:
             self._meter.add(output, bicubic)
-            return output
-        output = self._fusion.apply(output, bicubic, already_fused)
-        self._meter.add(output, bicubic, self._fusion.pair)
+        else:
+            output = self._fusion.apply(output, bicubic, already_fused)
+            self._meter.add(output, bicubic, self._fusion.pair)
+        self.profile.append(profile_row(output))
         return output
 
     @property
@@ -115,8 +119,9 @@ def _report(source: Path, output: Path, frames: int, cuts: list[int], scores: li
 
 
 def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
-                   settings: VideoSettings) -> dict:
-    """Write the upscaled `source` to `target`; the report (module docstring). VideoInputError for a file
+                   settings: VideoSettings, profile: Path | None = None) -> dict:
+    """Write the upscaled `source` to `target`; the report (module docstring); `profile`: where to save
+    the temporal profile PNG (op4ksr.video.charts). VideoInputError for a file
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     info = decode.probe(source)
@@ -149,6 +154,8 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
             pass  # the same decode error as the first pass's, reported once as decode_error
         finally:
             writer.close()
+    if profile is not None and runner.profile:
+        save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
                    decode_error=decode_error)
@@ -165,7 +172,7 @@ def _split_packets(container, video_index: int, writer):
 
 def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
                       plan_size: Callable[[int, int], tuple[int, int]], settings: VideoSettings,
-                      resume: bool = True) -> dict:
+                      resume: bool = True, profile: Path | None = None) -> dict:
     """Write the upscaled frames of `sequence` to `out_dir` with the same names, format and bit depth; the
     report. `resume`: a frame whose output file exists (written whole: a `.part` file renamed) is read
     back and measured, not upscaled again, so a killed run's rerun does only the missing frames. A frame
@@ -189,6 +196,8 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
         if runner.failures > failures:
             with failed_list.open("a") as f:
                 f.write(f"{file.number}\n")
+    if profile is not None:
+        save_profile(runner.profile, profile)
     numbers = [f.number for f in sequence.frames]
     return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
                    [numbers[c] for c in cuts], scores, _with_frame_numbers(runner.finish(), numbers), settings,

@@ -27,6 +27,10 @@ def test_video_with_sound_becomes_an_ffv1_master_and_a_shot_report(tmp_path, cap
     for shot in report["shots"]:  # the tiny model's warping error is measured against bicubic's
         assert shot["warping_error_vs_bicubic"] > 0 and len(shot["flicker_curve"]) == shot["end"] - shot["start"]
     assert "7 frames, 2 shots, 0 failed" in capsys.readouterr().err
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out" / "clip.mkv.profile.png").size == (128, 7)  # a row of each output frame
+    assert Image.open(tmp_path / "out" / "clip.mkv.shots.png").format == "PNG"
 
 
 def test_sequences_folder_keeps_names_and_16_bits_and_refuses_a_gapped_one(tmp_path, capsys):
@@ -42,7 +46,8 @@ def test_sequences_folder_keeps_names_and_16_bits_and_refuses_a_gapped_one(tmp_p
     err = capsys.readouterr().err
     assert status == 1 and "refused: sequence" in err and "1 frames missing: 2" in err
     out = tmp_path / "out" / "reel1"
-    assert sorted(p.name for p in out.glob("*.png")) == ["shot.0007.png", "shot.0008.png", "shot.0009.png"]
+    assert sorted(p.name for p in out.glob("shot.[0-9]*.png")) == ["shot.0007.png", "shot.0008.png", "shot.0009.png"]
+    assert (out / "shot.profile.png").is_file() and (out / "shot.shots.png").is_file()
     header = png16.header((out / "shot.0008.png").read_bytes())
     assert header[:3] == (48, 32, 16)  # width, height, bit depth
     assert json.loads((out / "shot.shots.json").read_text())["first_frame"] == 7
