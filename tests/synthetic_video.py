@@ -31,8 +31,9 @@ def with_flicker(frames: list[torch.Tensor], gains: dict[int, float]) -> list[to
 
 def write_video(path: Path, frames: list[torch.Tensor], *, fps: int = 24, codec: str = "mpeg4",
                 pts: list[int] | None = None, time_base: Fraction | None = None, audio_seconds: float = 0.0,
-                interlaced: bool = False) -> None:
-    """A small video file of `frames`, optionally with a 440 Hz AAC track and explicit (VFR) timestamps."""
+                interlaced: bool = False, colour: dict | None = None) -> None:
+    """A small video file of `frames`, optionally with a 440 Hz AAC track, explicit (VFR) timestamps and
+    colour tags (`colour`: codec-context attribute -> FFmpeg's integer, e.g. {"color_primaries": 1})."""
     import av
 
     time_base = time_base or Fraction(1, fps * 100)
@@ -46,6 +47,8 @@ def write_video(path: Path, frames: list[torch.Tensor], *, fps: int = 24, codec:
         if interlaced:
             video.codec_context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
             video.codec_context.field_order = 2  # AV_FIELD_TT
+        for key, value in (colour or {}).items():
+            setattr(video.codec_context, key, value)
         audio = out.add_stream("aac", rate=16000) if audio_seconds else None
         for t, frame in enumerate(frames):
             image = (frame.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

@@ -192,3 +192,14 @@ def test_a_killed_sequence_run_resumes_with_every_frame_exactly_once(tmp_path):
     assert len(upscaled) - first == 3 and report["frames_resumed"] == 3 and report["frames_failed"] == 0
     assert sorted(p.name for p in out.glob("*.dpx")) == [f"r.{n:04d}.dpx" for n in range(1, 7)]
     assert not (out / "r.failed.txt").exists() and not list(out.glob("*.part"))
+
+
+def test_colour_tags_are_kept_and_the_ffv1_stream_says_rgb(tmp_path):
+    from op4ksr.video.decode import probe
+
+    source = tmp_path / "tagged.mkv"
+    bt709 = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}  # BT.709, limited range
+    write_video(source, moving_texture(3, seed=11), codec="ffv1", colour=bt709)
+    assert probe(source).colour == bt709
+    remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert probe(tmp_path / "o.mkv").colour == {**bt709, "colorspace": 0}  # the pixels are RGB: no matrix
