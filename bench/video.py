@@ -96,7 +96,7 @@ def speed(args) -> dict:
         rows["bare"] = _since(start)
         start = _clocks()
         thumbs = [luma_thumbnail(f.rgb) for f in decode.decode_video(decode.probe(source))]
-        cuts, _ = find_cuts(thumbs, 0.3)
+        cuts, _ = find_cuts(thumbs, VideoSettings().cut_threshold)
         rows["cuts"] = _since(start)
         for name, settings in (("remaster measure_flow=false", VideoSettings(measure_flow=False)),
                                ("remaster measure_flow=true", VideoSettings()),

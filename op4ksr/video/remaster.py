@@ -35,7 +35,7 @@ Upscaler = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # (3, h, w),
 class VideoSettings:
     """video.* (built by jobs/specs.py)."""
 
-    cut_threshold: float = 0.3
+    cut_threshold: float = 0.4
     chunk_frames: int = 48
     chunk_overlap: int = 8
     flicker_threshold: float = 0.01
