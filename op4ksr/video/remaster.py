@@ -25,7 +25,7 @@ from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import FlowFusion
 from op4ksr.video.sequences import FrameSequence
-from op4ksr.video.shots import Shot, chunk_shot, find_cuts, luma_thumbnail, shots_from_cuts
+from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
 from op4ksr.video.temporal import TemporalMeter
 
 Upscaler = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # (3, h, w), (H, W) -> (3, H, W)
@@ -125,17 +125,18 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     info = decode.probe(source)
-    thumbnails, decode_error = [], None
+    scores, decode_error = CutScores(), None
     try:
         for frame in decode.decode_video(info):
-            thumbnails.append(luma_thumbnail(frame.rgb))
+            scores.add(luma_thumbnail(frame.rgb))
     except VideoInputError as err:
-        if not thumbnails:
+        if not scores.scores:
             raise
         decode_error = str(err)
-    decode.checked_frame_count(info, len(thumbnails))
-    cuts, scores = find_cuts(thumbnails, settings.cut_threshold)
-    shots = shots_from_cuts(cuts, len(thumbnails))
+    decoded = len(scores.scores)
+    decode.checked_frame_count(info, decoded)
+    cuts = scores.cuts(settings.cut_threshold)
+    shots = shots_from_cuts(cuts, decoded)
     size = plan_size(info.height, info.width)
     runner, written, corrupt = ShotRunner(upscale, size, shots, settings), 0, []
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
         try:
             packets = _split_packets(container, info.stream_index, writer)
             for frame in decode.decode_video(info, packets):
-                if frame.index >= len(thumbnails):
+                if frame.index >= decoded:
                     break  # the first pass stopped here: never write a frame the cuts did not see
                 writer.write(runner.run(frame.index, frame.rgb), frame.pts)
                 written += 1
@@ -156,7 +157,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
             writer.close()
     if profile is not None and runner.profile:
         save_profile(runner.profile, profile)
-    return _report(source, target, written, cuts, scores, runner.finish(), settings, time_base=str(info.time_base),
+    return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
                    decode_error=decode_error)
 
@@ -178,9 +179,11 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     back and measured, not upscaled again, so a killed run's rerun does only the missing frames. A frame
     filled from bicubic is listed in `<name>.failed.txt` as it fails, and a rerun upscales it again."""
     width, height, bit_depth = check_uniform(sequence)
-    thumbnails = [luma_thumbnail(read_frame(f.path).rgb) for f in sequence.frames]
-    cuts, scores = find_cuts(thumbnails, settings.cut_threshold)
-    shots = shots_from_cuts(cuts, len(thumbnails))
+    scores = CutScores()
+    for file in sequence.frames:
+        scores.add(luma_thumbnail(read_frame(file.path).rgb))
+    cuts = scores.cuts(settings.cut_threshold)
+    shots = shots_from_cuts(cuts, len(sequence.frames))
     size = plan_size(height, width)
     runner = ShotRunner(upscale, size, shots, settings)
     failed_list = out_dir / f"{sequence.name}.failed.txt"
@@ -200,7 +203,7 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
         save_profile(runner.profile, profile)
     numbers = [f.number for f in sequence.frames]
     return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
-                   [numbers[c] for c in cuts], scores, _with_frame_numbers(runner.finish(), numbers), settings,
+                   [numbers[c] for c in cuts], scores.scores, _with_frame_numbers(runner.finish(), numbers), settings,
                    first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size), frames_resumed=runner.resumed)
 
 

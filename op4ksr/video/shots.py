@@ -103,10 +103,29 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def find_cuts(thumbnails: list[np.ndarray], threshold: float) -> tuple[list[int], list[float]]:
     """(frames that start a new shot, score of each frame against the one before; 0 for frame 0)."""
-    if not 0 < threshold <= 1:
-        raise ValueError(f"cut threshold must be in (0, 1], got {threshold}")
-    scores = [0.0] + [cut_score(a, b) for a, b in zip(thumbnails, thumbnails[1:])]
-    return [t for t, s in enumerate(scores) if t > 0 and s >= threshold], scores
+    scores = CutScores()
+    for thumbnail in thumbnails:
+        scores.add(thumbnail)
+    return scores.cuts(threshold), scores.scores
+
+
+class CutScores:
+    """Cut scores of frames given one at a time; holds only the previous thumbnail, so a reel of any
+    length costs one float a frame."""
+
+    def __init__(self):
+        self.scores: list[float] = []
+        self._previous: np.ndarray | None = None
+
+    def add(self, thumbnail: np.ndarray) -> None:
+        self.scores.append(0.0 if self._previous is None else cut_score(self._previous, thumbnail))
+        self._previous = thumbnail
+
+    def cuts(self, threshold: float) -> list[int]:
+        """The frames whose score reaches `threshold` (each starts a new shot)."""
+        if not 0 < threshold <= 1:
+            raise ValueError(f"cut threshold must be in (0, 1], got {threshold}")
+        return [t for t, s in enumerate(self.scores) if t > 0 and s >= threshold]
 
 
 def shots_from_cuts(cuts: list[int], frame_count: int) -> list[Shot]:
