@@ -102,7 +102,8 @@ def _sequences(cfg, args, settings, sizes) -> int:
         try:
             reports.append(remaster_sequence(sequence, out_dir, upscale, sizes.plan, settings,
                                              resume=not args.overwrite,
-                                             profile=out_dir / f"{sequence.name}.profile.png"))
+                                             profile=out_dir / f"{sequence.name}.profile.png",
+                                             provenance=upscale.provenance))
             paths.append(out_dir / f"{sequence.name}.shots.json")
         except (SequenceError, FrameFileError) as err:  # one bad sequence: one line, the others go on
             problems.append(str(err))
@@ -110,10 +111,21 @@ def _sequences(cfg, args, settings, sizes) -> int:
     return _finish(reports, paths) or (1 if problems else 0)
 
 
-def _upscaler(cfg):
-    """The model as a frame upscaler: (3, h, w), (H, W) -> (3, H, W) on the CPU."""
-    model = model_from_config(cfg)
-    return lambda rgb, size: model.upscale(rgb[None], size)[0].cpu()
+class _ModelUpscaler:
+    """The model as a frame upscaler: (3, h, w), (H, W) -> (3, H, W) on the CPU; its provenance for the outputs."""
+
+    def __init__(self, cfg):
+        import op4ksr
+
+        self.model = model_from_config(cfg)
+        self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id}
+
+    def __call__(self, rgb, size):
+        return self.model.upscale(rgb[None], size)[0].cpu()
+
+
+def _upscaler(cfg) -> _ModelUpscaler:
+    return _ModelUpscaler(cfg)
 
 
 def _source_problems(report: dict) -> list[str]:

@@ -31,6 +31,7 @@ class DpxFrame:
     big_endian: bool
     transfer: int  # DPX transfer characteristic code (2 linear, 1 printing density, 6 BT.709 ...)
     colorimetric: int
+    creator: str = ""
 
 
 def read_dpx(data: bytes, name: str = "DPX") -> DpxFrame:
@@ -54,12 +55,14 @@ def read_dpx(data: bytes, name: str = "DPX") -> DpxFrame:
                              f"the file has {len(data)}")
     raw = np.frombuffer(data, dtype=_word(end, bits), count=need // _word(end, bits).itemsize, offset=offset)
     samples = _unpack(raw.astype(np.uint32 if bits == 10 else np.uint16), bits, width, height)
-    return DpxFrame(samples, bits, end == ">", transfer, colorimetric)
+    creator = data[160:260].split(b"\0", 1)[0].decode("ascii", "replace")
+    return DpxFrame(samples, bits, end == ">", transfer, colorimetric, creator)
 
 
 def write_dpx(samples: np.ndarray, bit_depth: int, *, big_endian: bool = True, transfer: int = 2,
-              colorimetric: int = 2) -> bytes:
-    """A DPX file of (h, w, 3) integer code values at `bit_depth` (8/10/12/16); ValueError if a value is over range."""
+              colorimetric: int = 2, creator: str = "") -> bytes:
+    """A DPX file of (h, w, 3) integer code values at `bit_depth` (8/10/12/16); ValueError if a value is over
+    range. `creator`: the generic header's creator field (100 bytes, ASCII), e.g. the provenance."""
     if bit_depth not in BIT_DEPTHS:
         raise ValueError(f"DPX bit depth must be one of {BIT_DEPTHS}, got {bit_depth}")
     samples = np.asarray(samples)
@@ -74,6 +77,7 @@ def write_dpx(samples: np.ndarray, bit_depth: int, *, big_endian: bool = True, t
     struct.pack_into(end + "4sI8sI", header, 0, b"SDPX" if big_endian else b"SDPX"[::-1], HEADER_BYTES,
                      b"V2.0", HEADER_BYTES + len(body))
     struct.pack_into(end + "IIII", header, 20, 1, 1664, 384, 0)  # ditto key (new), generic/industry/user sizes
+    header[160:259] = creator.encode("ascii", "replace")[:99].ljust(99, b"\0")  # NUL-terminated
     struct.pack_into(end + "HHII", header, 768, 0, 1, width, height)  # orientation, elements, size
     struct.pack_into(end + "IIfIf", header, 780, 0, 0, 0.0, (1 << bit_depth) - 1, 2.047)  # sign, ref low/high
     struct.pack_into(end + "BBBBHHI", header, 800, RGB_DESCRIPTOR, transfer, colorimetric, bit_depth,

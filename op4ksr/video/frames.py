@@ -49,7 +49,7 @@ def read_frame(path: Path) -> Frame:
         scale = float((1 << decoded.bit_depth) - 1)
         rgb = torch.from_numpy(decoded.samples.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
         header = dpx.DpxFrame(np.empty((0, 0, 3), np.uint16), decoded.bit_depth, decoded.big_endian,
-                              decoded.transfer, decoded.colorimetric)
+                              decoded.transfer, decoded.colorimetric, decoded.creator)
         return Frame(rgb, decoded.bit_depth, kind, dpx_header=header)
     try:
         image = decode_image(data)
@@ -58,15 +58,18 @@ def read_frame(path: Path) -> Frame:
     return Frame(image.rgb, image.bit_depth, kind, image=image)
 
 
-def encode_frame(rgb: torch.Tensor, source: Frame) -> bytes:
-    """`rgb` (3, H, W) in [0, 1] encoded like `source`: same format, bit depth and metadata."""
+def encode_frame(rgb: torch.Tensor, source: Frame, provenance: dict | None = None) -> bytes:
+    """`rgb` (3, H, W) in [0, 1] encoded like `source`: same format, bit depth and metadata, with
+    `provenance` (version, model id) where the format has room: PNG/TIFF as op4ksr upscale writes
+    it, DPX in the creator field (100 bytes)."""
     if source.kind == "dpx":
         header = source.dpx_header
         top = (1 << header.bit_depth) - 1
         samples = (rgb.detach().float().clamp(0, 1).permute(1, 2, 0).numpy() * top + 0.5).astype(np.uint32)
-        return dpx.write_dpx(samples, header.bit_depth, big_endian=header.big_endian,
-                             transfer=header.transfer, colorimetric=header.colorimetric)
-    return encode_image(rgb, source.image, source.kind)
+        creator = " ".join(f"{k}={v}" for k, v in sorted((provenance or {}).items()))
+        return dpx.write_dpx(samples, header.bit_depth, big_endian=header.big_endian, transfer=header.transfer,
+                             colorimetric=header.colorimetric, creator=f"op4ksr {creator}".strip())
+    return encode_image(rgb, source.image, source.kind, provenance=provenance)
 
 
 def frame_geometry(path: Path) -> tuple[int, int, int]:
@@ -113,9 +116,9 @@ def _geometry(g: tuple[int, int, int]) -> str:
     return f"{g[0]}x{g[1]} {g[2]}-bit"
 
 
-def write_frame(path: Path, rgb: torch.Tensor, source: Frame) -> None:
+def write_frame(path: Path, rgb: torch.Tensor, source: Frame, provenance: dict | None = None) -> None:
     """Write `rgb` like `source` to `path` atomically (a `.part` file renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(encode_frame(rgb, source))
+    tmp.write_bytes(encode_frame(rgb, source, provenance))
     tmp.replace(path)

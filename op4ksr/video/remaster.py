@@ -173,11 +173,12 @@ def _split_packets(container, video_index: int, writer):
 
 def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
                       plan_size: Callable[[int, int], tuple[int, int]], settings: VideoSettings,
-                      resume: bool = True, profile: Path | None = None) -> dict:
+                      resume: bool = True, profile: Path | None = None, provenance: dict | None = None) -> dict:
     """Write the upscaled frames of `sequence` to `out_dir` with the same names, format and bit depth; the
     report. `resume`: a frame whose output file exists (written whole: a `.part` file renamed) is read
     back and measured, not upscaled again, so a killed run's rerun does only the missing frames. A frame
-    filled from bicubic is listed in `<name>.failed.txt` as it fails, and a rerun upscales it again."""
+    filled from bicubic is listed in `<name>.failed.txt` as it fails, and a rerun upscales it again.
+    `provenance` (version, model id) goes into each written frame where its format has room."""
     width, height, bit_depth = check_uniform(sequence)
     scores = CutScores()
     for file in sequence.frames:
@@ -195,7 +196,7 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
         failures = runner.failures
         output = runner.run(index, frame.rgb, done)
         if done is None:
-            write_frame(target, output, frame)
+            write_frame(target, output, frame, provenance)
         if runner.failures > failures:
             with failed_list.open("a") as f:
                 f.write(f"{file.number}\n")

@@ -75,11 +75,12 @@ def test_ten_bit_dpx_sequence_is_written_back_with_its_frame_numbers(tmp_path):
         codes = (f.permute(1, 2, 0).numpy() * 1023 + 0.5).astype(np.uint16)
         (src / f"reel.{n:06d}.dpx").write_bytes(dpx.write_dpx(codes, 10))
     (sequence,), _ = find_sequences(src)
-    report = remaster_sequence(sequence, out, lambda rgb, size: rgb.clone(), lambda h, w: (h, w), SETTINGS)
+    report = remaster_sequence(sequence, out, lambda rgb, size: rgb.clone(), lambda h, w: (h, w), SETTINGS,
+                               provenance={"model_id": "identity", "version": "0.1.0"})
     assert sorted(p.name for p in out.iterdir()) == [f"reel.{n:06d}.dpx" for n in range(1001, 1005)]
     for n in range(1001, 1005):  # an identity upscaler: every 10-bit code value comes back
         before, after = (dpx.read_dpx((d / f"reel.{n:06d}.dpx").read_bytes()) for d in (src, out))
-        assert after.bit_depth == 10
+        assert after.bit_depth == 10 and after.creator == "op4ksr model_id=identity version=0.1.0"
         np.testing.assert_array_equal(after.samples, before.samples)
     assert report["first_frame"] == 1001 and report["shots"][0]["frame_numbers"] == [1001, 1004]
 
