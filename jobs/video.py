@@ -129,8 +129,10 @@ def _upscaler(cfg) -> _ModelUpscaler:
 
 
 def _source_problems(report: dict) -> list[str]:
-    """One line each for a video that stopped decoding half-way and for frames damaged in the source."""
+    """One line each for a video that stopped decoding half-way, a stream the output cannot carry, and
+    frames damaged in the source."""
     lines = [f"failed: {report['decode_error']}"] if report.get("decode_error") else []
+    lines += [f"not copied: {report['source']}: {line}" for line in report.get("streams_not_copied") or []]
     corrupt = report.get("corrupt_source_frames") or []
     if corrupt:
         lines.append(f"damaged: {report['source']}: the decoder concealed damage in {len(corrupt)} frame(s) "

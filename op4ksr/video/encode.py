@@ -55,9 +55,14 @@ class VideoWriter:
                 setattr(ctx, key, info.colour[key])
         ctx.colorspace = RGB_COLORSPACE if codec == "ffv1" else info.colour.get("colorspace", 0)
         self.copied = {}  # input stream index -> output stream
+        self.not_copied: list[str] = []  # streams this container cannot carry, named for the report
         for stream in source.streams:
-            if stream.type in COPIED_KINDS:
+            if stream.type not in COPIED_KINDS:
+                continue
+            try:
                 self.copied[stream.index] = self.output.add_stream_from_template(stream)
+            except (ValueError, self.av.error.FFmpegError) as err:  # e.g. a MOV timecode track in Matroska
+                self.not_copied.append(f"stream {stream.index} ({stream.type}, {stream.codec_context.name}): {err}")
         self.frames_written = 0
 
     def copy_packet(self, packet) -> None:

@@ -159,7 +159,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
         save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
-                   decode_error=decode_error)
+                   decode_error=decode_error, streams_not_copied=writer.not_copied)
 
 
 def _split_packets(container, video_index: int, writer):
