@@ -24,6 +24,7 @@ from op4ksr.video.encode import VideoWriter
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import FlowFusion
+from op4ksr.video.interlace import COMB_RATIO, CombCounter
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
 from op4ksr.video.temporal import TemporalMeter
@@ -125,16 +126,22 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     info = decode.probe(source)
-    scores, decode_error = CutScores(), None
+    scores, combs, decode_error = CutScores(), CombCounter(), None
     try:
         for frame in decode.decode_video(info):
             scores.add(luma_thumbnail(frame.rgb))
+            combs.add(frame.rgb)
     except VideoInputError as err:
         if not scores.scores:
             raise
         decode_error = str(err)
     decoded = len(scores.scores)
     decode.checked_frame_count(info, decoded)
+    if combs.interlaced:
+        raise VideoInputError(f"{source}: {combs.combed} of {decoded} frames are combed (comb score over "
+                              f"{COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its stream says "
+                              f"{info.field_order}; deinterlace it first (video.deinterlace is not built yet: "
+                              "e.g. ffmpeg -vf bwdif)")
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, decoded)
     size = plan_size(info.height, info.width)

@@ -204,3 +204,26 @@ def test_colour_tags_are_kept_and_the_ffv1_stream_says_rgb(tmp_path):
     assert probe(source).colour == bt709
     remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)
     assert probe(tmp_path / "o.mkv").colour == {**bt709, "colorspace": 0}  # the pixels are RGB: no matrix
+
+
+def _woven(frames):
+    """Interlaced frames from progressive ones: even lines from frame 2t, odd lines from frame 2t+1."""
+    out = []
+    for first, second in zip(frames[::2], frames[1::2]):
+        frame = first.clone()
+        frame[:, 1::2] = second[:, 1::2]
+        out.append(frame)
+    return out
+
+
+def test_combed_video_tagged_progressive_is_refused_by_its_measured_comb_score(tmp_path):
+    from op4ksr.video.interlace import comb_score
+
+    fields = moving_texture(12, size=(48, 64), step=(0, 3), seed=12)
+    woven = _woven(fields)
+    assert max(comb_score(f) for f in fields) < 1 < 1.2 < min(comb_score(f) for f in woven)
+    path = tmp_path / "woven.mkv"
+    write_video(path, woven, codec="ffv1")  # the stream says nothing about fields
+    with pytest.raises(VideoInputError) as err:
+        remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
+    assert "6 of 6 frames are combed" in _one_line(err) and "video.deinterlace" in str(err.value)
