@@ -147,8 +147,9 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     size = plan_size(info.height, info.width)
     runner, written, corrupt = ShotRunner(upscale, size, shots, settings), 0, []
     target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.stem}.part{target.suffix}")  # the extension names the container
     with decode.av_module().open(str(source)) as container:
-        writer = VideoWriter(target, info, container, size, settings.codec)
+        writer = VideoWriter(partial, info, container, size, settings.codec)
         try:
             packets = _split_packets(container, info.stream_index, writer)
             for frame in decode.decode_video(info, packets):
@@ -162,6 +163,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
             pass  # the same decode error as the first pass's, reported once as decode_error
         finally:
             writer.close()
+    partial.replace(target)  # a target that exists is a whole video: a killed run leaves only the .part file
     if profile is not None and runner.profile:
         save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),

@@ -227,3 +227,22 @@ def test_combed_video_tagged_progressive_is_refused_by_its_measured_comb_score(t
     with pytest.raises(VideoInputError) as err:
         remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
     assert "6 of 6 frames are combed" in _one_line(err) and "video.deinterlace" in str(err.value)
+
+
+def test_a_killed_video_run_leaves_no_output_that_looks_whole(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(4, seed=13), codec="ffv1")
+
+    calls = []
+
+    def killed_at_frame_two(rgb, size):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed()
+        return double(rgb, size)
+
+    with pytest.raises(Killed):
+        remaster_video(source, tmp_path / "o.mkv", killed_at_frame_two, twice, SETTINGS)
+    assert not (tmp_path / "o.mkv").exists() and (tmp_path / "o.part.mkv").exists()
+    remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)  # the rerun redoes the video whole
+    assert len(frame_times(tmp_path / "o.mkv")) == 4 and not (tmp_path / "o.part.mkv").exists()
