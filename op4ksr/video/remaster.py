@@ -23,7 +23,7 @@ from op4ksr.video.charts import profile_row, save_profile
 from op4ksr.video.encode import VideoWriter
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
-from op4ksr.video.fusion import FlowFusion
+from op4ksr.video.fusion import ChunkedFusion
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
@@ -56,7 +56,7 @@ class ShotRunner:
         self._shot = -1
         self._meter: TemporalMeter | None = None
         self._failed: list[dict] = []
-        self._fusion: FlowFusion | None = None
+        self._fusion: ChunkedFusion | None = None
         self.resumed = 0  # frames whose output an earlier run wrote
         self.profile: list[np.ndarray] = []  # the middle row of each output (op4ksr.video.charts)
 
@@ -67,11 +67,13 @@ class ShotRunner:
             self._close_shot()
             self._shot += 1
             self._meter, self._failed = TemporalMeter(flow=self.settings.measure_flow), []
-            self._fusion = FlowFusion(self.settings.temporal_weight) if self.settings.temporal == "flow" else None
+            self._fusion = None if self.settings.temporal != "flow" else ChunkedFusion(
+                chunk_shot(self.shots[self._shot], self.settings.chunk_frames, self.settings.chunk_overlap),
+                self.settings.temporal_weight)
         bicubic = bicubic_resize(rgb[None], self.size)[0].clamp(0, 1)
         if done is not None:
             self.resumed += 1
-            return self._measured(done, bicubic, already_fused=True)
+            return self._measured(index, done, bicubic, already_fused=True)
         try:
             output = self.upscale(rgb, self.size).clamp(0, 1)
             if tuple(output.shape) != (3, *self.size):
@@ -79,13 +81,14 @@ class ShotRunner:
         except Exception as err:  # noqa: BLE001 - one failed frame is filled and marked; the shot goes on
             output = bicubic
             self._failed.append({"frame": index, "error": f"{type(err).__name__}: {err}", "filled_from": "bicubic"})
-        return self._measured(output, bicubic)
+        return self._measured(index, output, bicubic)
 
-    def _measured(self, output: torch.Tensor, bicubic: torch.Tensor, already_fused: bool = False) -> torch.Tensor:
+    def _measured(self, index: int, output: torch.Tensor, bicubic: torch.Tensor,
+                  already_fused: bool = False) -> torch.Tensor:
         if self._fusion is None:
             self._meter.add(output, bicubic)
         else:
-            output = self._fusion.apply(output, bicubic, already_fused)
+            output = self._fusion.apply(index, output, bicubic, already_fused)
             self._meter.add(output, bicubic, self._fusion.pair)
         self.profile.append(profile_row(output))
         return output

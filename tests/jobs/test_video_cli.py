@@ -56,7 +56,7 @@ def test_sequences_folder_keeps_names_and_16_bits_and_refuses_a_gapped_one(tmp_p
 def test_bad_video_settings_are_one_line(tmp_path, capsys):
     source = tmp_path / "clip.mkv"
     write_video(source, moving_texture(2), codec="ffv1")
-    assert cli(["video", str(source), "--out", str(tmp_path / "o.mkv"), "video.chunk_overlap=48"]) == 2
-    assert "video.chunk_overlap=48 must be below video.chunk_frames=48" in capsys.readouterr().err
+    assert cli(["video", str(source), "--out", str(tmp_path / "o.mkv"), "video.chunk_overlap=25"]) == 2
+    assert "video.chunk_overlap=25 must be at most half of video.chunk_frames=48" in capsys.readouterr().err
     assert cli(["video", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o.mkv")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

@@ -52,3 +52,29 @@ def test_fusion_starts_again_at_a_cut():
     outputs = [runner.run(t, f) for t, f in enumerate(frames)]
     first_of_second_shot = bicubic_resize(frames[3][None], (96, 128))[0].clamp(0, 1)
     torch.testing.assert_close(outputs[3], first_of_second_shot, atol=1e-6, rtol=0)  # nothing from shot 1
+
+
+def test_chunks_of_a_long_shot_are_fused_from_their_own_start_and_cross_faded():
+    from op4ksr.video.fusion import FlowFusion
+
+    frames = moving_texture(6, size=(32, 48), step=(0, 1), seed=8)
+    size = (64, 96)
+    settings = VideoSettings(temporal="flow", chunk_frames=4, chunk_overlap=2)  # chunks [0, 4) [2, 6)
+    upscale = _flickering_upscaler(seed=1)
+    outputs, raws = [], []
+
+    def recording(rgb, size):
+        raws.append(upscale(rgb, size).clamp(0, 1))
+        return raws[-1]
+
+    runner = ShotRunner(recording, size, [Shot(0, 6)], settings)
+    outputs = [runner.run(t, f) for t, f in enumerate(frames)]
+    (shot,) = runner.finish()
+    assert shot["chunks"] == [[0, 4], [2, 6]]
+    first, second = FlowFusion(), FlowFusion()  # what two actors would compute, one chunk each
+    bicubic = [bicubic_resize(f[None], size)[0].clamp(0, 1) for f in frames]
+    a = [first.apply(raws[t], bicubic[t]) for t in range(4)]
+    b = {t: second.apply(raws[t], bicubic[t]) for t in range(2, 6)}
+    expected = [a[0], a[1], a[2] * 2 / 3 + b[2] / 3, a[3] / 3 + b[3] * 2 / 3, b[4], b[5]]
+    for got, want in zip(outputs, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
