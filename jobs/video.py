@@ -18,8 +18,9 @@ curve per shot, bicubic's dotted) and NAME.profile.png (the middle row of every 
 stacked over time: flicker shows as horizontal bands).
 
 A video becomes a video: FFV1 in Matroska by default (lossless; video.codec picks another codec
-this FFmpeg has), with every frame's timestamp, the time base, colour tags, and the audio,
-subtitle and data streams copied packet for packet. A sequence becomes a sequence in the same
+this FFmpeg has, e.g. --codec prores_ks --out master.mov), with every frame's timestamp (to the
+millisecond in Matroska, exactly in MOV/MP4), the colour tags, and the audio, subtitle and data
+streams copied packet for packet. A sequence becomes a sequence in the same
 format and bit depth, with the same file names and frame numbers, under --out.
 
 Cuts are found without a model (video.cut_threshold); each shot's report has its luma-flicker

@@ -246,3 +246,16 @@ def test_a_killed_video_run_leaves_no_output_that_looks_whole(tmp_path):
     assert not (tmp_path / "o.mkv").exists() and (tmp_path / "o.part.mkv").exists()
     remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)  # the rerun redoes the video whole
     assert len(frame_times(tmp_path / "o.mkv")) == 4 and not (tmp_path / "o.part.mkv").exists()
+
+
+def test_a_configured_codec_in_mov_keeps_the_exact_time_base_and_timestamps(tmp_path):
+    frames = moving_texture(5, seed=14)
+    source = tmp_path / "clip.mp4"
+    write_video(source, frames, pts=[0, 400, 900, 1300, 1700], time_base=Fraction(1, 9600), audio_seconds=0.3)
+    target = tmp_path / "o.mov"
+    report = remaster_video(source, target, double, twice, VideoSettings(codec="mpeg4", measure_flow=False))
+    assert report["frames"] == 5
+    with av.open(str(source)) as src, av.open(str(target)) as out:  # (MP4/MOV raise a timescale under 10000)
+        assert out.streams.video[0].time_base == src.streams.video[0].time_base == Fraction(1, 19200)
+    assert frame_times(target) == frame_times(source)  # exactly
+    assert stream_packets(target, "audio") == stream_packets(source, "audio")
