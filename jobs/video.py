@@ -153,9 +153,12 @@ def _finish(reports: list[dict], paths: list[Path]) -> int:
         failed += report["frames_failed"]
         flagged = sum(len(s["flicker_flagged"]) for s in report["shots"])
         resumed = f", {report['frames_resumed']} kept from an earlier run" if report.get("frames_resumed") else ""
+        timing = report["timing"]
+        per_minute = (f", {timing['seconds_per_footage_minute']:.0f} s per minute of footage"
+                      if "seconds_per_footage_minute" in timing else "")
         print(f"{report['output']}: {report['frames']} frames, {len(report['shots'])} shots{resumed}, "
-              f"{report['frames_failed']} failed (filled from bicubic), {flagged} flicker-flagged; report {path}",
-              file=sys.stderr)
+              f"{report['frames_failed']} failed (filled from bicubic), {flagged} flicker-flagged; "
+              f"{timing['seconds_per_frame']:.2f} s per frame{per_minute}; report {path}", file=sys.stderr)
         for line in _source_problems(report):
             print(line, file=sys.stderr)
             failed += 1

@@ -9,6 +9,7 @@ Memory stays bounded: one decoded frame, its outputs and the previous pair are h
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,6 +59,7 @@ class ShotRunner:
         self._failed: list[dict] = []
         self._fusion: ChunkedFusion | None = None
         self.resumed = 0  # frames whose output an earlier run wrote
+        self.upscale_seconds = 0.0  # wall time inside the upscaler
         self.profile: list[np.ndarray] = []  # the middle row of each output (op4ksr.video.charts)
 
     def run(self, index: int, rgb: torch.Tensor, done: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,6 +76,7 @@ class ShotRunner:
         if done is not None:
             self.resumed += 1
             return self._measured(index, done, bicubic, already_fused=True)
+        started = time.perf_counter()
         try:
             output = self.upscale(rgb, self.size).clamp(0, 1)
             if tuple(output.shape) != (3, *self.size):
@@ -81,6 +84,7 @@ class ShotRunner:
         except Exception as err:  # noqa: BLE001 - one failed frame is filled and marked; the shot goes on
             output = bicubic
             self._failed.append({"frame": index, "error": f"{type(err).__name__}: {err}", "filled_from": "bicubic"})
+        self.upscale_seconds += time.perf_counter() - started
         return self._measured(index, output, bicubic)
 
     def _measured(self, index: int, output: torch.Tensor, bicubic: torch.Tensor,
@@ -122,13 +126,24 @@ def _report(source: Path, output: Path, frames: int, cuts: list[int], scores: li
             "frames_failed": failed, "shots": shots}
 
 
+def _timing(started: float, runner: ShotRunner, frames: int, footage_seconds: float | None = None) -> dict:
+    """Wall seconds in all and in the upscaler, per frame, and per minute of footage where it is known."""
+    total = time.perf_counter() - started
+    timing = {"seconds": round(total, 3), "upscale_seconds": round(runner.upscale_seconds, 3),
+              "seconds_per_frame": round(total / max(frames, 1), 4)}
+    if footage_seconds:
+        timing.update(footage_seconds=round(footage_seconds, 3),
+                      seconds_per_footage_minute=round(total * 60 / footage_seconds, 2))
+    return timing
+
+
 def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
                    settings: VideoSettings, profile: Path | None = None) -> dict:
     """Write the upscaled `source` to `target`; the report (module docstring); `profile`: where to save
     the temporal profile PNG (op4ksr.video.charts). VideoInputError for a file
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
-    info = decode.probe(source)
+    started, info = time.perf_counter(), decode.probe(source)
     scores, combs, decode_error = CutScores(), CombCounter(), None
     try:
         for frame in decode.decode_video(info):
@@ -148,7 +163,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, decoded)
     size = plan_size(info.height, info.width)
-    runner, written, corrupt = ShotRunner(upscale, size, shots, settings), 0, []
+    runner, written, corrupt, times = ShotRunner(upscale, size, shots, settings), 0, [], []
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.stem}.part{target.suffix}")  # the extension names the container
     with decode.av_module().open(str(source)) as container:
@@ -160,6 +175,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
                     break  # the first pass stopped here: never write a frame the cuts did not see
                 writer.write(runner.run(frame.index, frame.rgb), frame.pts)
                 written += 1
+                times.append(frame.pts)
                 if frame.corrupt:
                     corrupt.append(frame.index)
         except VideoInputError:
@@ -171,7 +187,15 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
         save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
-                   decode_error=decode_error, streams_not_copied=writer.not_copied)
+                   decode_error=decode_error, streams_not_copied=writer.not_copied,
+                   timing=_timing(started, runner, written, _footage_seconds(times, info)))
+
+
+def _footage_seconds(pts: list[int], info) -> float | None:
+    """The written frames' duration: first to last timestamp plus one frame at the average rate."""
+    if len(pts) < 2 or not info.average_rate:
+        return None
+    return float((max(pts) - min(pts)) * info.time_base + 1 / info.average_rate)
 
 
 def _split_packets(container, video_index: int, writer):
@@ -191,6 +215,7 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     back and measured, not upscaled again, so a killed run's rerun does only the missing frames. A frame
     filled from bicubic is listed in `<name>.failed.txt` as it fails, and a rerun upscales it again.
     `provenance` (version, model id) goes into each written frame where its format has room."""
+    started = time.perf_counter()
     width, height, bit_depth = check_uniform(sequence)
     scores = CutScores()
     for file in sequence.frames:
@@ -217,7 +242,8 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     numbers = [f.number for f in sequence.frames]
     return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
                    [numbers[c] for c in cuts], scores.scores, _with_frame_numbers(runner.finish(), numbers), settings,
-                   first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size), frames_resumed=runner.resumed)
+                   first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size), frames_resumed=runner.resumed,
+                   timing=_timing(started, runner, len(numbers)))
 
 
 def _done_output(target: Path, size: tuple[int, int]) -> torch.Tensor | None:

@@ -259,3 +259,14 @@ def test_a_configured_codec_in_mov_keeps_the_exact_time_base_and_timestamps(tmp_
         assert out.streams.video[0].time_base == src.streams.video[0].time_base == Fraction(1, 19200)
     assert frame_times(target) == frame_times(source)  # exactly
     assert stream_packets(target, "audio") == stream_packets(source, "audio")
+
+
+def test_the_report_prices_a_frame_and_a_minute_of_footage_in_wall_seconds(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(6, seed=15), codec="ffv1", fps=24)
+    report = remaster_video(source, tmp_path / "o.mkv", double, twice, SETTINGS)
+    timing = report["timing"]
+    assert timing["footage_seconds"] == pytest.approx(6 / 24, abs=0.002)
+    assert 0 < timing["upscale_seconds"] < timing["seconds"]
+    assert timing["seconds_per_frame"] == pytest.approx(timing["seconds"] / 6, rel=0.01)
+    assert timing["seconds_per_footage_minute"] == pytest.approx(timing["seconds"] * 60 / (6 / 24), rel=0.01)
