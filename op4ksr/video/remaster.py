@@ -144,22 +144,8 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     started, info = time.perf_counter(), decode.probe(source)
-    scores, combs, decode_error = CutScores(), CombCounter(), None
-    try:
-        for frame in decode.decode_video(info):
-            scores.add(luma_thumbnail(frame.rgb))
-            combs.add(frame.rgb)
-    except VideoInputError as err:
-        if not scores.scores:
-            raise
-        decode_error = str(err)
+    scores, decode_error = _first_pass(info)
     decoded = len(scores.scores)
-    decode.checked_frame_count(info, decoded)
-    if combs.interlaced:
-        raise VideoInputError(f"{source}: {combs.combed} of {decoded} frames are combed (comb score over "
-                              f"{COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its stream says "
-                              f"{info.field_order}; deinterlace it first (video.deinterlace is not built yet: "
-                              "e.g. ffmpeg -vf bwdif)")
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, decoded)
     size = plan_size(info.height, info.width)
@@ -189,6 +175,27 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
                    decode_error=decode_error, streams_not_copied=writer.not_copied,
                    timing=_timing(started, runner, written, _footage_seconds(times, info)))
+
+
+def _first_pass(info) -> tuple[CutScores, str | None]:
+    """Every frame's cut score, and the decode error that ended the pass early (None if none); refuses
+    a video of fewer than 2 frames or one that measures as interlaced."""
+    scores, combs, decode_error = CutScores(), CombCounter(), None
+    try:
+        for frame in decode.decode_video(info):
+            scores.add(luma_thumbnail(frame.rgb))
+            combs.add(frame.rgb)
+    except VideoInputError as err:
+        if not scores.scores:
+            raise
+        decode_error = str(err)
+    decode.checked_frame_count(info, len(scores.scores))
+    if combs.interlaced:
+        raise VideoInputError(f"{info.path}: {combs.combed} of {combs.frames} frames are combed (comb score over "
+                              f"{COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its stream says "
+                              f"{info.field_order}; deinterlace it first (video.deinterlace is not built yet: "
+                              "e.g. ffmpeg -vf bwdif)")
+    return scores, decode_error
 
 
 def _footage_seconds(pts: list[int], info) -> float | None:
