@@ -123,7 +123,7 @@ RULES: dict[str, Rule] = {
     "video.flicker_threshold": _number(0, low_open=True),
     "video.temporal": Rule(str, choices=("none", "flow")),
     "video.temporal_weight": _number(0, 0.95),
-    "video.codec": Rule(str, pattern=r"[a-z0-9_]+", hint="an FFmpeg encoder name, e.g. ffv1"),
+    "video.codec": Rule(str, pattern=r"[a-z0-9_]+", hint="FFmpeg's encoder names (e.g. ffv1, prores_ks)"),
     "video.deinterlace": Rule(str, choices=("refuse",)),
     "actors.min": _whole(1),
     "actors.max": _whole(1),

@@ -29,14 +29,25 @@ def ffv1_format(bit_depth: int) -> str:
     return FFV1_FORMATS[min((d for d in FFV1_FORMATS if d >= bit_depth), default=16)]
 
 
+def check_encoder(codec: str) -> None:
+    """VideoInputError (one line) unless this FFmpeg build can encode video with `codec`."""
+    av = av_module()
+    try:
+        found = av.Codec(codec, "w")
+    except (av.error.FFmpegError, ValueError) as err:
+        raise VideoInputError(f"video.codec={codec}: this FFmpeg build has no such encoder "
+                              "(ffv1 is the lossless default)") from err
+    if found.type != "video":
+        raise VideoInputError(f"video.codec={codec} is an encoder of {found.type}, not of video")
+
+
 class VideoWriter:
     """Writes the upscaled video stream of `info` to `path` beside copies of `source`'s other streams."""
 
     def __init__(self, path: Path, info: VideoInfo, source, size: tuple[int, int], codec: str = "ffv1"):
         """`source`: the open input container whose other streams are copied; `size`: (H, W) of the output."""
         self.av = av_module()
-        if codec not in self.av.codecs_available:
-            raise VideoInputError(f"codec {codec!r} is not in this FFmpeg build (ffv1 is the lossless default)")
+        check_encoder(codec)
         self.info, self.codec = info, codec
         # keep the source's times as they are (an AAC track may start before 0): no shift of every stream
         self.output = self.av.open(str(path), "w", options={"avoid_negative_ts": "disabled"})

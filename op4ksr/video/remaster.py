@@ -21,7 +21,7 @@ from op4ksr.errors import UserError
 from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
 from op4ksr.video.charts import profile_row, save_profile
-from op4ksr.video.encode import VideoWriter
+from op4ksr.video.encode import VideoWriter, check_encoder
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import ChunkedFusion
@@ -143,6 +143,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     the temporal profile PNG (op4ksr.video.charts). VideoInputError for a file
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
+    check_encoder(settings.codec)  # before an hour of decoding, not after
     started, info = time.perf_counter(), decode.probe(source)
     scores, decode_error = _first_pass(info)
     decoded = len(scores.scores)

@@ -270,3 +270,12 @@ def test_the_report_prices_a_frame_and_a_minute_of_footage_in_wall_seconds(tmp_p
     assert 0 < timing["upscale_seconds"] < timing["seconds"]
     assert timing["seconds_per_frame"] == pytest.approx(timing["seconds"] / 6, rel=0.01)
     assert timing["seconds_per_footage_minute"] == pytest.approx(timing["seconds"] * 60 / (6 / 24), rel=0.01)
+
+
+@pytest.mark.parametrize("codec, message", [("nosuchcodec", "has no such encoder"), ("aac", "an encoder of audio")])
+def test_a_codec_that_cannot_encode_video_is_one_line_before_any_work(tmp_path, codec, message):
+    source = tmp_path / "clip.mkv"
+    write_video(source, moving_texture(2), codec="ffv1")
+    with pytest.raises(VideoInputError) as err:
+        remaster_video(source, tmp_path / "o.mkv", double, twice, VideoSettings(codec=codec))
+    assert message in _one_line(err) and not (tmp_path / "o.part.mkv").exists()
