@@ -51,6 +51,10 @@ def test_sequences_folder_keeps_names_and_16_bits_and_refuses_a_gapped_one(tmp_p
     header = png16.header((out / "shot.0008.png").read_bytes())
     assert header[:3] == (48, 32, 16)  # width, height, bit depth
     assert json.loads((out / "shot.shots.json").read_text())["first_frame"] == 7
+    written = (out / "shot.0008.png").stat().st_mtime_ns
+    assert cli(["video", str(src), "--out", str(tmp_path / "out"), "--scale", "2"]) == 1  # the gap is still refused
+    assert "3 frames, 3 shots, 3 kept from an earlier run" in capsys.readouterr().err  # noise frames: all cuts
+    assert (out / "shot.0008.png").stat().st_mtime_ns == written  # kept, not written again
 
 
 def test_bad_video_settings_are_one_line(tmp_path, capsys):
