@@ -92,6 +92,9 @@ def _sequences(cfg, args, settings, sizes) -> int:
     from op4ksr.video.remaster import remaster_sequence
     from op4ksr.video.sequences import find_sequences
 
+    if args.out.resolve().is_relative_to(args.input.resolve()):
+        raise UserError(f"--out {args.out} is inside the input folder {args.input}: its frames would be read "
+                        "as input on the next run; write outside it")
     sequences, problems = find_sequences(args.input)
     for line in problems:
         print(f"refused: {line}", file=sys.stderr)

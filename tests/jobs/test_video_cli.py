@@ -64,3 +64,5 @@ def test_bad_video_settings_are_one_line(tmp_path, capsys):
     assert "video.chunk_overlap=25 must be at most half of video.chunk_frames=48" in capsys.readouterr().err
     assert cli(["video", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o.mkv")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    assert cli(["video", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "is inside the input folder" in capsys.readouterr().err
