@@ -13,7 +13,7 @@ import functools
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import pyarrow.parquet as pq
@@ -26,7 +26,7 @@ from pipeline.manifest.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
 from pipeline.manifest.records import MANIFEST_SCHEMA, manifest_table
 from pipeline.run.spec import RunSpec
-from pipeline.storage import ObjectInfo, normalise_uri
+from pipeline.storage import ObjectInfo
 from pipeline.run.telemetry import Telemetry
 from pipeline.fleet.ray_session import ray_session
 
@@ -247,8 +247,7 @@ def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: fl
     """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
     (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`, or until they ended
     (`pool`: the run's PoolReport, None when no actor ran)."""
-    run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
-    run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
+    run_storage = spec.output.child(run_key(spec.run_id, "")).open()
     record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
                           progress.total, pool=dataclasses.asdict(pool) if pool else {})
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
