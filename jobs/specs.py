@@ -82,7 +82,7 @@ def output_options(cfg):
 
 def video_settings(cfg):
     """How `op4ksr video` cuts, chunks, measures and writes (video.*)."""
-    from op4ksr.video.remaster import VideoSettings
+    from op4ksr.video.settings import VideoSettings
 
     v = cfg.video
     return VideoSettings(cut_threshold=float(v.cut_threshold), chunk_frames=int(v.chunk_frames),

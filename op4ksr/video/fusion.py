@@ -21,9 +21,6 @@ import torch
 
 from op4ksr.video.temporal import FlowPair
 
-TEMPORAL_MODES = ("none", "flow")
-
-
 class FlowFusion:
     """Fuses one shot's outputs frame by frame, in order."""
 

@@ -10,7 +10,6 @@ Memory stays bounded: one decoded frame, its outputs and the previous pair are h
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,24 +26,11 @@ from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import ChunkedFusion
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
 from op4ksr.video.sequences import FrameSequence
+from op4ksr.video.settings import VideoSettings  # noqa: F401 - importable from here
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
 from op4ksr.video.temporal import TemporalMeter
 
 Upscaler = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # (3, h, w), (H, W) -> (3, H, W)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VideoSettings:
-    """video.* (built by jobs/specs.py)."""
-
-    cut_threshold: float = 0.4
-    chunk_frames: int = 48
-    chunk_overlap: int = 8
-    flicker_threshold: float = 0.01
-    codec: str = "ffv1"
-    measure_flow: bool = True
-    temporal: str = "none"  # "flow": op4ksr.video.fusion
-    temporal_weight: float = 0.5
 
 
 class ShotRunner:

@@ -78,3 +78,17 @@ def test_chunks_of_a_long_shot_are_fused_from_their_own_start_and_cross_faded():
     expected = [a[0], a[1], a[2] * 2 / 3 + b[2] / 3, a[3] / 3 + b[3] * 2 / 3, b[4], b[5]]
     for got, want in zip(outputs, expected):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_every_temporal_mode_runs_and_the_config_offers_exactly_those():
+    from typing import get_args
+
+    from jobs.config_rules import RULES
+    from op4ksr.video.settings import TemporalMode
+
+    assert RULES["video.temporal"].choices == get_args(TemporalMode) == ("none", "flow")
+    frames = moving_texture(2, size=(32, 48), seed=9)
+    for mode in get_args(TemporalMode):
+        runner = ShotRunner(_flickering_upscaler(), (64, 96), [Shot(0, 2)], VideoSettings(temporal=mode))
+        outputs = [runner.run(t, f) for t, f in enumerate(frames)]
+        assert (runner._fusion is not None) == (mode == "flow") and outputs[1].shape == (3, 64, 96)
