@@ -17,6 +17,7 @@ import pyarrow as pa
 import torch
 
 import op4ksr
+from actors.provenance import OutputStamper, sidecar_key
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.quality import no_reference_scores, quality_report
@@ -48,6 +49,7 @@ class UpscaleActor:
         self.warmup_seconds = self._warm_up(options.warmup_shapes or ((8 * self.period_px, 8 * self.period_px),))
         self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id,
                            "params_hash": options.params_hash}
+        self.stamper = OutputStamper(options.provenance, self.model.model_id, options.params_hash)
         self.actor_fields = {"actor_id": self.actor_id, "device": str(self.model.device),
                              "actor_started_at": self.started_at, "actor_load_seconds": self.load_seconds,
                              "actor_warmup_seconds": self.warmup_seconds}
@@ -116,12 +118,17 @@ class UpscaleActor:
             opts = self.options
             with stage_clock(record, "encode"):
                 alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
-                data = encode_image(finish_output(rgb, alpha), image, opts.output_format, alpha=alpha,
-                                    quality=opts.quality, png_compress_level=opts.png_compress_level,
-                                    provenance=self.provenance)
+                data, sidecar = self.stamper.stamp(record, image, lambda xmp: encode_image(
+                    finish_output(rgb, alpha), image, opts.output_format, alpha=alpha, quality=opts.quality,
+                    png_compress_level=opts.png_compress_level, provenance=self.provenance, xmp=xmp),
+                    CONTENT_TYPES[opts.output_format])  # labelled, and signed when there is an identity
+            # the label's and the signature's CPU is a stage of its own (CPU provenance), not the encode's
+            record["cpu_encode_seconds"] -= record["cpu_provenance_seconds"]
             with stage_clock(record, "upload"):
+                if sidecar is not None:  # first: an output whose manifest is beside it is never there without it
+                    self.output.put(sidecar_key(record["output_key"]), sidecar, "application/c2pa")
                 self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
-            record.update(status="ok", bytes_out=len(data), requests_put=2)
+            record.update(status="ok", bytes_out=len(data) + len(sidecar or b""), requests_put=2 + (sidecar is not None))
             report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
             record["bytes_out"] += len(report)
             # the report is written after the image: a report always implies a whole image

@@ -20,6 +20,7 @@ from typing import Any, get_args
 from op4ksr.images.formats import FORMATS
 from op4ksr.loading import DType, FidelityMode, RFRMode
 from op4ksr.presets import PRESETS
+from op4ksr.provenance.lineage import ALGORITHMS, SOURCE_TYPES
 from op4ksr.video.settings import DeinterlaceMode, TemporalMode
 from pipeline.fleet.spec import PeerKindName
 
@@ -94,6 +95,9 @@ _PROBABILITY = _number(0, 1)
 
 RULES: dict[str, Rule] = {
     "output.format": Rule(str, choices=tuple(FORMATS)),
+    "provenance.digital_source_type": Rule(str, choices=("auto", *SOURCE_TYPES)),
+    "provenance.algorithm": Rule(str, choices=ALGORITHMS),
+    "provenance.tsa_url": Rule(str, pattern=r"(https?://\S+)?", hint="empty or an http(s):// URL"),
     "peer.kind": Rule(str, choices=("", *get_args(PeerKindName))),
     "peer.tile": _whole(0),
     "peer.tile_overlap": _whole(0),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from op4ksr.loading import ModelSpec
+from pipeline.fleet.signing import ProvenanceOptions
 from pipeline.storage import StorageSpec
 
 
@@ -51,6 +52,7 @@ class ActorOptions:
     upload_threads: int
     params_hash: str
     torch_threads: int | None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
+    provenance: ProvenanceOptions  # the XMP label's source type; the signing identity's location (not its key)
 
 
 PeerKindName = Literal["spandrel", "command"]  # peer.kind (empty: no peer); actors.peers.PEER_KINDS runs them

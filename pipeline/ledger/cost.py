@@ -36,6 +36,7 @@ LEDGER_SCHEMA = pa.schema([
     ("cpu_decode_seconds", pa.float64()),
     ("cpu_quality_seconds", pa.float64()),       # NIQE + colour shift after the forward (docs/QUALITY.md)
     ("cpu_encode_seconds", pa.float64()),
+    ("cpu_provenance_seconds", pa.float64()),    # XMP label + C2PA signing (docs/PROVENANCE.md)
     ("cpu_upload_seconds", pa.float64()),
     ("cpu_other_seconds", pa.float64()),         # cpu_seconds not attributed to a stage (older manifests)
     ("cpu_seconds", pa.float64()),

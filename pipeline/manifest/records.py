@@ -36,6 +36,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("colour_shift", pa.float64()),       # largest channel-mean difference output vs input, [0, 1] units (docs/QUALITY.md)
     ("niqe", pa.float64()),               # NIQE of the output, lower is more natural; null below 96x192 px or flat
     ("flagged", pa.bool_()),
+    ("digital_source_type", pa.string()), # the IPTC term the output's XMP and C2PA manifest carry (docs/PROVENANCE.md)
+    ("c2pa", pa.string()),                # signed | sidecar | none: the output's C2PA manifest
+    ("c2pa_manifest", pa.string()),       # its label (urn:c2pa:...), null without one
     ("t_fetch", pa.float64()),
     ("t_decode", pa.float64()),
     ("t_model", pa.float64()),            # wall seconds of the batch forward this image was in
@@ -59,6 +62,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("cpu_decode_seconds", pa.float64()),
     ("cpu_quality_seconds", pa.float64()),
     ("cpu_encode_seconds", pa.float64()),
+    ("cpu_provenance_seconds", pa.float64()),  # the XMP label's merge and the C2PA signing (docs/PROVENANCE.md)
     ("cpu_upload_seconds", pa.float64()),
     ("device", pa.string()),              # the actor's torch device: cpu, cuda:0, ...
     ("actor_started_at", pa.float64()),   # unix seconds: the actor began loading the model

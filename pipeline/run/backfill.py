@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import pyarrow.parquet as pq
 
 from pipeline.ledger.cost import Prices
+from pipeline.fleet.signing import check_before_run
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
@@ -90,6 +91,7 @@ class RunSummary:
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
     given_up: int = 0             # of `failed`: inputs given up (they killed their worker), not retried unless asked
+    c2pa: dict = field(default_factory=dict)  # ok outputs by C2PA manifest: {"signed": n, "sidecar": n, "none": n}
 
 
 class ManifestWriter:
@@ -173,6 +175,7 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     failures moves the watermark (pipeline.run.incremental). `listing`: these inputs of spec.input
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
+    check_before_run(spec.actor.provenance)  # a bad signing identity is refused before anything is listed
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:

@@ -67,7 +67,8 @@ def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None
     """The fetch/decode callable of a run (`threads`: pipeline.fetch_threads unless given)."""
     return FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
                                     spec.actor.output_format, spec.size, traceparent,
-                                    threads or spec.pool.fetch_threads))
+                                    threads or spec.pool.fetch_threads,
+                                    keep_source_bytes=spec.actor.provenance.signing is not None))
 
 
 ModelStage = Callable  # a class: ModelStage(ModelSource, ActorOptions)(pa.Table) -> pa.Table
