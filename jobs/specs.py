@@ -84,6 +84,17 @@ def output_options(cfg):
                          png_compress_level=int(cfg.output.png_compress_level), size=size_policy(cfg))
 
 
+def video_settings(cfg):
+    """How `op4ksr video` cuts, chunks, measures and writes (video.*)."""
+    from op4ksr.video.settings import VideoSettings
+
+    v = cfg.video
+    return VideoSettings(cut_threshold=float(v.cut_threshold), chunk_frames=int(v.chunk_frames),
+                         chunk_overlap=int(v.chunk_overlap), flicker_threshold=float(v.flicker_threshold),
+                         codec=str(v.codec), measure_flow=bool(v.measure_flow), temporal=str(v.temporal),
+                         temporal_weight=float(v.temporal_weight))
+
+
 def output_params(cfg, options: dict) -> dict:
     """The values that change an output's pixels or bytes (and so its params_hash); `options` resolved."""
     params = {"scale": None if cfg.sr.long_side else float(cfg.sr.scale), "long_side": cfg.sr.long_side,

@@ -6,6 +6,7 @@ A backfill needs none of them (the runtime image installs only pyproject.toml's 
   train   peft, scikit-image   op4ksr train: LoRA adapters; the offline:train textures
   eval    scikit-image   op4ksr eval / bench-build: SSIM, the benchmark's photos
   demo    moto, scikit-image   the embedded S3 server (storage.embedded), the demo's sample images
+  video   av, opencv-python   op4ksr video: decoding and writing video (PyAV), the warping error's optical flow
 """
 from __future__ import annotations
 
