@@ -17,6 +17,7 @@ import pyarrow as pa
 import torch
 
 import op4ksr
+from actors.provenance import OutputStamper, sidecar_key
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.quality import no_reference_scores, quality_report
@@ -26,7 +27,7 @@ from op4ksr.quality.heatmap import heatmap_png
 from pipeline.manifest.layout import heatmap_key, report_key
 from pipeline.storage.materialise import load_materialised
 from pipeline.fleet.pool_watch import worker_id
-from pipeline.manifest.records import failed, manifest_table
+from pipeline.manifest.records import failed, manifest_table, stage_clock
 from pipeline.fleet.spec import ActorOptions, ModelSource
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
@@ -51,6 +52,7 @@ class UpscaleActor:
         self.warmup_seconds = self._warm_up(options.warmup_shapes or ((8 * self.period_px, 8 * self.period_px),))
         self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id,
                            "params_hash": options.params_hash}
+        self.stamper = OutputStamper(options.provenance, self.model.model_id, options.params_hash)
         self.actor_fields = {"actor_id": self.actor_id, "device": str(self.model.device),
                              "actor_started_at": self.started_at, "actor_load_seconds": self.load_seconds,
                              "actor_warmup_seconds": self.warmup_seconds}
@@ -108,7 +110,7 @@ class UpscaleActor:
             record.update(report.as_dict(), t_model=elapsed, gpu_seconds=share, model_started_at=started_at,
                           actor_id=self.actor_id)
             try:
-                record.update(_no_reference_quality(rgb, lr, record, contradiction, self.options.evidence))
+                _no_reference_quality(rgb, lr, record, contradiction, self.options.evidence)
             except Exception as err:  # noqa: BLE001 - visible in the manifest; the batch goes on
                 failed(record, err)
                 continue
@@ -116,49 +118,49 @@ class UpscaleActor:
         return futures
 
     def _encode_and_upload(self, record: dict, image, rgb: torch.Tensor, size: tuple[int, int]) -> None:
-        cpu0 = time.thread_time()
         record["encode_started_at"] = time.time()
         try:
             opts = self.options
-            alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
-            start = time.perf_counter()
-            data = encode_image(finish_output(rgb, alpha), image, opts.output_format, alpha=alpha,
-                                quality=opts.quality, png_compress_level=opts.png_compress_level,
-                                provenance=self.provenance)
-            record.update(t_encode=time.perf_counter() - start, cpu_encode_seconds=time.thread_time() - cpu0)
+            with stage_clock(record, "encode"):
+                alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
+                data, sidecar = self.stamper.stamp(record, image, lambda xmp: encode_image(
+                    finish_output(rgb, alpha), image, opts.output_format, alpha=alpha, quality=opts.quality,
+                    png_compress_level=opts.png_compress_level, provenance=self.provenance, xmp=xmp),
+                    CONTENT_TYPES[opts.output_format])  # labelled, and signed when there is an identity
+            # the label's and the signature's CPU is a stage of its own (CPU provenance), not the encode's
+            record["cpu_encode_seconds"] -= record["cpu_provenance_seconds"]
             heatmap = record.pop("heatmap_png", None)
-            if heatmap is not None:  # before the report, which names it
-                record.update(heatmap_key=heatmap_key(record["key"]), bytes_out=len(heatmap))
-                self.output.put(record["heatmap_key"], heatmap, "image/png")
-            start = time.perf_counter()
-            self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
-            cpu_now = time.thread_time()
-            record.update(status="ok", bytes_out=len(data) + (record.get("bytes_out") or 0),
-                          t_upload=time.perf_counter() - start, requests_put=2 + bool(heatmap),
-                          cpu_upload_seconds=cpu_now - cpu0 - record["cpu_encode_seconds"],
-                          cpu_seconds=(record.get("cpu_seconds") or 0.0) + cpu_now - cpu0)
+            with stage_clock(record, "upload"):
+                if heatmap is not None:  # before the report, which names it
+                    record["heatmap_key"] = heatmap_key(record["key"])
+                    self.output.put(record["heatmap_key"], heatmap, "image/png")
+                if sidecar is not None:  # first: an output whose manifest is beside it is never there without it
+                    self.output.put(sidecar_key(record["output_key"]), sidecar, "application/c2pa")
+                self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
+            record.update(status="ok", bytes_out=len(data) + len(sidecar or b"") + len(heatmap or b""),
+                          requests_put=2 + (sidecar is not None) + (heatmap is not None))
             report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
             record["bytes_out"] += len(report)
             # the report is written after the image: a report always implies a whole image
             self.output.put(report_key(record["key"]), report, "application/json")
         except Exception as err:  # noqa: BLE001
             failed(record, err)
-            record["cpu_seconds"] = (record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0
 
 
-def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict, contradiction, evidence_options) -> dict:
+def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict, contradiction, evidence_options) -> None:
     """NIQE, colour shift and the evidence (faces, text; the map came from the device) of one output
     (3, H, W) on the CPU, outside the device lock, with a heatmap PNG (record["heatmap_png"]) when it is
-    flagged; and their cost: wall seconds, and this thread's CPU seconds added to the image's (docs/QUALITY.md)."""
-    cpu0, start = time.thread_time(), time.perf_counter()
-    scores = no_reference_scores(rgb[None], lr[None])[0]
-    found = image_evidence(rgb, lr, contradiction, evidence_options)
-    scores |= manifest_fields(found.fields)
-    if found.flagged and contradiction.scores is not None:
-        scores["heatmap_png"] = heatmap_png(rgb, contradiction, evidence_options.cell_threshold)
-    cpu = time.thread_time() - cpu0 + found.fields.get("cpu_text_seconds", 0.0)  # tesseract runs as a process
-    return scores | {"t_quality": time.perf_counter() - start, "cpu_quality_seconds": cpu,
-                     "cpu_seconds": (record.get("cpu_seconds") or 0.0) + cpu}
+    flagged; and their cost: t_quality and this thread's CPU seconds, added to the image's, with the
+    tesseract processes' CPU seconds, which thread time cannot see (docs/QUALITY.md)."""
+    with stage_clock(record, "quality"):
+        scores = no_reference_scores(rgb[None], lr[None])[0]
+        found = image_evidence(rgb, lr, contradiction, evidence_options)
+        scores |= manifest_fields(found.fields)
+        if found.flagged and contradiction.scores is not None:
+            scores["heatmap_png"] = heatmap_png(rgb, contradiction, evidence_options.cell_threshold)
+    ocr = found.fields.get("cpu_text_seconds", 0.0)
+    record.update(scores, cpu_quality_seconds=record["cpu_quality_seconds"] + ocr,
+                  cpu_seconds=record["cpu_seconds"] + ocr)
 
 
 def _synchronize(device: torch.device) -> None:

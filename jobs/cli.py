@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line summary)
 COMMANDS = {
     "upscale": ("jobs.upscale", "upscale local image files or folders with the model"),
+    "video": ("jobs.video", "upscale a video file or frame sequences shot by shot: FFV1 master, sound kept, flicker report"),
     "periodicity": ("jobs.periodicity", "score any images for periodic (token-grid) artifacts: table, JSON, heatmaps"),
     "fidelity": ("jobs.fidelity", "check upscaled images against their masters: contradicted cells, faces, text; heatmaps"),
     "train": ("jobs.train", "fine-tune the model (Ray Train; L1 + L_AP, LoRA or full, resumable checkpoints)"),
@@ -24,6 +25,8 @@ COMMANDS = {
     "import": ("jobs.import_weights", "build a checkpoint from public Flux weights: pipeline folder, F16 VAE, LoRA"),
     "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
     "report": ("jobs.report", "rebuild a run's cost.parquet, summary.json and report.html from its manifest"),
+    "verify": ("jobs.verify", "check outputs' signed C2PA manifests: signature, hash binding, trust, parent, source type"),
+    "provenance": ("jobs.provenance", "provenance tools: test-identity DIR makes a throwaway signing identity"),
     "compare": ("jobs.compare", "run variants (models, settings, other upscalers) over one sample of a catalog, side by side"),
 }
 
