@@ -2,7 +2,8 @@
 
 Each job module owns its argument parser and exposes `main(argv) -> int`; this file only
 dispatches, and imports a job's module (and so torch, Ray, ...) only when that job runs. A
-UserError (op4ksr.errors) is printed as one line and exits 2; other errors keep their traceback.
+UserError (op4ksr.errors) is printed as one line and exits with its status (2, or 1 for
+InputsAreReadOnly); other errors keep their traceback.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(rest) or 0)
     except UserError as err:  # something the user must fix: one line; anything else keeps its traceback
         print(f"op4ksr {name}: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
 
 
 if __name__ == "__main__":

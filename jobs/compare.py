@@ -75,11 +75,15 @@ def main(argv: list[str]) -> int:
     from jobs.specs import storage_spec
     from pipeline.ledger.comparison_page import write_comparison
     from pipeline.listing.inputs import list_inputs
+    from pipeline.listing.read_only import check_output_apart, excluded_prefixes
     from pipeline.listing.sample import stratified_sample
     from pipeline.run.backfill import ray_session
 
+    check_output_apart(cfg.input.uri, cfg.output.uri)  # before anything is written
     inputs, root = storage_spec(cfg, cfg.input.uri).open(), storage_spec(cfg, cfg.output.uri).open()
-    sample = stratified_sample(list_inputs(inputs, cfg.input.extensions), int(cfg.compare.sample))
+    # the comparison's own outputs (variants/, compare/) are never sampled, when output.uri is inside input.uri
+    listing = list_inputs(inputs, cfg.input.extensions, exclude=excluded_prefixes(cfg.input.uri, [cfg.output.uri]))
+    sample = stratified_sample(listing, int(cfg.compare.sample))
     print(f"sample: {len(sample)} inputs of {inputs.spec.uri}")
     runs, failed = [], 0
     with ray_session(cfg.pipeline.ray_num_cpus):  # one Ray for every variant's run

@@ -66,10 +66,13 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args, _overrides(args))
     from op4ksr.inference.local_files import find_jobs, plan_jobs
 
+    _check_out(args.out)
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:
         raise UserError(f"no image files found in {', '.join(paths)} (extensions: input.extensions)")
-    plan = plan_jobs(jobs, overwrite=args.overwrite)  # before the model loads and anything is written
+    # before the model loads and anything is written
+    plan = plan_jobs(jobs, overwrite=args.overwrite, input_folders=[Path(p) for p in paths if Path(p).is_dir()],
+                     out_dir=args.out)
     for failure in plan.refused:
         print(f"refused: {failure.source}: {failure.error}", file=sys.stderr)
     failures = list(plan.refused)
@@ -84,6 +87,14 @@ def main(argv: list[str]) -> int:
                  "--overwrite replaces them")
     print(line, file=sys.stderr)
     return 0 if not failures else 1
+
+
+def _check_out(out: Path) -> None:
+    """One line, before the model loads, for an --out that cannot be a folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file, not a folder: give a folder (created if missing)")
+    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+        raise UserError(f"--out {out}: a part of its path is a file, not a folder: give another folder")
 
 
 def _run(cfg, args, jobs) -> list:

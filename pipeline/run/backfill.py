@@ -27,6 +27,7 @@ from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
 from pipeline.run.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
+from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.run.spec import RunSpec
 from pipeline.storage import ObjectInfo, normalise_uri
@@ -176,6 +177,7 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     failures moves the watermark (pipeline.run.incremental). `listing`: these inputs of spec.input
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
+    check_output_apart(spec.input.uri, spec.output.uri)  # before anything is written
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
@@ -197,7 +199,8 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
                    None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)),
                    given_up=None if spec.retry_given_up else given_up)
     if listing is None:
-        listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
+        listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since,
+                              exclude=excluded_prefixes(spec.input.uri, [spec.output.uri]))
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
                                  output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
                                  on_batch=due, earlier_owners=functools.partial(index.owners.owners_of,
