@@ -230,7 +230,7 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
     """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
     pool's PoolReport: pipeline/run/pool_watch.py)."""
     from pipeline.run.attempts import AttemptBook
-    from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
+    from pipeline.run.dataflow import ExecutorStop, build_dataset, configure_ray_data, iter_records
     from pipeline.run.pool_watch import ActorRoll, PoolWatch, on_driver_node
 
     with ray_session(spec.ray_num_cpus):
@@ -238,8 +238,11 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
         roll, book = on_driver_node(ActorRoll), on_driver_node(AttemptBook, spec.pool.max_attempts_per_input)
         dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
                                 traceparent, roll, book)
-        with PoolWatch(roll, spec.pool) as watch:
-            for rows in watch.records(iter_records(dataset, spec.pool)):
+        # however the loop ends (done, given up, an error, Ctrl-C), the records' pump, the dataset's executor
+        # and the pool watch's thread are stopped and joined before Ray shuts down (pool_watch.records)
+        with ExecutorStop() as stop_executors, PoolWatch(roll, spec.pool) as watch, \
+                contextlib.closing(watch.records(iter_records(dataset, spec.pool), stop_executors)) as records:
+            for rows in records:
                 writer.add(rows)
                 telemetry.record(rows)
                 for row in rows:

@@ -6,10 +6,13 @@ returning manifest records, so `pipeline` never imports `actors` (docs/ARCHITECT
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 import ray
+from ray.data._internal.execution.execution_callback import ExecutionCallback
+from ray.data.block import BlockAccessor
 
 from pipeline.run.fetch import FetchContext, FetchDecode
 from pipeline.run.model_stage import WatchedStage
@@ -55,11 +58,58 @@ def configure_ray_data(pool: PoolSpec) -> None:
         lambda record: not record.getMessage().startswith("Progress bars disabled"))
 
 
+class _ExecutorsStarted(ExecutionCallback):
+    """Ray Data makes one per execution and tells it its executor: handed to every ExecutorStop open in this
+    process. Module level: the DataContext that names it is pickled to Ray's workers."""
+
+    collectors: list[list] = []
+    lock = threading.Lock()
+
+    def before_execution_starts(self, executor) -> None:
+        with self.lock:
+            for executors in self.collectors:
+                executors.append(executor)
+
+
+class ExecutorStop:
+    """Inside `with ExecutorStop() as stop:`, the Ray Data executors started in this process are kept, and
+    `stop()` shuts them down: for a run that ends before its dataset is exhausted (given up, an error,
+    Ctrl-C). Ray Data shuts an executor down only when its iterator is exhausted or collected; until
+    then its thread keeps polling Ray, which after `ray.shutdown()` makes Ray end the whole process."""
+
+    def __init__(self) -> None:
+        self.executors: list = []
+
+    def __enter__(self) -> ExecutorStop:
+        context = ray.data.DataContext.get_current()  # a dataset copies it when it is built
+        if _ExecutorsStarted not in context.custom_execution_callback_classes:
+            context.custom_execution_callback_classes.append(_ExecutorsStarted)
+        with _ExecutorsStarted.lock:
+            _ExecutorsStarted.collectors.append(self.executors)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _ExecutorsStarted.lock:
+            _ExecutorsStarted.collectors.remove(self.executors)
+
+    def __call__(self) -> None:
+        """Shut the executors down now (their tasks and actors stopped) and wait for their threads."""
+        for executor in self.executors:
+            executor.shutdown(force=True)
+            executor.join(timeout=60)  # its loop ends at its next step once shut down
+
+
 def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dict]]:
-    """The dataset's manifest records, a block at a time; ActorStartTimeout if the pool cannot start."""
+    """The dataset's manifest records, a block at a time; ActorStartTimeout if the pool cannot start.
+
+    Blocks are read straight from the executor's output (`iter_internal_ref_bundles`), not through
+    `iter_batches`: that one starts a prefetch thread of its own that calls `ray.wait` and is stopped
+    only when its iterator is collected, so a run that ends early could leave it polling a Ray that
+    is shut down. Here nothing runs but the executor, which ExecutorStop stops."""
     try:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield batch.to_pylist()
+        for bundle in dataset.iter_internal_ref_bundles():
+            for ref in bundle.block_refs:
+                yield BlockAccessor.for_block(ray.get(ref)).to_arrow().to_pylist()
     except ray.exceptions.GetTimeoutError as err:
         if "starting actors" not in str(err):
             raise
