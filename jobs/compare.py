@@ -74,13 +74,14 @@ def main(argv: list[str]) -> int:
 
     from jobs.specs import storage_spec
     from pipeline.ledger.comparison_page import write_comparison
-    from pipeline.listing.inputs import list_inputs
+    from pipeline.listing.inputs import check_listable, list_inputs
     from pipeline.listing.read_only import check_output_apart, excluded_prefixes
     from pipeline.listing.sample import stratified_sample
     from pipeline.run.backfill import ray_session
 
     check_output_apart(cfg.input.uri, cfg.output.uri)  # before anything is written
     inputs, root = storage_spec(cfg, cfg.input.uri).open(), storage_spec(cfg, cfg.output.uri).open()
+    check_listable(inputs, cfg.input.extensions)
     # the comparison's own outputs (variants/, compare/) are never sampled, when output.uri is inside input.uri
     listing = list_inputs(inputs, cfg.input.extensions, exclude=excluded_prefixes(cfg.input.uri, [cfg.output.uri]))
     sample = stratified_sample(listing, int(cfg.compare.sample))

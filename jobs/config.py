@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -101,6 +102,27 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
     if not list(cfg.input.extensions):
         raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
+    check_finite(cfg)
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """ConfigError naming the first key (in file order) whose value, or an item of it, is NaN or infinite."""
+    bad = _nonfinite(OmegaConf.to_container(cfg, resolve=True), "")
+    if bad:
+        key, value = bad
+        raise ConfigError(f"{key}={value} is not a finite number: give a number (NaN and infinity are refused)")
+
+
+def _nonfinite(value, key: str):
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, item in items:
+        found = _nonfinite(item, f"{key}.{name}" if isinstance(value, dict) and key else
+                           str(name) if isinstance(value, dict) else f"{key}[{name}]")
+        if found:
+            return found
+    return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -28,7 +28,8 @@ from op4ksr.images.output_names import OutputClaims
 from pipeline.listing.fanout import iter_fanned_out
 from pipeline.listing.output_owners import UNNAMED_OWNER
 from pipeline.listing.read_only import without_prefixes
-from pipeline.storage import ObjectInfo, Storage
+from op4ksr.errors import UserError
+from pipeline.storage import ObjectInfo, Storage, StorageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 
@@ -48,6 +49,18 @@ FAN_OUT_AFTER_KEYS = 10_000  # keys listed sequentially before fanning out (ten 
 EarlierOwners = Callable[[list[str], list[str]], list["str | None"]]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND = dt.timedelta(microseconds=1)
+
+
+class InputUnreadable(UserError):
+    """input.uri cannot be listed: no such folder or bucket, refused credentials, an unreachable endpoint."""
+
+
+def check_listable(storage: Storage, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> None:
+    """InputUnreadable, in one line, when `storage` cannot be listed (one page is read): before a run writes anything."""
+    try:
+        next(iter(storage.iter_objects(extensions=extensions)), None)
+    except StorageError as err:
+        raise InputUnreadable(f"input.uri={storage.spec.uri}: {err}") from None
 
 
 def list_inputs(

@@ -26,7 +26,7 @@ from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
 from pipeline.run.layout import output_image_key, run_key
-from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
+from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, write_inputs_parquet
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
 from pipeline.run.spec import RunSpec
@@ -178,6 +178,7 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
     check_output_apart(spec.input.uri, spec.output.uri)  # before anything is written
+    check_listable(spec.input.open(), spec.extensions)
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
