@@ -52,6 +52,10 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # and released actors idle (Ray Data's autoscaler; its default waits for nearly two queued
     # calls per slot, which a bounded fetch stage seldom queues: a 1..2 pool never grew here)
     context.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
+    # each execution of a dataset built from here on tells ExecutorStop its executor (a dataset copies the
+    # context when it is built: this must come before build_dataset)
+    if _ExecutorsStarted not in context.custom_execution_callback_classes:
+        context.custom_execution_callback_classes.append(_ExecutorsStarted)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
     logging.getLogger("ray.data._internal.progress").addFilter(
@@ -81,9 +85,7 @@ class ExecutorStop:
         self.executors: list = []
 
     def __enter__(self) -> ExecutorStop:
-        context = ray.data.DataContext.get_current()  # a dataset copies it when it is built
-        if _ExecutorsStarted not in context.custom_execution_callback_classes:
-            context.custom_execution_callback_classes.append(_ExecutorsStarted)
+        # the datasets' contexts name _ExecutorsStarted since configure_ray_data
         with _ExecutorsStarted.lock:
             _ExecutorsStarted.collectors.append(self.executors)
         return self
