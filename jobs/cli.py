@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:  # something the user must fix: one line; anything else keeps its traceback
         print(f"op4ksr {name}: {err}", file=sys.stderr)
         return err.exit_status
+    except KeyboardInterrupt:  # Ctrl-C where no job said more (before a run started, or in its finish phase)
+        print(f"op4ksr {name}: interrupted; rerun the same command to resume (what a run finished is kept)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from jobs.config import ConfigError, load_config
 from op4ksr.errors import UserError
+from pipeline.run.interrupted import RunInterrupted
 
 DESCRIPTION = """\
 Choose with evidence before a catalog-wide run. Take a deterministic sample of input.uri
@@ -128,13 +129,28 @@ def main(argv: list[str]) -> int:
     runs, failed = [], 0
     with ray_session(cfg.pipeline.ray_num_cpus):  # one Ray for every variant's run
         for name, overrides in variants:
-            run, failures = _run_variant(args, extra, name, overrides, root, sample)
+            try:
+                run, failures = _run_variant(args, extra, name, overrides, root, sample)
+            except (RunInterrupted, KeyboardInterrupt) as err:
+                raise _interrupted(name, [r.name for r in runs], err) from None
             runs.append(run)
             failed += failures
     page, table = write_comparison(root, runs, [obj.key for obj in sample], inputs,
                                    crops=int(cfg.compare.crops), threshold=float(cfg.report.threshold))
     print(f"comparison: {page}\ntable: {table}")
     return 0 if failed == 0 else 1
+
+
+def _interrupted(name: str, finished: list[str], err: BaseException) -> RunInterrupted:
+    """One line for Ctrl-C during variant `name`: the variants finished before it, what its run recorded, how to resume."""
+    done = f"variants finished: {', '.join(finished)}; " if finished else ""
+    if isinstance(err, RunInterrupted) and err.summary is not None:
+        s = err.summary
+        run = f"its run {s.run_id} recorded {s.ok} ok, {s.failed} failed, {s.skipped} skipped of {s.total}; "
+    else:
+        run = ""
+    return RunInterrupted(f"interrupted in variant {name}: {done}{run}rerun the same command to resume (finished "
+                          "variants and images are reused, and priced from the runs that made them)")
 
 
 def _run_variant(args, extra: list[str], name: str, overrides: list[str], root, sample):

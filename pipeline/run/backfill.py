@@ -25,6 +25,7 @@ from pipeline.ledger.cost import Prices
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
+from pipeline.run.interrupted import RunInterrupted, interrupted_message
 from pipeline.run.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, write_inputs_parquet
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
@@ -210,10 +211,13 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
                         failed=0 if spec.dry_run else due.given_up)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
-        actors_ended_at, pool = time.time(), None
+        actors_ended_at, pool, interrupted = time.time(), None, False
         if due_rows and not spec.dry_run:
-            actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
-                                             on_progress)
+            try:
+                actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
+                                                 on_progress)
+            except KeyboardInterrupt:  # what was done is recorded and priced below (pipeline/run/interrupted.py)
+                actors_ended_at, interrupted = time.time(), True
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -224,6 +228,8 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
         summary = _finish(spec, inputs, outputs, progress, prices or spec.prices, actors_ended_at, estimate, pool)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
                                      **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
+    if interrupted:
+        raise RunInterrupted(interrupted_message(summary), summary)
     return summary
 
 
