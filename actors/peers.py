@@ -25,9 +25,9 @@ from PIL import Image
 from actors.peer_process import run_contained
 from actors.upscaler import UpscaleActor
 from op4ksr.errors import UserError
-from op4ksr.evaluation.tiling import upscale_tiled
+from op4ksr.inference.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
-from pipeline.run.spec import ModelSource, PeerSpec
+from pipeline.fleet.spec import ModelSource, PeerSpec
 
 # Peers have no token grid: their ap_excess is measured at the F16 op4ksr model's token period
 # (32 output px), where op4ksr's own artifacts would be, so the two read on one scale; a tiled
@@ -104,7 +104,7 @@ def _fields(word: str, command: str):
 
 class SpandrelModel:
     """A PyTorch SR checkpoint loaded by spandrel (ESRGAN, SwinIR, HAT, DAT, SPAN, ...), tiled as asked
-    (with op4ksr.evaluation.tiling's loop: LR tiles blended linearly over their overlap)."""
+    (with op4ksr.inference.tiling's loop: LR tiles blended linearly over their overlap)."""
 
     def __init__(self, peer: PeerSpec, device: str):
         from safetensors.torch import load_file

@@ -19,13 +19,12 @@ import torch
 import op4ksr
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
-from op4ksr.periodicity import quality_report
-from op4ksr.quality.report import no_reference_scores
-from pipeline.run.layout import report_key
+from op4ksr.quality import no_reference_scores, quality_report
+from pipeline.manifest.layout import report_key
 from pipeline.storage.materialise import load_materialised
-from pipeline.run.pool_watch import worker_id
-from pipeline.run.records import FIELDS, MANIFEST_SCHEMA, failed
-from pipeline.run.spec import ActorOptions, ModelSource
+from pipeline.fleet.pool_watch import worker_id
+from pipeline.manifest.records import failed, manifest_table
+from pipeline.fleet.spec import ActorOptions, ModelSource
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
 
@@ -80,7 +79,7 @@ class UpscaleActor:
         for record in records:
             record.pop("payload", None)
             record.update(self.actor_fields)
-        return pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in records], schema=MANIFEST_SCHEMA)
+        return manifest_table(records)
 
     def _run_group(self, group: list[dict], size: tuple[int, int]) -> list:
         try:

@@ -96,7 +96,7 @@ def make_run(folder: str, rows: int, part_rows: int = 0) -> dict:
 
     from pipeline.run.backfill import MANIFEST_FIRST_PART_ROWS, MANIFEST_MAX_PART_ROWS
     from pipeline.ledger.finish import FinishRecord
-    from pipeline.run.records import MANIFEST_SCHEMA
+    from pipeline.manifest.records import MANIFEST_SCHEMA
     from pipeline.storage import open_storage
 
     start = time.perf_counter()

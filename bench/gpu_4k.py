@@ -30,7 +30,7 @@ from op4ksr.inference import memory_plan, speed  # noqa: E402
 from op4ksr.imageops import bicubic_resize, pad_to_multiple, psnr  # noqa: E402
 from op4ksr.model import OP4KSR, estimate_tflop  # noqa: E402
 from op4ksr.presets import get_preset  # noqa: E402
-from op4ksr.evaluation.tiling import tile_plan, upscale_tiled  # noqa: E402  (tiles accumulate on the model's device)
+from op4ksr.inference.tiling import tile_plan, upscale_tiled  # noqa: E402  (tiles accumulate on the model's device)
 from patch_baseline import seam_score  # noqa: E402
 
 # dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' datasheets, most specific name first

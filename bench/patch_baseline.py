@@ -1,4 +1,4 @@
-"""The seam score of the patch-based baseline (op4ksr.evaluation.tiling), for bench/gpu_4k.py.
+"""The seam score of the patch-based baseline (op4ksr.inference.tiling), for bench/gpu_4k.py.
 
 Seams repeat at the tile stride, so the seam score is the periodicity statistic at that period,
 for the tiled and the patch-free output alike.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from op4ksr.periodicity import periodicity
+from op4ksr.quality.periodicity import periodicity
 
 
 @torch.inference_mode()

@@ -1,6 +1,6 @@
 """Seconds per 4096x4096 periodicity quality report on CPU (and CUDA when present), as JSON.
 
-The report scores tiles of op4ksr.periodicity.DEFAULT_CROP px a side (multiples of the period)
+The report scores tiles of op4ksr.quality.periodicity.DEFAULT_CROP px a side (multiples of the period)
 covering the whole image rather than a resized image, so a period-32 pattern must survive: the
 bench also checks that a faint period-32 tile pattern injected into a 4096x4096 image is flagged
 at its period, over the whole image and when confined to its top-left corner (CORNER px square),
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: jobs.config
 
 from jobs.config import load_config  # noqa: E402
-from op4ksr.periodicity import DEFAULT_CROP, quality_report  # noqa: E402
+from op4ksr.quality.periodicity import DEFAULT_CROP, quality_report  # noqa: E402
 
 CORNER = 768  # px; side of the corner the confined pattern covers (not aligned with the report's tiles)
 

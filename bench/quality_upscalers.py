@@ -29,7 +29,7 @@ from actors.peers import CommandModel  # noqa: E402
 from op4ksr.evaluation.evaluate import BenchItem, contact_sheet, evaluate, group_of, load_bench  # noqa: E402
 from op4ksr.loading import ModelSpec, load_model  # noqa: E402
 from op4ksr.quality.niqe import niqe  # noqa: E402
-from pipeline.run.spec import PeerSpec  # noqa: E402
+from pipeline.fleet.spec import PeerSpec  # noqa: E402
 
 COMMAND = f"{sys.executable} {REPO / 'bench' / 'realesrgan_ncnn.py'} {{input}} {{output}} {{scale}}"
 NAMES = {"bicubic": "bicubic", "bicubic+backproject:10": "bicubic + backproject:10",

@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     from pipeline.listing.inputs import check_listable, list_inputs
     from pipeline.listing.read_only import check_output_apart, excluded_prefixes
     from pipeline.listing.sample import stratified_sample
-    from pipeline.run.backfill import ray_session
+    from pipeline.fleet.ray_session import ray_session
 
     check_output_apart(cfg.input.uri, cfg.output.uri)  # before anything is written
     inputs, root = storage_spec(cfg, cfg.input.uri).open(), storage_spec(cfg, cfg.output.uri).open()

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
     if args.samples:
         from pipeline.storage import open_storage
-        from pipeline.storage.samples import upload_samples
+        from jobs.demo_samples import upload_samples
 
         print(f"{upload_samples(open_storage(str(args.samples)))} sample images written to {args.samples.resolve()}")
         return 0
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     from actors.upscaler import UpscaleActor
 
     from pipeline.run.backfill import run_backfill
-    from pipeline.storage.samples import copy_tree, upload_samples
+    from jobs.demo_samples import copy_tree, upload_samples
     from pipeline.run.console import print_summary, progress_printer
     from jobs.session import run_session
     from jobs.specs import telemetry_from_config

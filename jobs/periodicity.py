@@ -69,7 +69,7 @@ def score(x, x_lr, period: int, threshold: float, max_k: int) -> tuple[dict, tup
     """(row, box): the image's score record from the worst of the tiles covering it (the library's
     score_tiles, as the pipeline's quality report: ap_excess over x_lr's bicubic upscale, or the
     absolute score when x_lr is None), and that tile's (top, left, height, width) for the heatmap."""
-    from op4ksr.periodicity import score_tiles
+    from op4ksr.quality.periodicity import score_tiles
 
     tiles = score_tiles(x, x_lr, period, max_k=max_k)
     worst = int(tiles.worst()[0, 0])
@@ -114,7 +114,7 @@ def write_heatmap(rho, path: Path, period: int, max_k: int, title: str) -> None:
     import matplotlib.pyplot as plt
     import torch
 
-    from op4ksr.periodicity import MAPS
+    from op4ksr.quality.periodicity import MAPS
 
     h, w = rho.shape[-2:]
     r = min((max_k + 1) * period, h // 2, w // 2)
@@ -198,7 +198,7 @@ def _score_file(name: str, args, base: Path, period: int, threshold: float, max_
         row["reference"] = str(ref)
     scores, (top, left, th, tw) = score(x, x_lr, period, threshold, max_k)
     if heatmap is not None:
-        from op4ksr.periodicity import periodicity_autocorr
+        from op4ksr.quality.periodicity import periodicity_autocorr
 
         write_heatmap(periodicity_autocorr(x[..., top : top + th, left : left + tw], period), heatmap, period, max_k,
                       name)

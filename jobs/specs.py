@@ -12,10 +12,11 @@ from jobs.config import ConfigError
 from jobs.config_checks import check_device, check_warmup_shapes
 from jobs.config_rules import RULES, value_problems
 from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
-from op4ksr.inference.sizing import SizePolicy
+from op4ksr.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
-from pipeline.run.records import params_hash
-from pipeline.run.spec import ActorOptions, ModelSource, PeerSpec, PoolSpec, RunSpec
+from pipeline.manifest.records import params_hash
+from pipeline.fleet.spec import ActorOptions, ModelSource, PeerSpec, PoolSpec
+from pipeline.run.spec import RunSpec
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
 
 

@@ -41,17 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _launch(cfg):
-    """pipeline.training.launch.Launch from train.* and storage.*; a local Ray is started when none is up."""
-    import ray
-
+    """(pipeline.training.launch.Launch from train.* and storage.*, the logical CPUs of a local Ray if
+    one has to be started: pipeline/fleet/ray_session.py)."""
     from jobs.specs import train_launch
 
     t, launch = cfg.train, train_launch(cfg)
-    if not ray.is_initialized():
-        # logical CPUs: the workers, Ray Data's crop tasks and Ray Train's controller, even on 2 cores
-        num_cpus = t.ray_num_cpus or max(os.cpu_count() or 1, int(launch.workers * launch.cpus_per_worker) + 2)
-        ray.init(num_cpus=int(num_cpus))
-    return launch
+    # logical CPUs: the workers, Ray Data's crop tasks and Ray Train's controller, even on 2 cores
+    num_cpus = t.ray_num_cpus or max(os.cpu_count() or 1, int(launch.workers * launch.cpus_per_worker) + 2)
+    return launch, int(num_cpus)
 
 
 def main(argv: list[str]) -> int:
@@ -71,14 +68,17 @@ def main(argv: list[str]) -> int:
     from pipeline.storage import StorageError
     from pipeline.training.launch import run_training
 
-    launch = _launch(cfg)
+    from pipeline.fleet.ray_session import ray_session
+
+    launch, num_cpus = _launch(cfg)
     try:
         if train_cfg.output_dir.startswith("s3://"):
             launch.storage(train_cfg.output_dir).open().put("config.yaml", to_yaml(cfg).encode())
         else:
             Path(train_cfg.output_dir).mkdir(parents=True, exist_ok=True)
             (Path(train_cfg.output_dir) / "config.yaml").write_text(to_yaml(cfg))
-        result = run_training(train_cfg, launch)
+        with ray_session(num_cpus):
+            result = run_training(train_cfg, launch)
     except StorageError as err:  # unreachable or refused storage: credentials, endpoint, bucket
         raise UserError(str(err)) from None
     print(json.dumps(result))

@@ -19,6 +19,9 @@ from op4ksr.errors import UserError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = WEIGHTS_NAME + ".index.json"
+# a training run's checkpoints (op4ksr/training/state.py): <run>/checkpoints/{latest, step-N/train_state/}
+STATE_DIR = "train_state"
+LATEST = "latest"
 
 
 class CheckpointError(UserError):
@@ -111,3 +114,12 @@ def files_sha256(paths: list[Path]) -> str:
             for chunk in iter(lambda: f.read(1 << 24), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint of a training run folder (root/checkpoints), or None."""
+    pointer = root / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / "checkpoints" / pointer.read_text().strip()
+    return path if (path / STATE_DIR / "state.json").is_file() else None

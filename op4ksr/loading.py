@@ -77,7 +77,7 @@ def locate(source: str) -> tuple[str, Path | None]:
     if (path / MODEL_INDEX).is_file():
         return "checkpoint", path
     if path.is_dir():
-        from op4ksr.training.state import latest_checkpoint  # a training run folder: its newest checkpoint
+        from op4ksr.checkpoint import latest_checkpoint  # a training run folder: its newest checkpoint
 
         latest = latest_checkpoint(path)
         if latest is not None:

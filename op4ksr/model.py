@@ -19,7 +19,7 @@ from op4ksr.checkpoint import CheckpointError, files_sha256, load_component, sav
 from op4ksr.fidelity import Fidelity, apply_fidelity
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
 from op4ksr.presets import get_preset, preset_model_id
-from op4ksr.inference.sizing import output_size
+from op4ksr.sizing import output_size
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from op4ksr.vae import F16AutoencoderKL
 

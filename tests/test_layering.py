@@ -3,6 +3,8 @@
     jobs -> pipeline, actors -> op4ksr;  actors -> pipeline, never the reverse
 
 - op4ksr/ (the model library) imports none of the other packages, nor ray or boto3;
+- inside op4ksr/ and pipeline/, a room (a folder, or a module at the package's root) imports only
+  the rooms before it in ROOMS, so no two rooms import each other;
 - no import cycle between packages, nor between files (imports inside functions count too).
 """
 import ast
@@ -16,6 +18,13 @@ PACKAGES = ("op4ksr", "pipeline", "actors", "jobs")
 ALLOWED = {"op4ksr": set(), "pipeline": {"op4ksr"}, "actors": {"op4ksr", "pipeline"},
            "jobs": {"op4ksr", "pipeline", "actors"}}
 LIBRARY_FORBIDDEN = ("ray", "boto3", "botocore", "moto", "omegaconf")
+# the rooms of a package in dependency order: each may import only the rooms before it
+ROOMS = {
+    "op4ksr": ("errors", "extras", "imageops", "images", "sizing", "presets", "rope", "transformer", "vae",
+               "checkpoint", "fidelity", "quality", "model", "loading", "inference", "importing", "evaluation",
+               "training"),
+    "pipeline": ("storage", "manifest", "ledger", "listing", "fleet", "run", "training"),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -42,6 +51,31 @@ def _graph() -> dict[str, set[str]]:
     files = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
     known = frozenset(files)
     return {name: {m for m in _imports(path, known) if m in files and m != name} for name, path in files.items()}
+
+
+def _room(module: str) -> str | None:
+    """The room of a module inside its package (op4ksr.quality.niqe -> quality, op4ksr.model -> model);
+    None for the package's own __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def _room_violations(graph: dict[str, set[str]], pkg: str, order: tuple[str, ...]) -> list[str]:
+    """Each import inside `pkg` from a room to a room not before it in `order`, and each room not in `order`."""
+    wrong = []
+    for module, imported in sorted(graph.items()):
+        room = _room(module)
+        if not module.startswith(pkg + ".") or room is None:
+            continue
+        if room not in order:
+            wrong.append(f"{module}: its room {pkg}/{room} has no place in ROOMS[{pkg!r}]")
+            continue
+        for target in sorted(imported):
+            other = _room(target)
+            if target.startswith(pkg + ".") and other not in (None, room) and \
+                    (other not in order or order.index(other) > order.index(room)):
+                wrong.append(f"{module} imports {target}: {pkg}/{other} comes after {pkg}/{room}")
+    return wrong
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -91,6 +125,26 @@ def test_packages_import_only_downwards():
 def test_no_import_cycles_between_files():
     cycles = _cycles(_graph())
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("pkg", sorted(ROOMS))
+def test_rooms_import_only_the_rooms_before_them(pkg):
+    wrong = _room_violations(_graph(), pkg, ROOMS[pkg])
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_room_has_a_place_in_the_order():
+    for pkg, order in ROOMS.items():
+        rooms = {p.stem if p.is_file() else p.name for p in (ROOT / pkg).iterdir()
+                 if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+        assert rooms == set(order), f"{pkg}: rooms {sorted(rooms ^ set(order))} differ from ROOMS"
+
+
+def test_the_room_check_sees_rooms_importing_each_other():
+    graph = {"p.low.a": {"p.high.b"}, "p.high.b": {"p.low.c"}, "p.low.c": set(), "p": {"p.high.b"}}
+    assert _room_violations(graph, "p", ("low", "high")) == ["p.low.a imports p.high.b: p/high comes after p/low"]
+    assert _room_violations({"p.new.a": set()}, "p", ("low",)) == ["p.new.a: its room p/new has no place in ROOMS['p']"]
+    assert _room_violations({"p.high.b": {"p.low.c", "p.high.d"}}, "p", ("low", "high")) == []
 
 
 def test_the_check_sees_a_cycle():

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from op4ksr.model import OP4KSR
-from op4ksr.periodicity import DEFAULT_THRESHOLD, quality_report
-from op4ksr.inference.sizing import output_size
+from op4ksr.quality.periodicity import DEFAULT_THRESHOLD, quality_report
+from op4ksr.sizing import output_size
 
 
 @dataclass(frozen=True)

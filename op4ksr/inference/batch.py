@@ -10,7 +10,7 @@ from op4ksr.imageops import bicubic_resize
 from op4ksr.loading import resolve_device
 from op4ksr.model import OP4KSR
 from op4ksr.presets import PRESETS
-from op4ksr.inference.sizing import OutputSizeError
+from op4ksr.sizing import OutputSizeError
 
 
 CPU_MAX_OUTPUT_MEGAPIXELS = 40.0  # sr.max_output_megapixels: auto on a CPU (the fixed default before auto)

@@ -11,7 +11,7 @@ from op4ksr.images.folders import image_files
 from op4ksr.images.output_names import OutputClaims, collision_error, output_name
 from op4ksr.inference.batch import upscale_batch
 from op4ksr.model import OP4KSR
-from op4ksr.inference.sizing import SizePolicy
+from op4ksr.sizing import SizePolicy
 
 
 @dataclass(frozen=True, kw_only=True)

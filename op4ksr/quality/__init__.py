@@ -1,1 +1,10 @@
-"""Quality of an output without a ground-truth image: NIQE and the comparisons against its input."""
+"""Quality of an output without a ground-truth image (docs/QUALITY.md): the periodicity statistic
+(periodicity.py), NIQE (niqe.py) and the comparisons against its input (report.py).
+
+The per-image report is these two calls, the first on the device beside the forward, the second
+on the encode thread: what the actor imports.
+"""
+from op4ksr.quality.periodicity import quality_report
+from op4ksr.quality.report import no_reference_scores
+
+__all__ = ["quality_report", "no_reference_scores"]

@@ -20,7 +20,8 @@ from op4ksr.model import OP4KSR
 from op4ksr.training.config import TrainConfig
 from op4ksr.training import distributed
 from op4ksr.training.data import HRImages, sample_batch
-from op4ksr.training.state import latest_checkpoint, load_train_state, load_weights, save_checkpoint
+from op4ksr.checkpoint import latest_checkpoint
+from op4ksr.training.state import load_train_state, load_weights, save_checkpoint
 from op4ksr.training.trainable import add_lora, set_trainable, zero_init_proj_out
 
 METRICS_FILE = "metrics.jsonl"
@@ -80,7 +81,7 @@ def loss_terms(x_sr: torch.Tensor, x_hr: torch.Tensor, cfg: TrainConfig, period:
     l_pix = pixel_loss(x_sr, x_hr, cfg.pixel_loss, cfg.charbonnier_eps)
     l_ap = torch.zeros((), device=x_sr.device)
     if cfg.lambda_ap > 0 and cfg.objective == "sr":
-        from op4ksr.periodicity import ap_loss
+        from op4ksr.quality.periodicity import ap_loss
 
         l_ap = ap_loss(x_sr.float(), x_hr.float(), period)
     return {"loss": l_pix + cfg.lambda_ap * l_ap, "l_pix": l_pix, "l_ap": l_ap}

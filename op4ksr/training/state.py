@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from op4ksr.checkpoint import CheckpointError, load_state_dict
+from op4ksr.checkpoint import LATEST, STATE_DIR, CheckpointError, load_state_dict
 from op4ksr.model import OP4KSR
 from op4ksr.training.trainable import has_lora, inference_view, load_lora_state_dict, lora_state_dict
 
-STATE_DIR = "train_state"
-LATEST = "latest"
 
 
 @dataclass
@@ -87,15 +85,6 @@ def save_checkpoint(root: Path, step: int, model: OP4KSR, optim_state: dict, gen
     for old in sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep]:
         shutil.rmtree(old)
     return final
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint under root/checkpoints, or None."""
-    pointer = root / "checkpoints" / LATEST
-    if not pointer.is_file():
-        return None
-    path = root / "checkpoints" / pointer.read_text().strip()
-    return path if (path / STATE_DIR / "state.json").is_file() else None
 
 
 def load_weights(ckpt: Path, model: OP4KSR, transformer_lora: bool, vae_lora: bool) -> None:

@@ -17,8 +17,8 @@ import pandas as pd
 
 from op4ksr.errors import UserError
 from pipeline.ledger.manifest_scan import scan_manifest, scan_parquet
-from pipeline.run.layout import report_key, run_key
-from pipeline.run.records import FIELDS
+from pipeline.manifest.layout import report_key, run_key
+from pipeline.manifest.records import FIELDS
 from pipeline.storage import ObjectNotFoundError, Storage, normalise_uri
 
 logger = logging.getLogger("op4ksr.comparison")  # a note on the command's stderr (jobs/cli.py show_notes)

@@ -30,7 +30,7 @@ LEDGER_SCHEMA = pa.schema([
     ("device_forward_seconds", pa.float64()),    # its share of the batch forward (busy time)
     ("device_warmup_seconds", pa.float64()),     # its share of the actor's model load + warm-up
     ("device_idle_seconds", pa.float64()),       # its share of the actor's idle time
-    ("device_lost_seconds", pa.float64()),       # its share of the run's work lost with dead actors (pipeline/run/pool_watch.py)
+    ("device_lost_seconds", pa.float64()),       # its share of the run's work lost with dead actors (pipeline/fleet/pool_watch.py)
     ("device_seconds", pa.float64()),            # the four above
     ("cpu_fetch_seconds", pa.float64()),         # thread CPU seconds per CPU stage
     ("cpu_decode_seconds", pa.float64()),

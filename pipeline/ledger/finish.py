@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.ledger.cost import (LEDGER_SCHEMA, LostWork, Prices, actor_activity, build_ledger,
@@ -28,7 +29,7 @@ from pipeline.ledger.cost import (LEDGER_SCHEMA, LostWork, Prices, actor_activit
 from pipeline.ledger.page import DIGEST_COLUMNS, ReportDigest, write_report_digest
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.ledger.manifest_scan import BATCH_ROWS, manifest_parts, scan_manifest
-from pipeline.run.records import STATUSES, WORKER_DIED
+from pipeline.manifest.records import STATUSES, given_up
 from pipeline.storage import ObjectNotFoundError, Storage
 
 FINISH_KEY = "finish.json"
@@ -49,7 +50,7 @@ class FinishRecord:
     dry_run: bool = False
     estimate: dict = dataclasses.field(default_factory=dict)
     listed: int | None = None      # inputs listed (a dry run lists without manifest rows); None: the manifest's rows
-    pool: dict = dataclasses.field(default_factory=dict)  # pipeline.run.pool_watch.PoolReport as a dict ({}: none)
+    pool: dict = dataclasses.field(default_factory=dict)  # pipeline.fleet.pool_watch.PoolReport as a dict ({}: none)
 
     def save(self, run_storage: Storage) -> None:
         run_storage.put(FINISH_KEY, json.dumps(dataclasses.asdict(self), indent=2).encode(), "application/json")
@@ -145,7 +146,7 @@ def _count(counts: dict, manifest: pd.DataFrame) -> None:
     for name in _RUN_SUMS:
         counts[name] += manifest[name].fillna(0).sum()
     counts["flagged"] += int((manifest["flagged"] == True).sum())  # noqa: E712 - None and NaN are not flagged
-    counts["given_up"] += int(((manifest["status"] == "failed") & (manifest["error_class"] == WORKER_DIED)).sum())
+    counts["given_up"] += int(pc.sum(given_up(manifest["status"], manifest["error_class"])).as_py() or 0)
     if "niqe" in manifest:  # older manifests have none
         niqe = pd.to_numeric(manifest["niqe"], errors="coerce").dropna()
         counts["niqe_sum"] += float(niqe.sum())

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from op4ksr.errors import UserError
-from pipeline.run.layout import RUNS
+from pipeline.manifest.layout import RUNS
 from pipeline.storage import Storage, normalise_uri
 
 MANIFEST_FOLDER = "manifest/"

@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.run.layout import output_image_key
+from pipeline.manifest.layout import output_image_key
 from pipeline.ledger.manifest_scan import runs_storage, scan_parquet
 from pipeline.listing.output_owners import OutputOwners
-from pipeline.run.records import WORKER_DIED, WorkerDiedError, failed, new_record
+from pipeline.manifest.records import WorkerDiedError, failed, given_up, new_record
 from pipeline.storage import Storage
 
 INDEX_COLUMNS = ["key", "status", "error_class", "input_etag", "model_id", "params_hash", "output_key"]
@@ -56,7 +56,7 @@ class DoneIndex:
                             exclude_run: str = "") -> tuple[DoneIndex, DoneIndex]:
         """(done, given up), read in one pass: the ok rows (with the owners of every output earlier runs
         wrote), and the rows an earlier run gave up on because the input killed the model actor's
-        process every time (pipeline/run/attempts.py)."""
+        process every time (pipeline/fleet/attempts.py)."""
         found = {"done": ([], []), "given_up": ([], [])}
         owned = []
         runs = runs_storage(outputs)
@@ -66,8 +66,8 @@ class DoneIndex:
         for batch in scan_parquet(runs, parts, INDEX_COLUMNS) if parts else ():
             owned.append(OutputOwners.hashes(batch))
             same = pc.and_kleene(pc.equal(batch["model_id"], model_id), pc.equal(batch["params_hash"], params_hash))
-            given_up = pc.and_kleene(pc.equal(batch["status"], "failed"), pc.equal(batch["error_class"], WORKER_DIED))
-            for name, rows in (("done", pc.equal(batch["status"], "ok")), ("given_up", given_up)):
+            gave_up = given_up(batch["status"], batch["error_class"])
+            for name, rows in (("done", pc.equal(batch["status"], "ok")), ("given_up", gave_up)):
                 rows = pc.fill_null(pc.and_kleene(rows, same), False)
                 if pc.any(rows).as_py():
                     hi, lo = pair_hashes(pc.filter(batch["key"], rows), pc.filter(batch["input_etag"], rows))

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.run.layout import IMAGES
+from pipeline.manifest.layout import IMAGES
 
 _HASH_KEYS = ("op4ksr-out-hi-01", "op4ksr-out-lo-02", "op4ksr-owner-003")  # 16-byte SipHash keys
 UNNAMED_OWNER = "an input done by an earlier run"

@@ -7,18 +7,15 @@ cost ledger, the summary and the report page.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.ledger.cost import Prices
@@ -26,13 +23,14 @@ from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
 from pipeline.run.interrupted import RunInterrupted, interrupted_message
-from pipeline.run.layout import output_image_key, run_key
+from pipeline.manifest.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, write_inputs_parquet
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
-from pipeline.run.records import FIELDS, MANIFEST_SCHEMA
+from pipeline.manifest.records import MANIFEST_SCHEMA, manifest_table
 from pipeline.run.spec import RunSpec
 from pipeline.storage import ObjectInfo, normalise_uri
 from pipeline.run.telemetry import Telemetry
+from pipeline.fleet.ray_session import ray_session
 
 MANIFEST_FIRST_PART_ROWS = 1000
 MANIFEST_MAX_PART_ROWS = 500_000
@@ -89,7 +87,7 @@ class RunSummary:
     cost_uri: str = ""
     report_uri: str = ""
     estimate: dict = field(default_factory=dict)  # dry runs: pipeline.run.estimate.dry_run_estimate
-    actors_peak: int = 0          # most model actors alive at once (sampled each second; pipeline/run/pool_watch.py)
+    actors_peak: int = 0          # most model actors alive at once (sampled each second; pipeline/fleet/pool_watch.py)
     actors_mean: float = 0.0      # model actors alive on average while the run processed
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
@@ -145,8 +143,7 @@ class ManifestWriter:
             fd, self._path = tempfile.mkstemp(prefix="op4ksr-manifest-", suffix=".parquet")
             os.close(fd)
             self._writer, self._rows = pq.ParquetWriter(self._path, MANIFEST_SCHEMA), 0
-        self._writer.write_table(pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in rows],
-                                                      schema=MANIFEST_SCHEMA))
+        self._writer.write_table(manifest_table(rows))
         self._rows += len(rows)
 
     def _upload(self) -> None:
@@ -235,10 +232,10 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
 
 def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
     """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
-    pool's PoolReport: pipeline/run/pool_watch.py)."""
-    from pipeline.run.attempts import AttemptBook
+    pool's PoolReport: pipeline/fleet/pool_watch.py)."""
+    from pipeline.fleet.attempts import AttemptBook
     from pipeline.run.dataflow import ExecutorStop, build_dataset, configure_ray_data, iter_records
-    from pipeline.run.pool_watch import ActorRoll, PoolWatch, on_driver_node
+    from pipeline.fleet.pool_watch import ActorRoll, PoolWatch, on_driver_node
 
     with ray_session(spec.ray_num_cpus):
         configure_ray_data(spec.pool)
@@ -269,30 +266,3 @@ def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: fl
                           progress.total, pool=dataclasses.asdict(pool) if pool else {})
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
     return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))
-
-
-@contextlib.contextmanager
-def ray_session(num_cpus: float | None):
-    """Use the Ray already connected (a cluster, a test fixture), else join the cluster RAY_ADDRESS
-    names (a Ray job's driver: `ray job submit`, KubeRay), else start a local one for this run."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
-        ray.init(log_to_driver=False, logging_level="WARNING")
-    else:
-        # Ray's token authentication stays on (its default for a new local cluster); only its notice
-        # that it is on is dropped, so a run prints op4ksr's own lines
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
-        # address="local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster names
-        # (anyone's `ray start` on this machine) and then refuses num_cpus
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()

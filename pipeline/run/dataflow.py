@@ -15,9 +15,10 @@ from ray.data._internal.execution.execution_callback import ExecutionCallback
 from ray.data.block import BlockAccessor
 
 from pipeline.run.fetch import FetchContext, FetchDecode
-from pipeline.run.model_stage import WatchedStage
-from pipeline.run.pool_watch import ActorStartTimeout
-from pipeline.run.spec import PoolSpec, RunSpec
+from pipeline.fleet.model_stage import WatchedStage
+from pipeline.fleet.pool_watch import ActorStartTimeout
+from pipeline.fleet.spec import PoolSpec
+from pipeline.run.spec import RunSpec
 from pipeline.storage import StorageSpec
 
 
@@ -135,7 +136,7 @@ def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, trace
                   book=None) -> ray.data.Dataset:
     """The lazy dataset of manifest records for one run (each carrying `traceparent`, the run span's context).
 
-    `roll` and `book`: the run's ActorRoll and AttemptBook (pipeline/run/model_stage.py).
+    `roll` and `book`: the run's ActorRoll and AttemptBook (pipeline/fleet/model_stage.py).
     """
     filesystem, path = arrow_filesystem(spec.output, inputs_uri)
     pool = spec.pool

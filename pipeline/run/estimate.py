@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 
-from pipeline.run.layout import report_key
+from pipeline.manifest.layout import report_key
 from pipeline.ledger.manifest_scan import runs_storage
-from pipeline.run.records import is_done
+from pipeline.manifest.records import is_done
 from pipeline.storage import ObjectNotFoundError, StorageError
 
 BATCH_ROWS = 1000

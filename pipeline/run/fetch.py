@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from op4ksr.images.codec import decode_image
-from op4ksr.inference.sizing import SizePolicy
+from op4ksr.sizing import SizePolicy
 from op4ksr.images.output_names import collision_error
-from pipeline.run.layout import output_image_key, report_key
-from pipeline.run.records import MANIFEST_SCHEMA, failed, is_done, new_record
+from pipeline.manifest.layout import output_image_key, report_key
+from pipeline.manifest.records import MANIFEST_SCHEMA, failed, is_done, new_record
 from pipeline.storage import ObjectNotFoundError, Storage, StorageSpec
 
 

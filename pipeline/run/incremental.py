@@ -32,7 +32,7 @@ import uuid
 from typing import Iterator
 
 from op4ksr.errors import UserError
-from pipeline.run.layout import RUNS
+from pipeline.manifest.layout import RUNS
 from pipeline.storage import ObjectNotFoundError, Storage, StorageError
 
 WATERMARK_KEY = f"{RUNS}_watermark.json"
@@ -310,7 +310,7 @@ class Increment:
         spec = self.spec
         reasons = [why for why, bad in (
             ("a dry run", spec.dry_run),
-            # an input given up on (pipeline/run/attempts.py) is not retried, so it does not hold the watermark
+            # an input given up on (pipeline/fleet/attempts.py) is not retried, so it does not hold the watermark
             (f"{summary.failed - summary.given_up} input(s) failed and will be retried",
              summary.failed - summary.given_up),
             ("run.limit cut the listing short", spec.limit is not None and summary.total >= spec.limit),

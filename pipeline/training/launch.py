@@ -91,7 +91,7 @@ def _train_worker(cfg: TrainConfig, store: CheckpointStore | None, staging: Path
 
 def _resume_step(cfg: TrainConfig, store: CheckpointStore | None) -> tuple[int, str]:
     """(step, where) of the checkpoint a run will resume from; (0, "") for a fresh run. Says so."""
-    from op4ksr.training.state import latest_checkpoint
+    from op4ksr.checkpoint import latest_checkpoint
 
     if cfg.resume != "auto":
         return 0, ""
@@ -156,7 +156,7 @@ def run_training(cfg: TrainConfig, launch: Launch, *, stream: bool | None = None
 
 def summary(cfg: TrainConfig, store: CheckpointStore | None) -> dict:
     """The last metrics row and the latest checkpoint of a run (local folder or object store)."""
-    from op4ksr.training.state import latest_checkpoint
+    from op4ksr.checkpoint import latest_checkpoint
 
     if store is not None:
         name = store.latest()

@@ -14,8 +14,8 @@ from jobs.config import load_config
 from jobs.specs import actor_options, size_policy
 from op4ksr.loading import ModelSpec
 from pipeline.run.fetch import FETCHED_SCHEMA, FetchContext, FetchDecode
-from pipeline.run.records import MANIFEST_SCHEMA
-from pipeline.run.spec import ModelSource
+from pipeline.manifest.records import MANIFEST_SCHEMA
+from pipeline.fleet.spec import ModelSource
 from pipeline.storage import StorageSpec
 
 

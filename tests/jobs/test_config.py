@@ -50,7 +50,7 @@ def test_max_output_megapixels_auto_plans_or_says_what_is_missing():
 def test_inference_overrides_reach_the_resolved_options_and_the_params_hash():
     from jobs.specs import model_spec, output_params
     from op4ksr.loading import resolved_options
-    from pipeline.run.records import params_hash
+    from pipeline.manifest.records import params_hash
 
     plain = load_config()
     shifted = load_config([], ["model.decode_shift=true", "rfr.mode=base", "rfr.scale=2"])

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from op4ksr.extras import MissingExtraError, require
-from pipeline.run.records import MANIFEST_SCHEMA, new_record
+from pipeline.manifest.records import MANIFEST_SCHEMA, new_record
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = ("moto", "transformers", "peft", "skimage")  # the extras' packages (pyproject.toml)

@@ -144,7 +144,7 @@ def test_the_demo_backfill_succeeds_as_a_submitted_ray_job(ray_head, tmp_path):
     assert summary == {"inputs listed": "6", "ok": "6", "failed": "0"}, logs[-4000:]
     assert len(list((out / "images").rglob("*.png"))) == 6
     # The driver joined this head (RAY_ADDRESS) instead of starting a Ray of its own: the model
-    # actor's worker (the model stage, UpscaleActor inside pipeline/run/model_stage.py's WatchedStage)
+    # actor's worker (the model stage, UpscaleActor inside pipeline/fleet/model_stage.py's WatchedStage)
     # logged under the head's temp dir.
     worker_logs = (head_temp_dir / "session_latest" / "logs").glob("worker-*")
     assert any("WatchedStage" in path.read_text(errors="replace") for path in worker_logs)

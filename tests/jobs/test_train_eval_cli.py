@@ -10,7 +10,7 @@ from PIL import Image
 from jobs import bench_build, eval as eval_job, train as train_job
 from jobs.cli import main as cli_main
 from op4ksr.evaluation.evaluate import psnr_ssim_y
-from op4ksr.evaluation.tiling import upscale_tiled
+from op4ksr.inference.tiling import upscale_tiled
 from op4ksr.imageops import bicubic_resize
 from op4ksr.model import OP4KSR
 from op4ksr.errors import UserError

@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 
 from op4ksr.checkpoint import CheckpointError
 from op4ksr.model import OP4KSR, pack_latents, unpack_latents
-from op4ksr.inference.sizing import output_size
+from op4ksr.sizing import output_size
 from tests.tolerance import assert_forwards_close
 
 
