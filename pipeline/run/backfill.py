@@ -7,6 +7,7 @@ cost ledger, the summary and the report page.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
