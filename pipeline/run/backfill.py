@@ -23,6 +23,7 @@ from pipeline.ledger.cost import Prices
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
+from op4ksr.errors import UserError
 from pipeline.run.interrupted import RunInterrupted, interrupted_message
 from pipeline.manifest.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, write_inputs_parquet
@@ -93,6 +94,7 @@ class RunSummary:
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
     given_up: int = 0             # of `failed`: inputs given up (they killed their worker), not retried unless asked
+    stopped: str = ""             # why the run stopped before every listed input had its row ("": it did not)
 
 
 class ManifestWriter:
@@ -209,13 +211,14 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
                         failed=0 if spec.dry_run else due.given_up)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
-        actors_ended_at, pool, interrupted = time.time(), None, False
+        actors_ended_at, pool, stopped = time.time(), None, None
         if due_rows and not spec.dry_run:
             try:
                 actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
                                                  on_progress)
-            except KeyboardInterrupt:  # what was done is recorded and priced below (pipeline/run/interrupted.py)
-                actors_ended_at, interrupted = time.time(), True
+            except (KeyboardInterrupt, UserError) as err:  # Ctrl-C; no actor could start (ActorStartFailed/Timeout)
+                # what was done is recorded and priced below, and summary.json says why the rest has no row
+                actors_ended_at, stopped = time.time(), err
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -223,11 +226,14 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
 
             estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
                                         spec.model_id, spec.params_hash)
-        summary = _finish(spec, inputs, outputs, progress, prices or spec.prices, actors_ended_at, estimate, pool)
+        why = "" if stopped is None else ("interrupted (Ctrl-C)" if isinstance(stopped, KeyboardInterrupt) else str(stopped))
+        summary = _finish(spec, inputs, outputs, progress, prices or spec.prices, actors_ended_at, estimate, pool, why)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
                                      **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
-    if interrupted:
+    if isinstance(stopped, KeyboardInterrupt):
         raise RunInterrupted(interrupted_message(summary), summary)
+    if stopped is not None:
+        raise stopped
     return summary
 
 
@@ -246,7 +252,8 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
         # however the loop ends (done, given up, an error, Ctrl-C), the records' pump, the dataset's executor
         # and the pool watch's thread are stopped and joined before Ray shuts down (pool_watch.records)
         with ExecutorStop() as stop_executors, PoolWatch(roll, spec.pool) as watch, \
-                contextlib.closing(watch.records(iter_records(dataset, spec.pool), stop_executors)) as records:
+                contextlib.closing(watch.records(iter_records(dataset, spec.pool, _model_keys(spec)),
+                                                 stop_executors)) as records:
             for rows in records:
                 writer.add(rows)
                 telemetry.record(rows)
@@ -256,14 +263,23 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
         return time.time(), watch.report()  # the pool is released here, before Ray shuts down
 
 
+def _model_keys(spec: RunSpec) -> str:
+    """The config keys a model actor starts with, as the user wrote them (for ActorStartFailed)."""
+    model, peer = spec.model.spec, spec.model.peer
+    what = (f"peer.kind={peer.kind}, " + (f"peer.path={peer.path}" if peer.kind == "spandrel" else
+                                          f"peer.command={peer.command}") if peer else f"model.path={model.source}")
+    return (f"{what}, model.device={model.device}, model.dtype={model.dtype}, actors.num_gpus={spec.pool.num_gpus:g}, "
+            f"actors.warmup_shapes={[list(s) for s in spec.actor.warmup_shapes]}")
+
+
 def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: float, estimate: dict,
-            pool) -> RunSummary:
+            pool, stopped: str = "") -> RunSummary:
     """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
     (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`, or until they ended
     (`pool`: the run's PoolReport, None when no actor ran)."""
     run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
     run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
     record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
-                          progress.total, pool=dataclasses.asdict(pool) if pool else {})
+                          progress.total, pool=dataclasses.asdict(pool) if pool else {}, stopped=stopped)
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
     return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))

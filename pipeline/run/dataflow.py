@@ -6,6 +6,7 @@ returning manifest records, so `pipeline` never imports `actors` (docs/ARCHITECT
 """
 from __future__ import annotations
 
+import re
 import threading
 from typing import Callable, Iterator
 
@@ -14,6 +15,7 @@ import ray
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 from ray.data.block import BlockAccessor
 
+from op4ksr.errors import UserError
 from pipeline.run.fetch import FetchContext, FetchDecode
 from pipeline.fleet.model_stage import WatchedStage
 from pipeline.fleet.pool_watch import ActorStartTimeout
@@ -102,7 +104,11 @@ class ExecutorStop:
             executor.join(timeout=60)  # its loop ends at its next step once shut down
 
 
-def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dict]]:
+class ActorStartFailed(UserError):
+    """A model actor died in its constructor (a checkpoint it cannot load, a device it does not have)."""
+
+
+def iter_records(dataset: ray.data.Dataset, pool: PoolSpec, model_keys: str = "") -> Iterator[list[dict]]:
     """The dataset's manifest records, a block at a time; ActorStartTimeout if the pool cannot start.
 
     Blocks are read straight from the executor's output (`iter_internal_ref_bundles`), not through
@@ -113,6 +119,12 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
         for bundle in dataset.iter_internal_ref_bundles():
             for ref in bundle.block_refs:
                 yield BlockAccessor.for_block(ray.get(ref)).to_arrow().to_pylist()
+    except ray.exceptions.ActorDiedError as err:
+        if "creation task" not in str(err):
+            raise
+        raise ActorStartFailed(f"the model actor died while starting: {_last_line(str(err))}; check the keys it "
+                               f"starts with ({model_keys or 'model.*, peer.*, actors.*'}), then rerun (done images "
+                               "are kept)") from None
     except ray.exceptions.GetTimeoutError as err:
         if "starting actors" not in str(err):
             raise
@@ -120,6 +132,12 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
             f"{pool.min_actors} model actor(s) of {pool.resources_text()} did not "
             f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
+
+
+def _last_line(text: str) -> str:
+    """The exception line of a worker's traceback (its last non-empty line), colour codes removed."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None) -> FetchDecode:
