@@ -29,8 +29,11 @@ along x or y. A large image is scored in tiles of up to 1024 px that cover it, a
 tile counts (worst_tile in --json), so a pattern confined to one corner is seen; --heatmap
 draws that tile's autocorrelation.
 
-Prints a table, or one JSON object per line with --json. An unreadable file (or a missing
-reference) is reported on one line on stderr and the others go on; the exit status is then 1.
+Prints a table, or one JSON object per line with --json. An unreadable file (a symlink loop,
+a missing reference, an image smaller than the period) is reported on one line on stderr and
+the others go on; the exit status is then 1. A --period larger than a scored tile (1024 px) is
+refused, and a reference whose aspect ratio differs from the image's beyond one input pixel of
+rounding is scored with a warning (the excess then compares different pictures).
 
 examples:
   op4ksr periodicity out/images/ --reference in/

@@ -17,7 +17,9 @@ after its input with the output format's extension. No output is ever overwritte
 input's: when two inputs name one output (a.jpg and a.png in one folder, or two 1.jpg given
 from different folders), the first given owns it and the later one is refused by name and
 writes nothing. An output file that already exists is kept, and its input skipped, unless
---overwrite is given. A file that cannot be processed is reported on one line and the others
+--overwrite is given. Inputs are read-only: an --out that is an input folder (a symlink or ./
+counts) is refused before anything is written, --overwrite or not, and so is an output that
+would replace an input file; an --out inside an input folder is never read back as input. A file that cannot be processed is reported on one line and the others
 go on; the exit status is 0 only if no input failed or was refused. Any config key can be set
 with key=value (see configs/default.yaml).
 
