@@ -25,6 +25,7 @@ from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
 from op4ksr.errors import UserError
 from pipeline.run.interrupted import RunInterrupted, interrupted_message
+from pipeline.run.recovered import RecordedKeys, recovery_window, rows_from_reports
 from pipeline.manifest.layout import output_image_key, run_key
 from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, write_inputs_parquet
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
@@ -211,14 +212,17 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
                         failed=0 if spec.dry_run else due.given_up)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
-        actors_ended_at, pool, stopped = time.time(), None, None
+        actors_ended_at, pool, stopped, recorded = time.time(), None, None, RecordedKeys()
         if due_rows and not spec.dry_run:
             try:
                 actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
-                                                 on_progress)
+                                                 on_progress, recorded)
             except (KeyboardInterrupt, UserError) as err:  # Ctrl-C; no actor could start (ActorStartFailed/Timeout)
                 # what was done is recorded and priced below, and summary.json says why the rest has no row
                 actors_ended_at, stopped = time.time(), err
+                finished = rows_from_reports(outputs, spec.run_id, recorded, recovery_window(spec.pool))
+                writer.add(finished)  # done in flight: their reports were written, their rows never came back
+                progress.ok += len(finished)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -237,7 +241,7 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     return summary
 
 
-def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
+def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress, recorded=None):
     """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
     pool's PoolReport: pipeline/fleet/pool_watch.py)."""
     from pipeline.fleet.attempts import AttemptBook
@@ -256,6 +260,8 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
                                                  stop_executors)) as records:
             for rows in records:
                 writer.add(rows)
+                if recorded is not None:
+                    recorded.add(rows)
                 telemetry.record(rows)
                 for row in rows:
                     setattr(progress, row["status"], getattr(progress, row["status"]) + 1)

@@ -2,6 +2,7 @@
 exit status 130; the interrupted run's finished images are recorded and priced, so a resumed comparison
 prices every image it counts."""
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,9 @@ def test_ctrl_c_in_backfill_is_one_line_records_what_was_done_and_the_rerun_resu
     cost = pq.read_table(tmp_path / "out" / "runs" / "first" / "cost.parquet").to_pandas()
     done = cost[cost["status"] == "ok"]
     assert len(done) >= 1 and done["total_usd"].notna().all()  # what it finished is priced
+    # every image it finished has its row, those whose rows were in flight at Ctrl-C too (from their reports)
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "out" / "reports").glob("*.json")]
+    assert sorted(done["key"]) == sorted(r["key"] for r in reports if r["run_id"] == "first")
     monkeypatch.undo()
     assert cli(args[:-1] + ["run.id=second"]) == 0
     rows = pd.concat(pd.read_parquet(p) for p in (tmp_path / "out" / "runs" / "second" / "manifest").glob("*.parquet"))
