@@ -212,17 +212,10 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
                         failed=0 if spec.dry_run else due.given_up)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
-        actors_ended_at, pool, stopped, recorded = time.time(), None, None, RecordedKeys()
+        actors_ended_at, pool, stopped = time.time(), None, None
         if due_rows and not spec.dry_run:
-            try:
-                actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
-                                                 on_progress, recorded)
-            except (KeyboardInterrupt, UserError) as err:  # Ctrl-C; no actor could start (ActorStartFailed/Timeout)
-                # what was done is recorded and priced below, and summary.json says why the rest has no row
-                actors_ended_at, stopped = time.time(), err
-                finished = rows_from_reports(outputs, spec.run_id, recorded, recovery_window(spec.pool))
-                writer.add(finished)  # done in flight: their reports were written, their rows never came back
-                progress.ok += len(finished)
+            actors_ended_at, pool, stopped = _process_or_stop(spec, model_stage, outputs, traceparent, writer,
+                                                              telemetry, progress, on_progress)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -239,6 +232,22 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     if stopped is not None:
         raise stopped
     return summary
+
+
+def _process_or_stop(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
+    """_process's (when, pool, None); or, when the run stops early (Ctrl-C; no actor could start:
+    ActorStartFailed, ActorStartTimeout), (when, None, why) once the images it finished have their rows:
+    those in flight are recovered from their reports (pipeline/run/recovered.py). The finish phase then
+    records and prices what was done, and summary.json says why the rest has no row."""
+    recorded = RecordedKeys()
+    try:
+        return (*_process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress,
+                          recorded), None)
+    except (KeyboardInterrupt, UserError) as err:
+        finished = rows_from_reports(outputs, spec.run_id, recorded, recovery_window(spec.pool))
+        writer.add(finished)
+        progress.ok += len(finished)
+        return time.time(), None, err
 
 
 def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress, recorded=None):
