@@ -9,7 +9,7 @@ CORE := $(VENV)/.installed-core
 DEMO := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean browser peer-libs
+.PHONY: install demo test test-fast clean browser peer-libs exiftool
 
 # The interpreter is checked before pip runs: the pinned packages (numpy 2.4) need 3.11, and
 # pip's own error on 3.10 names no cause.
@@ -52,11 +52,18 @@ peer-libs:
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 libomp5 >/dev/null; fi; fi
 
-test: $(STAMP) browser peer-libs
+# The provenance tests read outputs' XMP with exiftool, a reader independent of ours: Debian's
+# libimage-exiftool-perl, installed here when missing and we are root (CI).
+exiftool:
+	@if ! command -v exiftool >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null; fi; fi
+
+test: $(STAMP) browser peer-libs exiftool
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP) peer-libs
+test-fast: $(STAMP) peer-libs exiftool
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output demo-identity .pytest_cache

@@ -16,7 +16,9 @@ import string
 import sys
 import types
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,20 +53,24 @@ class CommandFailed(RuntimeError):
 def peer_model_id(peer: PeerSpec) -> str:
     """The peer's model id, without running it: spandrel:<file name>@<sha256[:12] of the file>, or
     command:<program>@<sha256[:12] of the command line>; done checks compare it like an op4ksr model id."""
-    if peer.kind == "spandrel":
-        path = Path(peer.path)
-        if path.suffix != ".safetensors" or not path.is_file():
-            raise PeerError(f"peer.path={peer.path!r}: need an existing .safetensors checkpoint "
-                            "(convert a .pth with safetensors.torch.save_file(torch.load(...)))")
-        digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        return f"spandrel:{path.stem}@{digest.hexdigest()[:12]}"
-    if peer.kind == "command":
-        argv = _check_command(peer.command)
-        return f"command:{Path(argv[0]).name}@{hashlib.sha256(peer.command.encode()).hexdigest()[:12]}"
-    raise PeerError(f"peer.kind={peer.kind!r}: use spandrel or command (empty: the op4ksr model)")
+    return peer_kind(peer).model_id(peer)
+
+
+def _spandrel_model_id(peer: PeerSpec) -> str:
+    path = Path(peer.path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise PeerError(f"peer.path={peer.path!r}: need an existing .safetensors checkpoint "
+                        "(convert a .pth with safetensors.torch.save_file(torch.load(...)))")
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return f"spandrel:{path.stem}@{digest.hexdigest()[:12]}"
+
+
+def _command_model_id(peer: PeerSpec) -> str:
+    argv = _check_command(peer.command)
+    return f"command:{Path(argv[0]).name}@{hashlib.sha256(peer.command.encode()).hexdigest()[:12]}"
 
 
 PLACEHOLDERS = {"input": "/tmp/in.png", "output": "/tmp/out.png", "scale": 4}
@@ -248,24 +254,43 @@ def fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x if tuple(x.shape[-2:]) == tuple(size) else bicubic_resize(x, size).clamp(0, 1)
 
 
-class SpandrelActor(UpscaleActor):
-    """The model actor running a spandrel checkpoint (peer.kind=spandrel)."""
+@dataclass(frozen=True)
+class PeerKind:
+    """What differs between the kinds of peer (peer.kind): everything else is the model actor's."""
+
+    model_id: Callable[[PeerSpec], str]  # peer_model_id, without loading the peer
+    load: Callable[[PeerSpec, str], object]  # (peer, model.device) -> the model-like object
+    one_image_per_forward: bool  # a command that fails fails its own input only
+    warms_up: bool  # False: a process per image, nothing stays warm between images
+
+
+PEER_KINDS = {
+    "spandrel": PeerKind(_spandrel_model_id, SpandrelModel, one_image_per_forward=False, warms_up=True),
+    "command": PeerKind(_command_model_id, lambda peer, device: CommandModel(peer), one_image_per_forward=True,
+                        warms_up=False),
+}
+
+
+def peer_kind(peer: PeerSpec) -> PeerKind:
+    """The one place peer.kind is read."""
+    if peer.kind not in PEER_KINDS:
+        raise PeerError(f"peer.kind={peer.kind!r}: use {' or '.join(PEER_KINDS)} (empty: the op4ksr model)")
+    return PEER_KINDS[peer.kind]
+
+
+class PeerActor(UpscaleActor):
+    """The model actor running a peer (peer.* set) in the op4ksr model's place, as its kind says."""
 
     def load_model(self, model: ModelSource):
-        return load_peer(model.peer, model.spec.device)
-
-
-class CommandActor(UpscaleActor):
-    """The model actor running a command line per image (peer.kind=command)."""
-
-    def load_model(self, model: ModelSource):
-        return load_peer(model.peer, model.spec.device)
+        self.kind = peer_kind(model.peer)
+        return self.kind.load(model.peer, model.spec.device)
 
     def _warm_up(self, shapes) -> float:
-        return 0.0  # a process per image: nothing stays warm between images
+        return super()._warm_up(shapes) if self.kind.warms_up else 0.0
 
     def _run_group(self, group: list[dict], size: tuple[int, int]) -> list:
-        # one image per forward, so a command that fails fails its own input only
+        if not self.kind.one_image_per_forward:
+            return super()._run_group(group, size)
         futures = []
         for record in group:
             futures += super()._run_group([record], size)
@@ -274,11 +299,9 @@ class CommandActor(UpscaleActor):
 
 def load_peer(peer: PeerSpec, device: str):
     """The peer as a model object (`op4ksr eval` scores it like the op4ksr model)."""
-    return SpandrelModel(peer, device) if peer.kind == "spandrel" else CommandModel(peer)
+    return peer_kind(peer).load(peer, device)
 
 
 def model_stage(model: ModelSource):
     """The actor class for a model source: the op4ksr UpscaleActor, or the peer's."""
-    if model.peer is None:
-        return UpscaleActor
-    return {"spandrel": SpandrelActor, "command": CommandActor}[model.peer.kind]
+    return UpscaleActor if model.peer is None else PeerActor

@@ -17,13 +17,14 @@ import pyarrow as pa
 import torch
 
 import op4ksr
+from actors.provenance import OutputStamper, sidecar_key
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.quality import no_reference_scores, quality_report
 from pipeline.manifest.layout import report_key
 from pipeline.storage.materialise import load_materialised
 from pipeline.fleet.pool_watch import worker_id
-from pipeline.manifest.records import failed, manifest_table
+from pipeline.manifest.records import failed, manifest_table, stage_clock
 from pipeline.fleet.spec import ActorOptions, ModelSource
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
@@ -48,6 +49,7 @@ class UpscaleActor:
         self.warmup_seconds = self._warm_up(options.warmup_shapes or ((8 * self.period_px, 8 * self.period_px),))
         self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id,
                            "params_hash": options.params_hash}
+        self.stamper = OutputStamper(options.provenance, self.model.model_id, options.params_hash)
         self.actor_fields = {"actor_id": self.actor_id, "device": str(self.model.device),
                              "actor_started_at": self.started_at, "actor_load_seconds": self.load_seconds,
                              "actor_warmup_seconds": self.warmup_seconds}
@@ -103,7 +105,7 @@ class UpscaleActor:
             record.update(report.as_dict(), t_model=elapsed, gpu_seconds=share, model_started_at=started_at,
                           actor_id=self.actor_id)
             try:
-                record.update(_no_reference_quality(rgb, lr, record))
+                _no_reference_quality(rgb, lr, record)
             except Exception as err:  # noqa: BLE001 - visible in the manifest; the batch goes on
                 failed(record, err)
                 continue
@@ -111,39 +113,36 @@ class UpscaleActor:
         return futures
 
     def _encode_and_upload(self, record: dict, image, rgb: torch.Tensor, size: tuple[int, int]) -> None:
-        cpu0 = time.thread_time()
         record["encode_started_at"] = time.time()
         try:
             opts = self.options
-            alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
-            start = time.perf_counter()
-            data = encode_image(finish_output(rgb, alpha), image, opts.output_format, alpha=alpha,
-                                quality=opts.quality, png_compress_level=opts.png_compress_level,
-                                provenance=self.provenance)
-            record.update(t_encode=time.perf_counter() - start, cpu_encode_seconds=time.thread_time() - cpu0)
-            start = time.perf_counter()
-            self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
-            cpu_now = time.thread_time()
-            record.update(status="ok", bytes_out=len(data), t_upload=time.perf_counter() - start, requests_put=2,
-                          cpu_upload_seconds=cpu_now - cpu0 - record["cpu_encode_seconds"],
-                          cpu_seconds=(record.get("cpu_seconds") or 0.0) + cpu_now - cpu0)
+            with stage_clock(record, "encode"):
+                alpha = None if image.alpha is None else bicubic_resize(image.alpha[None], size)[0].clamp(0, 1)
+                data, sidecar = self.stamper.stamp(record, image, lambda xmp: encode_image(
+                    finish_output(rgb, alpha), image, opts.output_format, alpha=alpha, quality=opts.quality,
+                    png_compress_level=opts.png_compress_level, provenance=self.provenance, xmp=xmp),
+                    CONTENT_TYPES[opts.output_format])  # labelled, and signed when there is an identity
+            # the label's and the signature's CPU is a stage of its own (CPU provenance), not the encode's
+            record["cpu_encode_seconds"] -= record["cpu_provenance_seconds"]
+            with stage_clock(record, "upload"):
+                if sidecar is not None:  # first: an output whose manifest is beside it is never there without it
+                    self.output.put(sidecar_key(record["output_key"]), sidecar, "application/c2pa")
+                self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
+            record.update(status="ok", bytes_out=len(data) + len(sidecar or b""), requests_put=2 + (sidecar is not None))
             report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
             record["bytes_out"] += len(report)
             # the report is written after the image: a report always implies a whole image
             self.output.put(report_key(record["key"]), report, "application/json")
         except Exception as err:  # noqa: BLE001
             failed(record, err)
-            record["cpu_seconds"] = (record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0
 
 
-def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict) -> dict:
+def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict) -> None:
     """NIQE and colour shift of one output (3, H, W) on the CPU, outside the device lock, and their
-    cost: wall seconds, and this thread's CPU seconds added to the image's (docs/QUALITY.md)."""
-    cpu0, start = time.thread_time(), time.perf_counter()
-    scores = no_reference_scores(rgb[None], lr[None])[0]
-    cpu = time.thread_time() - cpu0
-    return scores | {"t_quality": time.perf_counter() - start, "cpu_quality_seconds": cpu,
-                     "cpu_seconds": (record.get("cpu_seconds") or 0.0) + cpu}
+    cost: t_quality and this thread's CPU seconds, added to the image's (docs/QUALITY.md)."""
+    with stage_clock(record, "quality"):
+        scores = no_reference_scores(rgb[None], lr[None])[0]
+    record.update(scores)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -466,7 +466,7 @@ def setup(args, budget: Budget) -> tuple[OP4KSR, dict]:
     with torch.device("meta"):
         from op4ksr.vae import F16AutoencoderKL
 
-        meta_vae = F16AutoencoderKL(**preset.vae)
+        meta_vae = F16AutoencoderKL(**preset.vae.config())
     settings = {"dtype": str(BASE_MODES[args.base_mode]).removeprefix("torch."),
                 "attention_requested": args.attention, "attention": backend, "attention_trials_seconds": trials,
                 "compile": bool(args.compile), "compiled_blocks": compiled, "compile_fullgraph": bool(args.compile),

@@ -45,9 +45,9 @@ def write_synthetic(root: Path, double: int, single: int, shards: int, seed: int
     from op4ksr.transformer import RFRFluxTransformer2DModel
     from op4ksr.vae import F16AutoencoderKL
 
-    config = {**get_preset("flux-dev").transformer, "num_layers": double, "num_single_layers": single}
+    config = {**get_preset("flux-dev").transformer.config(), "num_layers": double, "num_single_layers": single}
     transformer = meta_component(RFRFluxTransformer2DModel, config)
-    vae = meta_component(F16AutoencoderKL, {**FLUX_VAE, "input_stride": 2})
+    vae = meta_component(F16AutoencoderKL, {**FLUX_VAE.config(), "input_stride": 2})
     generator = torch.Generator().manual_seed(seed)
 
     def random(shape):

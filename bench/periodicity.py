@@ -25,7 +25,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: jobs.config
 
 from jobs.config import load_config  # noqa: E402
-from op4ksr.quality.periodicity import DEFAULT_CROP, quality_report  # noqa: E402
+from op4ksr.quality.periodicity import DEFAULT_CROP  # noqa: E402
+from op4ksr.quality.periodicity_report import quality_report  # noqa: E402
 
 CORNER = 768  # px; side of the corner the confined pattern covers (not aligned with the report's tiles)
 

@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.synthetic_images
 
-from op4ksr.quality.periodicity import MAPS, OVER_K, quality_report  # noqa: E402
+from op4ksr.quality.periodicity import MAPS, OVER_K  # noqa: E402
+from op4ksr.quality.periodicity_report import quality_report  # noqa: E402
 from tests.synthetic_images import (  # noqa: E402
     BASES, base_image, degraded_pair, inject, periodic_pattern, tiled_upscale)
 

@@ -24,6 +24,8 @@ COMMANDS = {
     "import": ("jobs.import_weights", "build a checkpoint from public Flux weights: pipeline folder, F16 VAE, LoRA"),
     "cost": ("jobs.cost", "cost per image, per run and per catalog from the runs' cost ledgers; a chart"),
     "report": ("jobs.report", "rebuild a run's cost.parquet, summary.json and report.html from its manifest"),
+    "verify": ("jobs.verify", "check outputs' signed C2PA manifests: signature, hash binding, trust, parent, source type"),
+    "provenance": ("jobs.provenance", "provenance tools: test-identity DIR makes a throwaway signing identity"),
     "compare": ("jobs.compare", "run variants (models, settings, other upscalers) over one sample of a catalog, side by side"),
 }
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from op4ksr.images.formats import FORMATS
+from op4ksr.loading import DType, FidelityMode, RFRMode
 from op4ksr.presets import PRESETS
+from op4ksr.provenance.lineage import ALGORITHMS, SOURCE_TYPES
+from pipeline.fleet.spec import PeerKindName
 
 NUMBER = float  # a Rule's kind for any number (whole or not)
 
@@ -93,8 +97,11 @@ def _number(low=None, high=None, **kw) -> Rule:
 _PROBABILITY = _number(0, 1)
 
 RULES: dict[str, Rule] = {
-    "output.format": Rule(str, choices=("png", "jpeg", "webp", "tiff")),
-    "peer.kind": Rule(str, choices=("", "spandrel", "command")),
+    "output.format": Rule(str, choices=tuple(FORMATS)),
+    "provenance.digital_source_type": Rule(str, choices=("auto", *SOURCE_TYPES)),
+    "provenance.algorithm": Rule(str, choices=ALGORITHMS),
+    "provenance.tsa_url": Rule(str, pattern=r"(https?://\S+)?", hint="empty or an http(s):// URL"),
+    "peer.kind": Rule(str, choices=("", *get_args(PeerKindName))),
     "peer.tile": _whole(0),
     "peer.tile_overlap": _whole(0),
     "peer.timeout_s": _number(0, low_open=True),
@@ -104,12 +111,12 @@ RULES: dict[str, Rule] = {
     "output.png_compress_level": _whole(0, 9),
     "storage.max_attempts": _whole(1),
     "model.preset": Rule(str, choices=tuple(PRESETS)),
-    "model.dtype": Rule(str, choices=("float32", "bfloat16", "float16")),
+    "model.dtype": Rule(str, choices=get_args(DType)),
     "model.device": Rule(str, pattern=r"auto|cpu|cuda(:\d+)?|mps", hint="auto, cpu, cuda, cuda:N, mps"),
     "model.seed": _whole(0),
     "model.vae_decode_partitions": _whole(0),
     "model.decode_shift": Rule(bool, null=True),
-    "rfr.mode": Rule(str, choices=("none", "base", "ntk"), null=True),
+    "rfr.mode": Rule(str, choices=get_args(RFRMode), null=True),
     "rfr.scale": _number(0, low_open=True, null=True),
     "sr.scale": _number(0, low_open=True),
     "sr.long_side": _whole(1, null=True),
@@ -117,7 +124,7 @@ RULES: dict[str, Rule] = {
     "sr.max_output_megapixels": _number(0, low_open=True, auto=True),
     "sr.max_input_megapixels": _number(0, low_open=True),
     "sr.device_memory_gb": _number(0, low_open=True, null=True),
-    "sr.fidelity": Rule(str, choices=("none", "wavelet", "adain", "backproject"), null=True),
+    "sr.fidelity": Rule(str, choices=get_args(FidelityMode), null=True),
     "sr.fidelity_levels": _whole(1, null=True),
     "sr.fidelity_strength": _number(0, 1, null=True),
     "sr.fidelity_iterations": _whole(1, null=True),

@@ -72,7 +72,7 @@ def score(x, x_lr, period: int, threshold: float, max_k: int) -> tuple[dict, tup
     """(row, box): the image's score record from the worst of the tiles covering it (the library's
     score_tiles, as the pipeline's quality report: ap_excess over x_lr's bicubic upscale, or the
     absolute score when x_lr is None), and that tile's (top, left, height, width) for the heatmap."""
-    from op4ksr.quality.periodicity import score_tiles
+    from op4ksr.quality.periodicity_report import score_tiles
 
     tiles = score_tiles(x, x_lr, period, max_k=max_k)
     worst = int(tiles.worst()[0, 0])

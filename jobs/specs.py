@@ -8,13 +8,17 @@ from __future__ import annotations
 import functools
 import json
 
+from omegaconf import OmegaConf
+
 from jobs.config import ConfigError
 from jobs.config_checks import check_device, check_warmup_shapes
 from jobs.config_rules import RULES, value_problems
 from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
+from op4ksr.provenance.lineage import source_type_for
 from op4ksr.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
 from pipeline.manifest.records import params_hash
+from pipeline.fleet.signing import PemSource, ProvenanceOptions, SigningSpec
 from pipeline.fleet.spec import ActorOptions, ModelSource, PeerSpec, PoolSpec
 from pipeline.run.spec import RunSpec
 from pipeline.storage import S3Credentials, StorageSpec, normalise_uri
@@ -109,14 +113,43 @@ def pool_spec(cfg) -> PoolSpec:
                     max_attempts_per_input=int(cfg.pipeline.max_attempts_per_input))
 
 
-def actor_options(cfg, output: StorageSpec, params: str) -> ActorOptions:
+def _pem_source(cfg, key: str, credentials: S3Credentials | None) -> PemSource:
+    location = str(OmegaConf.select(cfg, key))
+    if "://" not in location:
+        return PemSource(key, location)
+    folder, _, name = location.rpartition("/")
+    return PemSource(key, location, storage_spec(cfg, folder + "/", credentials), name)
+
+
+def signing_spec(cfg, credentials: S3Credentials | None = None) -> SigningSpec | None:
+    """Where provenance.* says the signing identity lies (None: no C2PA manifests); nothing read yet."""
+    p = cfg.provenance
+    if not p.cert_chain and not p.private_key:
+        return None
+    if not p.cert_chain or not p.private_key:
+        missing = "provenance.cert_chain" if not p.cert_chain else "provenance.private_key"
+        raise ConfigError(f"{missing} is empty: set both provenance.cert_chain and provenance.private_key, or neither")
+    return SigningSpec(cert_chain=_pem_source(cfg, "provenance.cert_chain", credentials),
+                       private_key=_pem_source(cfg, "provenance.private_key", credentials),
+                       algorithm=str(p.algorithm), tsa_url=str(p.tsa_url))
+
+
+def provenance_options(cfg, credentials: S3Credentials | None = None) -> ProvenanceOptions:
+    """provenance.*: the source type for this config's model (auto: by its kind) and the signing spec."""
+    kind = str(cfg.peer.kind or "op4ksr")
+    return ProvenanceOptions(digital_source_type=source_type_for(str(cfg.provenance.digital_source_type), kind),
+                             signing=signing_spec(cfg, credentials), embed=bool(cfg.provenance.embed))
+
+
+def actor_options(cfg, output: StorageSpec, params: str, credentials: S3Credentials | None = None) -> ActorOptions:
     return ActorOptions(output=output, output_format=cfg.output.format, quality=int(cfg.output.quality),
                         png_compress_level=int(cfg.output.png_compress_level),
                         report_threshold=float(cfg.report.threshold), period_px=cfg.report.period_px,
                         max_lag_multiple=int(cfg.report.max_lag_multiple),
                         warmup_shapes=tuple(tuple(s) for s in cfg.actors.warmup_shapes),
                         upload_threads=int(cfg.actors.upload_threads), params_hash=params,
-                        torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None)
+                        torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None,
+                        provenance=provenance_options(cfg, credentials))
 
 
 def model_reader(cfg, credentials: S3Credentials | None = None):
@@ -220,7 +253,8 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
     return RunSpec(
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
-        actor=actor_options(cfg, output, params_hash(output_params(cfg, options))),
+        # the signing identity is not in params_hash: a new certificate re-signs nothing (docs/PROVENANCE.md)
+        actor=actor_options(cfg, output, params_hash(output_params(cfg, options)), credentials),
         size=size, pool=pool_spec(cfg),
         limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,

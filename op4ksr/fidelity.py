@@ -43,6 +43,24 @@ class Fidelity:
         if not 0 <= self.strength <= 1:
             raise UserError(f"fidelity strength must be in [0, 1], got {self.strength}")
 
+    def options(self) -> dict:
+        """These settings as inference options (a checkpoint's model_index.json "inference", sr.fidelity*)."""
+        return {OPTION_NAMES[name]: getattr(self, name) for name in OPTION_NAMES}
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Fidelity":
+        """The Fidelity of saved or resolved inference options; absent keys take the defaults above
+        (which op4ksr.loading.SAVED_OPTIONS repeats, without torch: tests/op4ksr/test_fidelity.py ties them)."""
+        d = cls()
+        return cls(options.get("fidelity", d.mode), int(options.get("fidelity_levels", d.levels)),
+                   float(options.get("fidelity_strength", d.strength)),
+                   int(options.get("fidelity_iterations", d.iterations)))
+
+
+# the inference option of each setting
+OPTION_NAMES = {"mode": "fidelity", "levels": "fidelity_levels", "strength": "fidelity_strength",
+                "iterations": "fidelity_iterations"}
+
 
 def wavelet_blur(x: torch.Tensor, dilation: int) -> torch.Tensor:
     """(B, C, H, W) x smoothed by the 3x3 binomial kernel dilated `dilation` px (replicate borders)."""

@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from op4ksr.errors import UserError
 from op4ksr.presets import DEFAULT_MODEL, PRESETS, SHIPPED_CHECKPOINTS, preset_model_id
@@ -29,14 +29,21 @@ class ModelNotFoundError(UserError):
     """A model source names nothing that can be loaded; the message says what would."""
 
 
+# The choices of the config keys these specs carry, written once: jobs/config_rules.py reads them,
+# and tests/jobs/test_config.py ties them to the library's own (op4ksr.rope, op4ksr.fidelity, op4ksr.model).
+RFRMode = Literal["none", "base", "ntk"]  # rfr.mode
+FidelityMode = Literal["none", "wavelet", "adain", "backproject"]  # sr.fidelity
+DType = Literal["float32", "bfloat16", "float16"]  # model.dtype
+
+
 @dataclass(frozen=True, kw_only=True)
 class InferenceOptions:
     """Settings that change an output's pixels but not the weights. None: the checkpoint's saved value."""
 
-    rfr_mode: str | None = None  # none | base | ntk (op4ksr.rope)
+    rfr_mode: RFRMode | None = None  # op4ksr.rope
     rfr_scale: float | None = None
     decode_shift: bool | None = None  # UltraFlux's partitioned-decoder offset (+1 row, +1 column; op4ksr.vae)
-    fidelity: str | None = None  # none | wavelet | adain | backproject (op4ksr.fidelity)
+    fidelity: FidelityMode | None = None  # op4ksr.fidelity
     fidelity_levels: int | None = None
     fidelity_strength: float | None = None
     fidelity_iterations: int | None = None
@@ -48,7 +55,9 @@ class InferenceOptions:
         return {k: v for k, v in asdict(self).items() if k in SAVED_OPTIONS and v is not None}
 
 
-# options a checkpoint saves, with the value a checkpoint that predates the option has
+# options a checkpoint saves, with the value a checkpoint that predates the option has; the fidelity
+# ones are op4ksr.fidelity.Fidelity's defaults, repeated here to keep this module torch-free
+# (tests/op4ksr/test_fidelity.py ties the two)
 SAVED_OPTIONS = {"rfr_mode": "none", "rfr_scale": 1.0, "decode_shift": False,
                  "fidelity": "none", "fidelity_levels": 4, "fidelity_strength": 1.0, "fidelity_iterations": 10}
 
@@ -58,7 +67,7 @@ class ModelSpec:
     """What to load: a source (folder, run folder, shipped name or preset) and how to run it."""
 
     source: str = DEFAULT_MODEL
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: DType = "float32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # a preset's random weights
     options: InferenceOptions = field(default_factory=InferenceOptions)

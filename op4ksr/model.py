@@ -189,10 +189,11 @@ class OP4KSR(nn.Module):
         torch.manual_seed(seed)
         try:
             with torch.device(device), _default_dtype(dtype):
-                vae = F16AutoencoderKL(**preset.vae)
-                transformer = RFRFluxTransformer2DModel(**preset.transformer, rfr_mode=rfr_mode, rfr_scale=rfr_scale)
-                prompt = torch.randn(1, preset.prompt_tokens, preset.transformer["joint_attention_dim"])
-                pooled = torch.randn(1, preset.transformer["pooled_projection_dim"])
+                vae = F16AutoencoderKL(**preset.vae.config())
+                transformer = RFRFluxTransformer2DModel(**preset.transformer.config(), rfr_mode=rfr_mode,
+                                                        rfr_scale=rfr_scale)
+                prompt = torch.randn(1, preset.prompt_tokens, preset.transformer.joint_attention_dim)
+                pooled = torch.randn(1, preset.transformer.pooled_projection_dim)
         finally:
             torch.random.set_rng_state(generator_state)
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
@@ -224,7 +225,7 @@ class OP4KSR(nn.Module):
                     index.get("timestep", 1.0), index.get("guidance", 1.0), index.get("scale", 4),
                     name=index.get("name", root.name), model_id=model_id)
         model.vae.set_decode_shift(bool(index.get("inference", {}).get("decode_shift", False)))
-        model.fidelity = _saved_fidelity(index.get("inference", {}))
+        model.fidelity = Fidelity.from_options(index.get("inference", {}))
         return model.to(device=device, dtype=dtype).eval()
 
     # --- inference options --------------------------------------------------------------------
@@ -232,10 +233,8 @@ class OP4KSR(nn.Module):
     def inference_options(self) -> dict:
         """The inference options in effect, as a checkpoint saves them (op4ksr.loading.SAVED_OPTIONS)."""
         cfg = self.transformer.config
-        fid = self.fidelity
         return {"rfr_mode": cfg.rfr_mode, "rfr_scale": float(cfg.rfr_scale), "decode_shift": self.vae.decode_shift,
-                "fidelity": fid.mode, "fidelity_levels": fid.levels, "fidelity_strength": fid.strength,
-                "fidelity_iterations": fid.iterations}
+                **self.fidelity.options()}
 
     def configure(self, options) -> "OP4KSR":
         """Apply an op4ksr.loading.InferenceOptions (None fields keep the saved values); returns self."""
@@ -248,7 +247,7 @@ class OP4KSR(nn.Module):
         if options.attention_backend:
             self.transformer.set_attention_backend(options.attention_backend)
         self.decode_partitions = int(options.decode_partitions)
-        self.fidelity = _saved_fidelity(wanted)
+        self.fidelity = Fidelity.from_options(wanted)
         return self
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -288,15 +287,6 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def _saved_fidelity(options: dict) -> Fidelity:
-    """The Fidelity of saved/resolved inference options; absent keys take Fidelity's defaults (which
-    op4ksr.loading.SAVED_OPTIONS repeats for checkpoints that predate the option)."""
-    d = Fidelity()
-    return Fidelity(options.get("fidelity", d.mode), int(options.get("fidelity_levels", d.levels)),
-                    float(options.get("fidelity_strength", d.strength)),
-                    int(options.get("fidelity_iterations", d.iterations)))
-
-
 def _load_prompt_embeds(path: Path, device) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -322,9 +312,7 @@ def parse_dtype(name: str) -> torch.dtype:
 def estimate_tflop(height: int, width: int, preset: str = "flux-dev") -> float:
     """Transformer TFLOP of one forward at a (height, width) output: 24nd^2 + 4n^2d per block."""
     p = get_preset(preset)
-    t, v = p.transformer, p.vae
-    token_px = v["input_stride"] * 2 ** (len(v["block_out_channels"]) - 1) * PACK
-    d = t["attention_head_dim"] * t["num_attention_heads"]
+    t, token_px, d = p.transformer, p.vae.factor * PACK, p.transformer.width
     n = math.ceil(height / token_px) * math.ceil(width / token_px) + p.prompt_tokens
-    blocks = t["num_layers"] + t["num_single_layers"]
+    blocks = t.num_layers + t.num_single_layers
     return blocks * (24 * n * d * d + 4 * n * n * d) / 1e12

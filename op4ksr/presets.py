@@ -5,14 +5,85 @@ FLUX.1-dev transformer sizes (19 double + 38 single blocks, width 3072) and the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerParams:
+    """The RFR Flux transformer's sizes (diffusers' FluxTransformer2DModel arguments), checked once here."""
+
+    num_layers: int  # double-stream blocks
+    num_single_layers: int
+    attention_head_dim: int
+    num_attention_heads: int
+    joint_attention_dim: int  # the prompt embeddings' width
+    pooled_projection_dim: int
+    guidance_embeds: bool
+    axes_dims_rope: tuple[int, int, int]  # RoPE dims of (text, row, column); they add up to a head
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_layers", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+                  "pooled_projection_dim")
+        if self.num_single_layers < 0:
+            raise ValueError(f"num_single_layers={self.num_single_layers} must be at least 0")
+        if len(self.axes_dims_rope) != 3 or any(d <= 0 or d % 2 for d in self.axes_dims_rope) \
+                or sum(self.axes_dims_rope) != self.attention_head_dim:
+            raise ValueError(f"axes_dims_rope={self.axes_dims_rope} must be three positive even dims adding up to "
+                             f"attention_head_dim={self.attention_head_dim}")
+
+    @property
+    def width(self) -> int:
+        return self.attention_head_dim * self.num_attention_heads
+
+    def config(self) -> dict:
+        """The keyword arguments of the transformer's constructor."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAEParams:
+    """The F16 VAE's sizes (op4ksr.vae.F16AutoencoderKL arguments), checked once here."""
+
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int
+    latent_channels: int
+    norm_num_groups: int
+    scaling_factor: float
+    shift_factor: float
+    use_quant_conv: bool
+    use_post_quant_conv: bool
+    mid_block_add_attention: bool
+    input_stride: int  # 2: the F16 VAE (16x per side); 1: an 8x one
+
+    def __post_init__(self) -> None:
+        _positive(self, "layers_per_block", "latent_channels", "norm_num_groups")
+        if not self.block_out_channels or any(c <= 0 or c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"block_out_channels={self.block_out_channels} must be positive multiples of "
+                             f"norm_num_groups={self.norm_num_groups}")
+        if self.input_stride not in (1, 2):
+            raise ValueError(f"input_stride={self.input_stride} must be 1 or 2")
+
+    @property
+    def factor(self) -> int:
+        """Image px per latent cell, per side."""
+        return self.input_stride * 2 ** (len(self.block_out_channels) - 1)
+
+    def config(self) -> dict:
+        """The keyword arguments of the VAE's constructor."""
+        return asdict(self)
+
+
+def _positive(params, *names: str) -> None:
+    for name in names:
+        if getattr(params, name) <= 0:
+            raise ValueError(f"{name}={getattr(params, name)} must be positive")
 
 
 @dataclass(frozen=True)
 class Preset:
-    transformer: dict
-    vae: dict
+    transformer: TransformerParams
+    vae: VAEParams
     prompt_tokens: int
     # one-step sampling constants (the paper leaves them open; the project makes them config)
     timestep: float = 1.0
@@ -21,7 +92,7 @@ class Preset:
     extra: dict = field(default_factory=dict)
 
 
-FLUX_VAE = dict(
+FLUX_VAE = VAEParams(
     block_out_channels=(128, 256, 512, 512),
     layers_per_block=2,
     latent_channels=16,
@@ -36,7 +107,7 @@ FLUX_VAE = dict(
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        transformer=dict(
+        transformer=TransformerParams(
             num_layers=1,
             num_single_layers=1,
             attention_head_dim=16,
@@ -46,11 +117,11 @@ PRESETS: dict[str, Preset] = {
             guidance_embeds=True,
             axes_dims_rope=(4, 6, 6),
         ),
-        vae=dict(FLUX_VAE, block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=16),
+        vae=replace(FLUX_VAE, block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=16),
         prompt_tokens=8,
     ),
     "flux-dev": Preset(
-        transformer=dict(
+        transformer=TransformerParams(
             num_layers=19,
             num_single_layers=38,
             attention_head_dim=128,
@@ -60,7 +131,7 @@ PRESETS: dict[str, Preset] = {
             guidance_embeds=True,
             axes_dims_rope=(16, 56, 56),
         ),
-        vae=dict(FLUX_VAE),
+        vae=FLUX_VAE,
         prompt_tokens=512,
     ),
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from op4ksr.model import OP4KSR
-from op4ksr.quality.periodicity import DEFAULT_THRESHOLD, quality_report
+from op4ksr.quality.periodicity_report import DEFAULT_THRESHOLD, quality_report
 from op4ksr.sizing import output_size
 
 

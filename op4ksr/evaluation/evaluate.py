@@ -17,7 +17,7 @@ import torch
 
 from op4ksr.evaluation.benchset import read_manifest
 from op4ksr.imageops import bicubic_resize
-from op4ksr.quality.periodicity import DEFAULT_THRESHOLD
+from op4ksr.quality.periodicity_report import DEFAULT_THRESHOLD
 from op4ksr.inference.tiling import upscale_tiled
 
 TINY_TRAINED = Path(__file__).resolve().parents[1] / "assets" / "tiny-trained"  # the shipped demo checkpoint
@@ -135,7 +135,7 @@ def _run_with_fidelity(method: str, item: BenchItem, model, tile: int, overlap: 
 def evaluate(items: list[BenchItem], methods: list[str], scale: int, model=None, tile: int = 32,
              overlap: int = 8, period_px: int = 32, threshold: float = DEFAULT_THRESHOLD) -> tuple[list[dict], dict]:
     """(rows, outputs): one metrics row per (image, method), and outputs[method][image] for pictures."""
-    from op4ksr.quality.periodicity import quality_report
+    from op4ksr.quality.periodicity_report import quality_report
 
     rows, outputs = [], {m: {} for m in methods}
     for item in items:

@@ -12,6 +12,7 @@ hash) is written into the output's metadata.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -47,6 +48,8 @@ class DecodedImage:
     exif: bytes | None = None
     xmp: bytes | None = None
     info: dict = field(default_factory=dict)  # notes for the output's provenance, e.g. {"source_frames": 3}
+    source_sha256: str | None = None  # of the encoded bytes decoded: the output's lineage names it
+    source_bytes: bytes | None = field(default=None, repr=False)  # kept only when a C2PA manifest will need them
 
     @property
     def size(self) -> tuple[int, int]:
@@ -90,6 +93,7 @@ def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from err
     if frames > 1:
         decoded.info.update(source_frames=frames, frame_used=0)
+    decoded.source_sha256 = hashlib.sha256(data).hexdigest()
     return decoded
 
 
@@ -195,10 +199,13 @@ def encode_image(
     quality: int = 95,
     png_compress_level: int = 1,
     provenance: dict | None = None,
+    xmp: bytes | None = None,
 ) -> bytes:
-    """Encoded bytes of an output image (3, H, W) in [0, 1], with the source's colour, mode and metadata."""
+    """Encoded bytes of an output image (3, H, W) in [0, 1], with the source's colour, mode and metadata;
+    `xmp`: the output's XMP packet (op4ksr.provenance.xmp.merged_xmp), by default the source's."""
     if fmt not in FORMATS:
         raise ValueError(f"output format {fmt!r} is not one of {', '.join(FORMATS)}")
+    xmp = source.xmp if xmp is None else xmp
     provenance = {**(provenance or {}), **source.info}
     description = json.dumps(provenance, sort_keys=True)
     software = f"op4ksr {provenance.get('version', '')}".strip()
@@ -210,9 +217,9 @@ def encode_image(
     if source.bit_depth == 16 and fmt in ("png", "tiff"):
         samples = _samples16(rgb, alpha, source.grayscale)
         if fmt == "png":
-            return png16.write_png(samples, icc_profile=source.icc_profile, exif=exif.tobytes(), xmp=source.xmp,
+            return png16.write_png(samples, icc_profile=source.icc_profile, exif=exif.tobytes(), xmp=xmp,
                                    text={"op4ksr": description}, compress_level=png_compress_level)
-        return _write_tiff16(samples, source, description, software)
+        return _write_tiff16(samples, source, description, software, xmp)
     img = _to_pil(rgb, alpha, source, fmt)
     options: dict = {"exif": exif.tobytes()}
     if source.icc_profile:
@@ -220,14 +227,14 @@ def encode_image(
     if fmt == "png":
         text = PngImagePlugin.PngInfo()
         text.add_text("op4ksr", description)
-        if source.xmp:
-            text.add_itxt("XML:com.adobe.xmp", source.xmp.decode("utf-8", "replace"))
+        if xmp:
+            text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
         options.update(pnginfo=text, compress_level=png_compress_level)
     elif fmt in ("jpeg", "webp"):
-        options.update(quality=quality, **({"xmp": source.xmp} if source.xmp else {}))
+        options.update(quality=quality, **({"xmp": xmp} if xmp else {}))
     elif fmt == "tiff":
-        if source.xmp:
-            exif[XMP_TAG] = source.xmp  # a TIFF's EXIF is its first IFD, where XMP lives too
+        if xmp:
+            exif[XMP_TAG] = xmp  # a TIFF's EXIF is its first IFD, where XMP lives too
         options.update(compression="tiff_deflate", exif=exif)
     out = io.BytesIO()
     img.save(out, format=FORMATS[fmt], **options)
@@ -243,7 +250,8 @@ def _samples16(rgb: torch.Tensor, alpha: torch.Tensor | None, grayscale: bool) -
     return (torch.cat(planes).permute(1, 2, 0).numpy() * 65535 + 0.5).astype(np.uint16)
 
 
-def _write_tiff16(samples: np.ndarray, source: DecodedImage, description: str, software: str) -> bytes:
+def _write_tiff16(samples: np.ndarray, source: DecodedImage, description: str, software: str,
+                  xmp: bytes | None) -> bytes:
     """A deflate TIFF of 16-bit samples with the ICC profile, XMP and provenance (other EXIF tags are not kept)."""
     import tifffile
 
@@ -254,7 +262,7 @@ def _write_tiff16(samples: np.ndarray, source: DecodedImage, description: str, s
                      extrasamples=("unassalpha",) if samples.shape[-1] in (2, 4) else None,
                      compression="zlib", iccprofile=source.icc_profile, description=description,
                      software=software, metadata=None,
-                     extratags=[(XMP_TAG, 1, len(source.xmp), source.xmp, True)] if source.xmp else ())
+                     extratags=[(XMP_TAG, 1, len(xmp), xmp, True)] if xmp else ())
     return out.getvalue()
 
 

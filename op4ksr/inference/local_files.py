@@ -7,6 +7,8 @@ from typing import Callable, Iterable, Iterator
 
 from op4ksr.errors import InputsAreReadOnly
 from op4ksr.images.codec import decode_image, encode_image
+from op4ksr.provenance.lineage import GENERATIVE, Lineage
+from op4ksr.provenance.xmp import merged_xmp
 from op4ksr.images.folders import image_files
 from op4ksr.images.output_names import OutputClaims, collision_error, output_name
 from op4ksr.inference.batch import upscale_batch
@@ -113,8 +115,14 @@ def upscale_file(model: OP4KSR, job: Job, options: OutputOptions, provenance: di
     image = decode_image(job.source.read_bytes(), max_pixels=options.size.max_input_pixels)
     size = options.size.plan(*image.size)
     (rgb, alpha), = upscale_batch(model, [image], size)
+    lineage = Lineage(source_key=str(job.source), source_sha256=image.source_sha256 or "",
+                      software_version=provenance.get("version", ""), model_id=provenance.get("model_id", ""),
+                      params_hash=provenance.get("params_hash"), digital_source_type=GENERATIVE,
+                      input_size=f"{image.size[1]}x{image.size[0]}", output_size=f"{size[1]}x{size[0]}")
+    # the XMP label on every output; C2PA signing is the backfill's (docs/PROVENANCE.md)
     data = encode_image(rgb, image, options.format, alpha=alpha, quality=options.quality,
-                        png_compress_level=options.png_compress_level, provenance=provenance)
+                        png_compress_level=options.png_compress_level, provenance=provenance,
+                        xmp=merged_xmp(image.xmp, lineage))
     job.target.parent.mkdir(parents=True, exist_ok=True)
     tmp = job.target.with_name(job.target.name + ".part")
     tmp.write_bytes(data)

@@ -1,4 +1,4 @@
-"""One autocorrelation statistic for token-period artifacts: per-image quality report and L_AP loss.
+"""One autocorrelation statistic for token-period artifacts, and the L_AP loss built on it.
 
 Pure torch; the definition, its parameters and how they were chosen: docs/PERIODICITY.md.
 detail d = soft-clipped high-pass luminance; rho = normalised circular autocorrelation (FFT) of d
@@ -7,33 +7,30 @@ rho(L) - (rho(L - o) + rho(L + o)) / 2 with o = P/2; the score at period P is th
 x/y of the mean over L = k*P, k = 1..K. `periodicity` and L_AP score a centre crop with sides
 multiples of P (a crop, never a resize, which would alias the period; whole periods keep the wrap
 seamless); the quality report scores tiles of that size covering the whole image and reports the
-worst one, so a pattern confined to one corner of a large output is seen.
+worst one, so a pattern confined to one corner of a large output is seen (periodicity_report.py).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from op4ksr.imageops import bicubic_resize, luminance, psnr
+from op4ksr.imageops import luminance
 
 DEFAULT_SIGMA = 1.0  # px; high-pass Gaussian std (docs/PERIODICITY.md)
 DEFAULT_CLIP = 0.01  # soft clip of the detail map, in [0, 1] intensity units (docs/PERIODICITY.md)
 MAPS = ("signed", "energy")
 OVER_K = "mean"  # how lags k*P, k = 1..K, combine; mean: a texture at 2P or 3P does not count (docs/PERIODICITY.md)
 DEFAULT_CROP = 1024  # px; longest scored side of a crop (periodicity, L_AP) and of a report's tiles
-DEFAULT_THRESHOLD = 0.04  # = report.threshold in configs/default.yaml, chosen by bench/periodicity_eval.py
-PSNR_CAP_DB = 100.0  # reports store min(psnr, cap): identical images give a finite, JSON-safe value
 
 
-def _work_dtype(x: torch.Tensor) -> torch.dtype:
+def work_dtype(x: torch.Tensor) -> torch.dtype:
     # float32 inside; float64 is kept so that gradcheck can run
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _check_image(img: torch.Tensor, name: str = "img") -> None:
+def check_image(img: torch.Tensor, name: str = "img") -> None:
     if img.dim() != 4 or img.shape[1] not in (1, 3) or min(img.shape[-2:]) < 2:
         raise ValueError(f"{name} must be (B, 1 or 3, H, W) with H, W >= 2; got shape {tuple(img.shape)}")
 
@@ -83,7 +80,7 @@ def crop_box(h: int, w: int, max_side: int, multiple: int) -> tuple[int, int, in
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def _crop(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+def crop_to_box(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
     top, left, h, w = box
     return x[..., top : top + h, left : left + w]
 
@@ -93,8 +90,8 @@ def detail_map(img: torch.Tensor, sigma: float = DEFAULT_SIGMA, clip: float | No
 
     The soft clip (None: off) keeps strong natural edges from drowning a faint pattern in flat
     regions, where people see it; float32 inside, float64 kept (gradcheck)."""
-    _check_image(img)
-    y = high_pass(luminance(img.to(_work_dtype(img))), sigma)
+    check_image(img)
+    y = high_pass(luminance(img.to(work_dtype(img))), sigma)
     if clip is not None:
         if clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
@@ -122,10 +119,10 @@ def autocorr(img: torch.Tensor, sigma: float = DEFAULT_SIGMA, clip: float | None
     unknown = set(maps) - set(MAPS)
     if not maps or unknown:
         raise ValueError(f"maps must be a non-empty subset of {MAPS}; got {maps}")
-    return normalised_autocorr(_detail_maps(img, sigma, clip, maps), eps)
+    return normalised_autocorr(detail_maps(img, sigma, clip, maps), eps)
 
 
-def _detail_maps(img: torch.Tensor, sigma: float, clip: float | None, maps: tuple[str, ...]) -> torch.Tensor:
+def detail_maps(img: torch.Tensor, sigma: float, clip: float | None, maps: tuple[str, ...]) -> torch.Tensor:
     """(B, M, H, W): one map per entry of `maps` (see autocorr) of img (B, 1 or 3, H, W)."""
     d = detail_map(img, sigma, clip)  # (B, 1, H, W)
     return torch.cat([d if m == "signed" else d * d for m in maps], dim=1)
@@ -218,8 +215,8 @@ def periodicity_autocorr(img: torch.Tensor, period: int = 32, *, sigma: float = 
                          crop: int = DEFAULT_CROP) -> torch.Tensor:
     """(B, M, h, w) autocorr of img's centre crop that `periodicity` scores: sides at most `crop` px,
     multiples of `period` (a crop, not a resize, which would alias the period)."""
-    _check_image(img)
-    return autocorr(_crop(img, crop_box(*img.shape[-2:], crop, int(period))), sigma, clip, maps)
+    check_image(img)
+    return autocorr(crop_to_box(img, crop_box(*img.shape[-2:], crop, int(period))), sigma, clip, maps)
 
 
 def dominant_period_from_autocorr(rho, min_period: int = 8, max_period: int = 128,
@@ -258,8 +255,8 @@ def dominant_period(img: torch.Tensor, min_period: int = 8, max_period: int = 12
     """(B,) int64 dominant period in px of img (B, 1 or 3, H, W) by peak search along x and y, on a
     centre crop of at most `crop` px with sides multiples of `crop_multiple` (seamless wrap for
     periods dividing it)."""
-    _check_image(img)
-    rho = autocorr(_crop(img, crop_box(*img.shape[-2:], crop, crop_multiple)), sigma, clip, maps)
+    check_image(img)
+    rho = autocorr(crop_to_box(img, crop_box(*img.shape[-2:], crop, crop_multiple)), sigma, clip, maps)
     return dominant_period_from_autocorr(rho, min_period, max_period, neighbour_offset)
 
 
@@ -275,8 +272,8 @@ def ap_loss(x_sr: torch.Tensor, x_hr: torch.Tensor, period: int = 32, *, max_k: 
     if x_sr.shape != x_hr.shape:
         raise ValueError(f"x_sr and x_hr must have the same shape; got {tuple(x_sr.shape)} and {tuple(x_hr.shape)}")
     err = x_sr - x_hr  # (B, C, H, W)
-    _check_image(err, "x_sr - x_hr")
-    rho = autocorr(_crop(err, crop_box(*err.shape[-2:], crop, int(period))), sigma, clip, maps, eps)
+    check_image(err, "x_sr - x_hr")
+    rho = autocorr(crop_to_box(err, crop_box(*err.shape[-2:], crop, int(period))), sigma, clip, maps, eps)
     score = periodicity_from_autocorr(rho, period, max_k, neighbour_offset, temperature, over_k)  # (B,)
     return score.clamp_min(0).mean()
 
@@ -285,159 +282,3 @@ def ap_loss_weighted(x_sr: torch.Tensor, x_hr: torch.Tensor, period: int, lambda
                      **kwargs) -> torch.Tensor:
     """Scalar lambda_ap * ap_loss(x_sr, x_hr, period, **kwargs): the L_AP term of the training loss."""
     return lambda_ap * ap_loss(x_sr, x_hr, period, **kwargs)
-
-
-def _source_window(n_in: int, n_out: int, start: int, length: int) -> tuple[int, int, int, int]:
-    """(i0, i1, o0, o1): input rows [i0, i1) whose resize is output rows [o0, o1) of the full resize
-    (i0, i1 on the grid where input and output pixel edges coincide) covering [start, start + length)
-    plus the resize kernel's support."""
-    step_in = n_in // math.gcd(n_in, n_out)
-    step_out = n_out // math.gcd(n_in, n_out)
-    margin = math.ceil(2 * max(1.0, n_in / n_out)) + 2  # input px; bicubic support is 2 px (more when shrinking)
-    first = math.floor(start * n_in / n_out) - margin
-    last = math.ceil((start + length) * n_in / n_out) + margin
-    k0 = max(0, first // step_in)
-    k1 = min(-(-n_in // step_in), -(-last // step_in))
-    i0, i1 = k0 * step_in, min(n_in, k1 * step_in)
-    return i0, i1, k0 * step_out, (n_out if i1 == n_in else k1 * step_out)
-
-
-def upscaled_crop(x_lr: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
-    """(B, C, h, w) = bicubic_resize(x_lr, size) cropped to box (top, left, h, w), resizing only the
-    input window that the box needs (equal to the full resize up to float rounding)."""
-    top, left, h, w = box
-    r0, r1, o_r0, o_r1 = _source_window(x_lr.shape[-2], size[0], top, h)
-    c0, c1, o_c0, o_c1 = _source_window(x_lr.shape[-1], size[1], left, w)
-    window = bicubic_resize(x_lr[..., r0:r1, c0:c1], (o_r1 - o_r0, o_c1 - o_c0))
-    return _crop(window, (top - o_r0, left - o_c0, h, w))
-
-
-def tile_grid(h: int, w: int, tile: int, multiple: int) -> tuple[list[int], list[int], int, int]:
-    """(tops, lefts, th, tw): equal tiles of crop_box's size (sides at most `tile`, multiples of
-    `multiple`) spread evenly over the image, first at 0 and last at the far edge, so that they cover
-    it but for less than `multiple` px; neighbours overlap where a side is not a whole number of tiles."""
-    _, _, th, tw = crop_box(h, w, tile, multiple)
-
-    def starts(n: int, side: int) -> list[int]:
-        count = max(1, math.ceil((n - multiple) / side))
-        if count == 1:
-            return [(n - side) // 2]  # one tile: the centre crop
-        return [round(i * (n - side) / (count - 1)) for i in range(count)]
-
-    return starts(h, th), starts(w, tw), th, tw
-
-
-def _tiles(y: torch.Tensor, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
-    """(B * T, C, th, tw) tiles of y (B, C, H, W), image-major."""
-    return torch.stack([_crop(y, box) for box in boxes], dim=1).flatten(0, 1)
-
-
-@dataclass(frozen=True)
-class QualityReport:
-    """Periodicity quality of one output image (docs/PERIODICITY.md), scored on the worst of the tiles that
-    cover it (ap_tile_map holds every tile's ap_excess, rows top to bottom)."""
-
-    period_px: int
-    ap_score_out: float  # periodicity of the output at period_px (the worst tile's)
-    ap_score_in: float  # periodicity of the bicubic upscaled input at the same lags, same tile
-    ap_excess: float  # max(0, ap_score_out - ap_score_in), the largest over the tiles
-    dominant_period_px: int  # peak-search period of the worst tile of the output (0: no lag fits)
-    lr_consistency_psnr: float  # dB, output downscaled to the input size vs the input; capped at PSNR_CAP_DB
-    flagged: bool  # ap_excess > threshold
-    ap_tile_map: tuple[tuple[float, ...], ...] = ()  # ap_excess per tile, (rows, cols) of tile_grid
-
-    def as_dict(self) -> dict:
-        """Plain JSON-safe values: Python floats/ints/bools, non-finite floats as None, the map as lists."""
-        out = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in self.__dict__.items()}
-        out["ap_tile_map"] = [list(row) for row in self.ap_tile_map]
-        return out
-
-
-def _tile_scores(out_tiles: torch.Tensor, in_tiles: torch.Tensor | None, period_px: int, stat: dict,
-                 chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(score_out, score_in, dominant), each (N,), of N output tiles and their input tiles
-    (N, 1 or 3, th, tw; None: score_in 0); `chunk` tiles at a time bound the FFT memory."""
-    def lines(t: torch.Tensor):  # (n, M, tw), (n, M, th)
-        return axis_autocorr(_detail_maps(t, stat["sigma"], stat["clip"], stat["maps"]))
-
-    def score(rho) -> torch.Tensor:
-        return periodicity_from_autocorr(rho, period_px, stat["max_k"], stat["neighbour_offset"], None, stat["over_k"])
-
-    outs, ins, dominants = [], [], []
-    for start in range(0, len(out_tiles), chunk):
-        rho_out = lines(out_tiles[start:start + chunk])
-        outs.append(score(rho_out))
-        ins.append(torch.zeros_like(outs[-1]) if in_tiles is None else score(lines(in_tiles[start:start + chunk])))
-        dominants.append(dominant_period_from_autocorr(rho_out, stat["min_period"], stat["max_period"],
-                                                       stat["neighbour_offset"]))
-    return torch.cat(outs), torch.cat(ins), torch.cat(dominants)
-
-
-@dataclass(frozen=True)
-class TileScores:
-    """Periodicity of the tiles that cover each image (tile_grid; boxes row-major, `rows` x `cols`)."""
-
-    boxes: list[tuple[int, int, int, int]]  # (top, left, height, width) of each tile
-    rows: int
-    cols: int
-    score_out: torch.Tensor  # (B, T) periodicity of the image's tiles at the period
-    score_in: torch.Tensor  # (B, T) of the same tiles of its input's bicubic upscale; 0 without an input
-    dominant: torch.Tensor  # (B, T) int64 peak-search period of the image's tiles
-
-    has_input: bool  # False: score_in is 0 and the scores are absolute
-
-    @property
-    def excess(self) -> torch.Tensor:
-        """(B, T) max(0, score_out - score_in)."""
-        return (self.score_out - self.score_in).clamp_min(0)
-
-    def worst(self) -> torch.Tensor:
-        """(B, 1) index of each image's worst tile: the largest ap_excess (the largest score without an input)."""
-        return (self.excess if self.has_input else self.score_out).argmax(dim=1, keepdim=True)
-
-
-@torch.no_grad()
-def score_tiles(x_sr: torch.Tensor, x_lr: torch.Tensor | None, period_px: int = 32, *, max_k: int = 4,
-                neighbour_offset: float = 0.5, sigma: float = DEFAULT_SIGMA, clip: float | None = DEFAULT_CLIP,
-                maps: tuple[str, ...] = MAPS, crop: int = DEFAULT_CROP, over_k: str = OVER_K, min_period: int = 8,
-                max_period: int = 128) -> TileScores:
-    """TileScores of x_sr (B, 1 or 3, H, W) in tiles of at most `crop` px a side covering it (tile_grid);
-    each tile's score_in is scored on the same tile of x_up = bicubic_resize(x_lr, (H, W)), of which only
-    the tiles' windows are computed (on the input's luminance: both are linear, a third of the work).
-    x_lr None: no input, score_in is 0 (absolute scores)."""
-    _check_image(x_sr, "x_sr")
-    if x_lr is not None:
-        _check_image(x_lr, "x_lr")
-        if x_sr.shape[:2] != x_lr.shape[:2]:
-            raise ValueError(f"x_sr {tuple(x_sr.shape)} and x_lr {tuple(x_lr.shape)} need the same batch and channels")
-    b, size = x_sr.shape[0], tuple(x_sr.shape[-2:])
-    tops, lefts, th, tw = tile_grid(*size, crop, int(period_px))
-    boxes = [(top, left, th, tw) for top in tops for left in lefts]
-    out_tiles = _tiles(luminance(x_sr.to(_work_dtype(x_sr))), boxes)  # (B*T, 1, th, tw)
-    if x_lr is None:
-        in_tiles = None
-    else:
-        y_lr = luminance(x_lr.to(_work_dtype(x_lr)))  # (B, 1, h, w)
-        in_tiles = torch.stack([upscaled_crop(y_lr, size, box) for box in boxes], dim=1).flatten(0, 1)
-    stat = dict(sigma=sigma, clip=clip, maps=maps, max_k=max_k, neighbour_offset=neighbour_offset, over_k=over_k,
-                min_period=min_period, max_period=max_period)
-    score_out, score_in, dominant = (t.view(b, len(boxes)) for t in
-                                     _tile_scores(out_tiles, in_tiles, int(period_px), stat))  # (B, T)
-    return TileScores(boxes, len(tops), len(lefts), score_out, score_in, dominant, x_lr is not None)
-
-
-@torch.no_grad()
-def quality_report(x_sr: torch.Tensor, x_lr: torch.Tensor, period_px: int = 32,
-                   threshold: float = DEFAULT_THRESHOLD, **statistic) -> list[QualityReport]:
-    """One QualityReport per image of x_sr (B, 3, H, W) given its input x_lr (B, 3, h, w), both in [0, 1].
-
-    The image's scores are those of its tile with the largest ap_excess (score_tiles, whose keyword
-    arguments `statistic` takes: max_k, sigma, crop, ...)."""
-    _check_image(x_lr, "x_lr")
-    tiles = score_tiles(x_sr, x_lr, period_px, **statistic)
-    excess, worst = tiles.excess, tiles.worst()  # (B, T), (B, 1)
-    picked = [t.gather(1, worst)[:, 0].tolist() for t in (tiles.score_out, tiles.score_in, excess, tiles.dominant)]
-    lr_psnr = psnr(bicubic_resize(x_sr, tuple(x_lr.shape[-2:])), x_lr).clamp(max=PSNR_CAP_DB).tolist()
-    maps_ = [tuple(tuple(round(v, 4) for v in row) for row in e.view(tiles.rows, tiles.cols).tolist()) for e in excess]
-    return [QualityReport(int(period_px), o, i, e, int(d), p, bool(e > threshold), m)
-            for o, i, e, d, p, m in zip(*picked, lr_psnr, maps_)]

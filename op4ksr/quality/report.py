@@ -1,7 +1,7 @@
 """The no-reference quality of outputs beside the periodicity report: NIQE and colour shift against the input.
 
 Definitions: docs/QUALITY.md ("Quality without ground truth"). The periodicity fields and
-lr_consistency_psnr come from op4ksr.quality.periodicity.quality_report; these complete the per-image report.
+lr_consistency_psnr come from op4ksr.quality.periodicity_report.quality_report; these complete the per-image report.
 """
 from __future__ import annotations
 

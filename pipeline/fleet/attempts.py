@@ -17,7 +17,28 @@ A later run does not retry it unless run.retry_given_up is true (pipeline/listin
 """
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from pipeline.manifest.records import WorkerDiedError, failed
+
+
+class Action(str, enum.Enum):
+    """What the model stage does with one input of a batch that died."""
+
+    RUN = "run"  # run it alone: its attempt is counted
+    DONE = "done"  # an earlier attempt finished it: keep that record
+    GIVE_UP = "give_up"  # its attempts are spent: its failed row
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The book's answer for one input of a batch that died (AttemptBook.begin_alone)."""
+
+    action: Action
+    attempts: int = 0  # RUN: this attempt's number; GIVE_UP: the attempts it had
+    alone: int = 0  # GIVE_UP: how many of them alone
+    record: dict | None = None  # DONE: the record of the attempt that finished it
 
 
 class AttemptBook:
@@ -35,17 +56,17 @@ class AttemptBook:
             self.open[key] = {"attempts": 1, "alone": 0, "record": None}
         return True
 
-    def begin_alone(self, key: str) -> dict:
-        """For one input of a batch that died: {"record": ...} if an earlier attempt finished it,
-        {"give_up": attempts} if it is spent, else {"attempt": n} (counted now)."""
+    def begin_alone(self, key: str) -> Verdict:
+        """For one input of a batch that died: DONE if an earlier attempt finished it, GIVE_UP if
+        it is spent, else RUN (its attempt counted now)."""
         entry = self.open.setdefault(key, {"attempts": 0, "alone": 0, "record": None})
         if entry["record"] is not None:
-            return {"record": entry["record"]}
+            return Verdict(Action.DONE, record=entry["record"])
         if entry["attempts"] >= self.max_attempts and entry["alone"] >= 1:
-            return {"give_up": entry["attempts"], "alone": entry["alone"]}
+            return Verdict(Action.GIVE_UP, attempts=entry["attempts"], alone=entry["alone"])
         entry["attempts"] += 1
         entry["alone"] += 1
-        return {"attempt": entry["attempts"]}
+        return Verdict(Action.RUN, attempts=entry["attempts"])
 
     def finish_alone(self, key: str, record: dict) -> None:
         self.open[key]["record"] = record

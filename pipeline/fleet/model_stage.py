@@ -1,6 +1,6 @@
 """The model stage as Ray Data runs it: the model actor class, watched and with its attempts bounded.
 
-`WatchedStage(stage_cls, model, options, roll, book)` builds `stage_cls(model, options)` (the
+`WatchedStage(stage_cls=, model=, options=, roll=, book=, max_attempts=)` builds `stage_cls(model, options)` (the
 model actor: actors.upscaler.UpscaleActor in every job) in a process that beats to the run's
 ActorRoll (pipeline/fleet/pool_watch.py) and asks the AttemptBook (pipeline/fleet/attempts.py)
 before each batch whether it runs whole or one input at a time. An input tried alone holds the
@@ -16,7 +16,7 @@ import weakref
 import pyarrow as pa
 import ray
 
-from pipeline.fleet.attempts import give_up
+from pipeline.fleet.attempts import Action, give_up
 from pipeline.fleet.pool_watch import BEAT_SECONDS, worker_id
 from pipeline.manifest.records import manifest_table
 
@@ -24,14 +24,14 @@ from pipeline.manifest.records import manifest_table
 class WatchedStage:
     """`__call__(table of fetched records) -> table of manifest records`, as `stage_cls` does."""
 
-    def __init__(self, stage_cls, model, options, roll, book, max_attempts: int) -> None:
+    def __init__(self, *, stage_cls, model, options, roll, book, max_attempts: int) -> None:
         self.roll, self.book, self.max_attempts = roll, book, max_attempts
         self.worker, self.started_at = worker_id(), time.time()
         context = ray.get_runtime_context()
         self.ray_actor_id, self.node_id = context.get_actor_id() or "", context.get_node_id()
         self.calls: dict[int, float] = {}  # call number -> when it began (up to two calls at once)
         self.lock, self.count = threading.Lock(), 0
-        self.isolation = _SharedOrAlone()
+        self.isolation = ReadersWriterLock()
         # beats start before the model loads: a loading actor holds its device, so it counts as live. The
         # thread holds the stage weakly, so that Ray Data's release of the actor (which drops the UDF: __del__)
         # stops and joins it
@@ -39,7 +39,7 @@ class WatchedStage:
         self._beats = threading.Thread(target=_beat_until_stopped, args=(weakref.ref(self), self._stop_beats),
                                        name="roll-beat", daemon=True)
         self._beats.start()
-        self.stage = stage_cls(model, options)
+        self.stage = stage_cls(model=model, options=options)
 
     def __del__(self) -> None:
         stop, beats = getattr(self, "_stop_beats", None), getattr(self, "_beats", None)
@@ -83,13 +83,13 @@ class WatchedStage:
             # is on the book before the next may kill it
             with self.isolation.alone():
                 verdict = ray.get(self.book.begin_alone.remote(record["key"]))
-                if "record" in verdict:
-                    records.append(verdict["record"])
-                elif "give_up" in verdict:
+                if verdict.action is Action.DONE:
+                    records.append(verdict.record)
+                elif verdict.action is Action.GIVE_UP:
                     record.pop("payload", None)
-                    records.append(give_up(record, verdict["give_up"], verdict["alone"], self.max_attempts))
+                    records.append(give_up(record, verdict.attempts, verdict.alone, self.max_attempts))
                 else:
-                    done = self.stage(_with_attempts(row, [verdict["attempt"]])).to_pylist()[0]
+                    done = self.stage(_with_attempts(row, [verdict.attempts])).to_pylist()[0]
                     ray.get(self.book.finish_alone.remote(record["key"], done))
                     records.append(done)
         return manifest_table(records)
@@ -119,9 +119,17 @@ def _with_attempts(batch: pa.Table, attempts: list[int]) -> pa.Table:
     return batch.set_column(batch.schema.get_field_index("attempts"), "attempts", values)
 
 
-class _SharedOrAlone:
-    """Calls of first attempts share the process; an input tried alone waits for it to itself, and
-    keeps new calls waiting until it is done."""
+class ReadersWriterLock:
+    """A readers-writer lock that prefers its writer: `shared()` holders (the calls running a first
+    attempt) run side by side; `alone()` (an input tried alone) waits until no shared holder is
+    left, runs with the process to itself, and from the moment it waits keeps new shared holders out.
+
+    It exists because the pool runs up to two calls on one actor at once
+    (max_concurrent_calls_per_actor=2 in pipeline/run/dataflow.py, so that one batch's forward
+    overlaps the previous batch's encode + upload: actors/upscaler.py), while a death while an input
+    runs alone must name that input, and an input waiting for its turn must not be charged an
+    attempt it never had.
+    """
 
     def __init__(self) -> None:
         self.cond = threading.Condition()

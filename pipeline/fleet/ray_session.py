@@ -1,9 +1,12 @@
-"""The one Ray session policy of every command that runs on Ray (backfill, compare, train)."""
+"""The one Ray session policy of every command that runs on Ray (backfill, compare, train), and the
+filters on Ray's notices that op4ksr's own lines replace, installed once per process."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import warnings
 
 
 @contextlib.contextmanager
@@ -19,10 +22,7 @@ def ray_session(num_cpus: float | None):
         # Ray refuses num_cpus when joining a cluster: the cluster's own resources apply.
         ray.init(log_to_driver=False, logging_level="WARNING")
     else:
-        # Ray's token authentication stays on (its default for a new local cluster); only its notice
-        # that it is on is dropped, so a run prints op4ksr's own lines
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
+        quiet_token_notice()
         # address="local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster names
         # (anyone's `ray start` on this machine) and then refuses num_cpus
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
@@ -31,3 +31,24 @@ def ray_session(num_cpus: float | None):
         yield
     finally:
         ray.shutdown()
+
+
+# Each is installed once per process: a logging filter added per call piles up (compare runs one
+# backfill per variant; the test suite hundreds).
+@functools.cache
+def quiet_token_notice() -> None:
+    """Ray's token authentication stays on (its default for a new local cluster); only its notice
+    that it is on is dropped, so a run prints op4ksr's own lines."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled"))
+
+
+@functools.cache
+def quiet_ray_data() -> None:
+    """Ray Data's notices that a run's own progress line and settings make noise."""
+    # A run smaller than pipeline.fetch_tasks blocks gets fewer fetch tasks: expected, not a problem.
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
+    logging.getLogger("ray.data._internal.progress").addFilter(
+        lambda record: not record.getMessage().startswith("Progress bars disabled"))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from op4ksr.loading import ModelSpec
+from pipeline.fleet.signing import ProvenanceOptions
 from pipeline.storage import StorageSpec
 
 
@@ -50,13 +52,17 @@ class ActorOptions:
     upload_threads: int
     params_hash: str
     torch_threads: int | None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
+    provenance: ProvenanceOptions  # the XMP label's source type; the signing identity's location (not its key)
+
+
+PeerKindName = Literal["spandrel", "command"]  # peer.kind (empty: no peer); actors.peers.PEER_KINDS runs them
 
 
 @dataclass(frozen=True, kw_only=True)
 class PeerSpec:
     """Another upscaler run in the model actor's place (actors/peers.py; config `peer.*`)."""
 
-    kind: str  # spandrel | command
+    kind: PeerKindName
     path: str  # spandrel: a .safetensors checkpoint
     command: str  # command: a command line with {input}, {output} and {scale}
     tile: int  # spandrel: LR tile side in px (0: whole images)

@@ -19,7 +19,7 @@ from op4ksr.errors import UserError
 from pipeline.ledger.manifest_scan import scan_manifest, scan_parquet
 from pipeline.manifest.layout import report_key, run_key
 from pipeline.manifest.records import FIELDS
-from pipeline.storage import ObjectNotFoundError, Storage, normalise_uri
+from pipeline.storage import ObjectNotFoundError, Storage
 
 logger = logging.getLogger("op4ksr.comparison")  # a note on the command's stderr (jobs/cli.py show_notes)
 
@@ -94,8 +94,7 @@ def _latest_failures(variant: VariantRun) -> dict[str, dict]:
 
 def run_storage(outputs: Storage, run_id: str) -> Storage:
     """runs/<run_id>/ under an output prefix, as a storage."""
-    uri = normalise_uri(outputs.spec.uri.rstrip("/") + "/" + run_key(run_id, ""))
-    return dataclasses.replace(outputs.spec, uri=uri).open()
+    return outputs.child(run_key(run_id, ""))
 
 
 def _priced(frame: pd.DataFrame, outputs: Storage) -> pd.DataFrame:

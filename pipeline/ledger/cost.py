@@ -30,12 +30,13 @@ LEDGER_SCHEMA = pa.schema([
     ("device_forward_seconds", pa.float64()),    # its share of the batch forward (busy time)
     ("device_warmup_seconds", pa.float64()),     # its share of the actor's model load + warm-up
     ("device_idle_seconds", pa.float64()),       # its share of the actor's idle time
-    ("device_lost_seconds", pa.float64()),       # its share of the run's work lost with dead actors (pipeline/fleet/pool_watch.py)
+    ("device_lost_seconds", pa.float64()),       # its share of the work lost with dead actors (fleet/pool_watch.py)
     ("device_seconds", pa.float64()),            # the four above
     ("cpu_fetch_seconds", pa.float64()),         # thread CPU seconds per CPU stage
     ("cpu_decode_seconds", pa.float64()),
     ("cpu_quality_seconds", pa.float64()),       # NIQE + colour shift after the forward (docs/QUALITY.md)
     ("cpu_encode_seconds", pa.float64()),
+    ("cpu_provenance_seconds", pa.float64()),    # XMP label + C2PA signing (docs/PROVENANCE.md)
     ("cpu_upload_seconds", pa.float64()),
     ("cpu_other_seconds", pa.float64()),         # cpu_seconds not attributed to a stage (older manifests)
     ("cpu_seconds", pa.float64()),

@@ -71,6 +71,9 @@ class FinishRecord:
             return cls(run_storage.spec.uri.rstrip("/").rsplit("/", 1)[-1], None, 0.0)
 
 
+C2PA_STATES = ("signed", "sidecar", "none")  # an ok output's C2PA manifest (docs/PROVENANCE.md)
+
+
 def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, threshold: float,
                inputs: Storage, outputs: Storage, batch_rows: int = BATCH_ROWS) -> dict:
     """Write cost.parquet, summary.json and report.html of the run in `run_storage`; returns summary.json's dict.
@@ -80,7 +83,8 @@ def finish_run(run_storage: Storage, record: FinishRecord, prices: Prices, thres
     activity, ap_range, attempted = _first_pass(run_storage, batch_rows)
     lost = lost_work(record.pool, activity, attempted)
     counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(_RUN_SUMS, 0.0) | {"flagged": 0, "total": 0, "niqe_sum": 0.0,
-                                                                          "niqe_count": 0, "given_up": 0}
+                                                                          "niqe_count": 0, "given_up": 0,
+                                                                          "c2pa": dict.fromkeys(C2PA_STATES, 0)}
     totals, digest = LedgerTotals(), ReportDigest(ap_range)
     fd, path = tempfile.mkstemp(prefix="op4ksr-cost-", suffix=".parquet")
     os.close(fd)
@@ -148,6 +152,9 @@ def _count(counts: dict, manifest: pd.DataFrame) -> None:
         counts[name] += manifest[name].fillna(0).sum()
     counts["flagged"] += int((manifest["flagged"] == True).sum())  # noqa: E712 - None and NaN are not flagged
     counts["given_up"] += int(pc.sum(given_up(manifest["status"], manifest["error_class"])).as_py() or 0)
+    if "c2pa" in manifest:  # older manifests have none
+        for state, n in manifest.loc[manifest["status"] == "ok", "c2pa"].fillna("none").value_counts().items():
+            counts["c2pa"][state] = counts["c2pa"].get(state, 0) + int(n)
     if "niqe" in manifest:  # older manifests have none
         niqe = pd.to_numeric(manifest["niqe"], errors="coerce").dropna()
         counts["niqe_sum"] += float(niqe.sum())
@@ -163,7 +170,7 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "gpu_seconds": float(counts["gpu_seconds"]), "cpu_seconds": float(counts["cpu_seconds"]),
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],
             "mean_niqe": counts["niqe_sum"] / counts["niqe_count"] if counts["niqe_count"] else None,
-            "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
+            "c2pa": counts["c2pa"], "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
             "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate, "stopped": record.stopped,
             **{name: record.pool.get(name, 0) for name in POOL_FIELDS}}
 

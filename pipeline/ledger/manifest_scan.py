@@ -11,7 +11,6 @@ holds one batch, never one object.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import tempfile
 from typing import Iterable, Iterator
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 
 from op4ksr.errors import UserError
 from pipeline.manifest.layout import RUNS
-from pipeline.storage import Storage, normalise_uri
+from pipeline.storage import Storage
 
 MANIFEST_FOLDER = "manifest/"
 BATCH_ROWS = 65_536
@@ -29,7 +28,7 @@ BATCH_ROWS = 65_536
 
 def runs_storage(outputs: Storage) -> Storage | None:
     """The output prefix's runs/ folder as a storage (listing it lists no image or report), or None if there is none."""
-    runs = dataclasses.replace(outputs.spec, uri=normalise_uri(outputs.spec.uri.rstrip("/") + "/" + RUNS)).open()
+    runs = outputs.child(RUNS)
     if not runs.spec.is_s3 and not os.path.isdir(runs.spec.uri):
         return None
     return runs

@@ -249,7 +249,18 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
             ("model actors: peak / mean (sampled each second)",
              f"{s.get('actors_peak', 0)} / {s.get('actors_mean', 0.0):.2f}"),
             ("actor restarts / nodes lost", f"{s.get('actor_restarts', 0)} / {s.get('lost_nodes', 0)}"),
-            ("manifest", s["manifest_uri"])]
+            *_provenance_rows(s.get("c2pa") or {}), ("manifest", s["manifest_uri"])]
+
+
+def _provenance_rows(c2pa: dict) -> list[tuple[str, str]]:
+    """The outputs' C2PA manifests, and the note when none of them has one (docs/PROVENANCE.md)."""
+    if not c2pa:
+        return []
+    rows = [("C2PA manifests: signed / sidecar / none", f"{c2pa.get('signed', 0)} / {c2pa.get('sidecar', 0)} / "
+                                                        f"{c2pa.get('none', 0)}")]
+    if c2pa.get("none") and not c2pa.get("signed") and not c2pa.get("sidecar"):
+        rows.append(("provenance", "outputs carry the XMP label but no C2PA manifest (no signing identity)"))
+    return rows
 
 
 def _cost_rows(c: dict, prices: Prices) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pandas as pd
 
-CPU_STAGES = ("fetch", "decode", "quality", "encode", "upload")
+CPU_STAGES = ("fetch", "decode", "quality", "encode", "provenance", "upload")
 GROUP_BYS = ("run_id", "month", "prefix")
 DEVICE_PARTS = {"device forward": "device_forward_seconds", "device warm-up": "device_warmup_seconds",
                 "device idle": "device_idle_seconds", "device lost": "device_lost_seconds"}

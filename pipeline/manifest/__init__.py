@@ -1,1 +1,2 @@
-"""The shared vocabulary of a run: the per-image record, the manifest schema, where things live under the output prefix."""
+"""The shared vocabulary of a run: the per-image record, the manifest schema, where things live
+under the output prefix."""

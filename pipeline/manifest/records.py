@@ -5,8 +5,10 @@ these columns, so every stage adds its own timings here and nothing else keeps s
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,7 +20,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error_class", pa.string()),
     ("error", pa.string()),
-    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (pipeline/fleet/attempts.py)
+    ("attempts", pa.int32()),             # times the model stage was tried on it in this run (fleet/attempts.py)
     ("input_etag", pa.string()),
     ("input_size", pa.string()),          # "WxH" of the decoded input
     ("output_key", pa.string()),
@@ -34,6 +36,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("colour_shift", pa.float64()),       # largest channel-mean difference output vs input, [0, 1] units (docs/QUALITY.md)
     ("niqe", pa.float64()),               # NIQE of the output, lower is more natural; null below 96x192 px or flat
     ("flagged", pa.bool_()),
+    ("digital_source_type", pa.string()), # the IPTC term the output's XMP and C2PA manifest carry (docs/PROVENANCE.md)
+    ("c2pa", pa.string()),                # signed | sidecar | none: the output's C2PA manifest
+    ("c2pa_manifest", pa.string()),       # its label (urn:c2pa:...), null without one
     ("t_fetch", pa.float64()),
     ("t_decode", pa.float64()),
     ("t_model", pa.float64()),            # wall seconds of the batch forward this image was in
@@ -57,6 +62,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("cpu_decode_seconds", pa.float64()),
     ("cpu_quality_seconds", pa.float64()),
     ("cpu_encode_seconds", pa.float64()),
+    ("cpu_provenance_seconds", pa.float64()),  # the XMP label's merge and the C2PA signing (docs/PROVENANCE.md)
     ("cpu_upload_seconds", pa.float64()),
     ("device", pa.string()),              # the actor's torch device: cpu, cuda:0, ...
     ("actor_started_at", pa.float64()),   # unix seconds: the actor began loading the model
@@ -69,6 +75,22 @@ FIELDS = tuple(MANIFEST_SCHEMA.names)
 def manifest_table(records) -> pa.Table:
     """Records as manifest rows (MANIFEST_SCHEMA): each record's manifest fields, None where it has none."""
     return pa.Table.from_pylist([{k: r.get(k) for k in FIELDS} for r in records], schema=MANIFEST_SCHEMA)
+
+
+@contextlib.contextmanager
+def stage_clock(record: dict, stage: str):
+    """Time one stage of a record on this thread: t_<stage> (wall seconds) and cpu_<stage>_seconds
+    (this thread's CPU seconds) when the stage completes; its CPU is added to cpu_seconds, the
+    record's total, even when it fails (a failed stage still cost what it ran)."""
+    cpu0, start = time.thread_time(), time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        record["cpu_seconds"] = (record.get("cpu_seconds") or 0.0) + time.thread_time() - cpu0
+        raise
+    cpu = time.thread_time() - cpu0
+    record.update({f"t_{stage}": time.perf_counter() - start, f"cpu_{stage}_seconds": cpu,
+                   "cpu_seconds": (record.get("cpu_seconds") or 0.0) + cpu})
 
 
 def new_record(key: str, run_id: str, **values) -> dict:

@@ -14,12 +14,13 @@ import functools
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import pyarrow.parquet as pq
 
 from pipeline.ledger.cost import Prices
+from pipeline.fleet.signing import check_before_run
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
@@ -31,7 +32,7 @@ from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, 
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.manifest.records import MANIFEST_SCHEMA, manifest_table
 from pipeline.run.spec import RunSpec
-from pipeline.storage import ObjectInfo, normalise_uri
+from pipeline.storage import ObjectInfo
 from pipeline.run.telemetry import Telemetry
 from pipeline.fleet.ray_session import ray_session
 
@@ -95,6 +96,7 @@ class RunSummary:
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
     given_up: int = 0             # of `failed`: inputs given up (they killed their worker), not retried unless asked
+    c2pa: dict = field(default_factory=dict)  # ok outputs by C2PA manifest: {"signed": n, "sidecar": n, "none": n}
     stopped: str = ""             # why the run stopped before every listed input had its row ("": it did not)
 
 
@@ -180,6 +182,7 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
     check_output_apart(spec.input.uri, spec.output.uri)  # before anything is written
+    check_before_run(spec.actor.provenance)  # a bad signing identity is refused before anything is listed
     check_listable(spec.input.open(), spec.extensions)
     outputs = spec.output.open()
     outputs.check_writable()
@@ -292,8 +295,7 @@ def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: fl
     """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
     (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`, or until they ended
     (`pool`: the run's PoolReport, None when no actor ran)."""
-    run_uri = outputs.uri_for(run_key(spec.run_id, "summary.json")).rsplit("/", 1)[0]
-    run_storage = replace(spec.output, uri=normalise_uri(run_uri)).open()
+    run_storage = spec.output.child(run_key(spec.run_id, "")).open()
     record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
                           progress.total, pool=dataclasses.asdict(pool) if pool else {}, stopped=stopped)
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails

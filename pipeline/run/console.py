@@ -31,6 +31,9 @@ def print_summary(summary, cfg=None, stream=None) -> None:
             ("MB in / out", f"{summary.bytes_in / 1e6:.2f} / {summary.bytes_out / 1e6:.2f}"),
             ("model actors: peak / mean", f"{summary.actors_peak} / {summary.actors_mean:.2f}"),
             ("actor restarts / nodes lost", f"{summary.actor_restarts} / {summary.lost_nodes}"),
+            *([("C2PA manifests: signed / sidecar / none", " / ".join(str(summary.c2pa.get(k, 0))
+                                                                       for k in ("signed", "sidecar", "none")))]
+              if summary.c2pa else []),
             ("manifest", summary.manifest_uri), ("summary", summary.summary_uri)]
     if summary.dry_run:
         rows.insert(1, ("mode", "dry run: listed only, nothing processed"))

@@ -19,6 +19,7 @@ from op4ksr.errors import UserError
 from pipeline.run.fetch import FetchContext, FetchDecode
 from pipeline.fleet.model_stage import WatchedStage
 from pipeline.fleet.pool_watch import ActorStartTimeout
+from pipeline.fleet.ray_session import quiet_ray_data
 from pipeline.fleet.spec import PoolSpec
 from pipeline.run.spec import RunSpec
 from pipeline.storage import StorageSpec
@@ -41,11 +42,7 @@ def configure_ray_data(pool: PoolSpec) -> None:
     """This driver's Ray Data settings: our own progress line instead of Ray Data's bars and
     periodic INFO dumps, and a bounded wait for the actor pool (unbounded, a run on a cluster
     with no free GPU would wait for ever)."""
-    import logging
-    import warnings
-
-    # A run smaller than pipeline.fetch_tasks blocks gets fewer fetch tasks: expected, not a problem.
-    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+    quiet_ray_data()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     # Nothing runs until actors.min actors are loaded and warm; measured, this costs no time
@@ -59,10 +56,6 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # context when it is built: this must come before build_dataset)
     if _ExecutorsStarted not in context.custom_execution_callback_classes:
         context.custom_execution_callback_classes.append(_ExecutorsStarted)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # our progress line replaces Ray Data's bars: its notice that they are off says nothing to a user
-    logging.getLogger("ray.data._internal.progress").addFilter(
-        lambda record: not record.getMessage().startswith("Progress bars disabled"))
 
 
 class _ExecutorsStarted(ExecutionCallback):
@@ -144,7 +137,8 @@ def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None
     """The fetch/decode callable of a run (`threads`: pipeline.fetch_threads unless given)."""
     return FetchDecode(FetchContext(spec.input, spec.output, spec.run_id, spec.model_id, spec.params_hash,
                                     spec.actor.output_format, spec.size, traceparent,
-                                    threads or spec.pool.fetch_threads))
+                                    threads or spec.pool.fetch_threads,
+                                    keep_source_bytes=spec.actor.provenance.signing is not None))
 
 
 ModelStage = Callable  # a class: ModelStage(ModelSource, ActorOptions)(pa.Table) -> pa.Table
@@ -170,12 +164,15 @@ def build_dataset(spec: RunSpec, model_stage: ModelStage, inputs_uri: str, trace
                      compute=ray.data.TaskPoolStrategy(size=pool.fetch_tasks))
         .map_batches(
             WatchedStage,
-            fn_constructor_args=(model_stage, spec.model, spec.actor, roll, book, pool.max_attempts_per_input),
+            fn_constructor_kwargs={"stage_cls": model_stage, "model": spec.model, "options": spec.actor, "roll": roll,
+                                   "book": book, "max_attempts": pool.max_attempts_per_input},
             batch_size=pool.batch_size,
             batch_format="pyarrow",
             num_gpus=pool.num_gpus or None,
             num_cpus=pool.num_cpus,
             resources=dict(pool.resources) or None,
+            # two calls per actor: one batch's forward overlaps the last one's encode + upload (actors/upscaler.py);
+            # an input tried alone still gets the process to itself (model_stage.ReadersWriterLock)
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
                                                max_concurrent_calls_per_actor=2, enable_true_multi_threading=True),
         )

@@ -40,6 +40,7 @@ class FetchContext:
     size: SizePolicy
     traceparent: str = ""  # the run span's W3C context, copied into every record (pipeline/run/telemetry.py)
     threads: int = 4  # rows of one block fetched at once
+    keep_source_bytes: bool = False  # the input's bytes travel to the actor, for its C2PA manifest's parent
 
 
 @functools.lru_cache(maxsize=8)
@@ -87,6 +88,7 @@ class FetchDecode:
                 start = time.perf_counter()
                 image = decode_image(data, max_pixels=ctx.size.max_input_pixels)
                 height, width = ctx.size.plan(*image.size)
+                image.source_bytes = data if ctx.keep_source_bytes else None
                 payload = pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL)
                 record.update(t_decode=time.perf_counter() - start, input_size=f"{image.size[1]}x{image.size[0]}",
                               output_size=f"{width}x{height}")

@@ -81,6 +81,10 @@ class StorageSpec:
     def open(self) -> Storage:
         return S3Storage(self) if self.is_s3 else LocalStorage(self)
 
+    def child(self, prefix: str) -> StorageSpec:
+        """The folder `prefix` (a relative key such as runs/<id>/) under this prefix, its keys relative to it."""
+        return dataclasses.replace(self, uri=normalise_uri(self.uri.rstrip("/") + "/" + prefix.strip("/")))
+
     def __repr__(self) -> str:
         return (
             f"StorageSpec(uri={self.uri!r}, endpoint_url={redact_url(self.endpoint_url)!r}, "

@@ -162,6 +162,10 @@ class Storage(abc.ABC):
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
+    def child(self, prefix: str) -> Storage:
+        """The folder `prefix` under this prefix as a storage of its own: StorageSpec.child, opened."""
+        return self.spec.child(prefix).open()
+
 
 
 def safe_key(key: str) -> str:

@@ -7,7 +7,6 @@ A resumed or restarted worker fetches the latest into its own staging folder.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from pipeline.storage import ObjectNotFoundError, StorageSpec
@@ -16,18 +15,12 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 
 
-def sub_spec(spec: StorageSpec, folder: str) -> StorageSpec:
-    """The spec of a folder under spec's prefix (keys relative to it)."""
-    uri = spec.uri + folder + "/" if spec.is_s3 else str(Path(spec.uri) / folder)
-    return dataclasses.replace(spec, uri=uri)
-
-
 class CheckpointStore:
     """The checkpoints/ folder of a run's output prefix."""
 
     def __init__(self, output: StorageSpec):
         self.output = output
-        self.storage = sub_spec(output, CHECKPOINTS).open()
+        self.storage = output.child(CHECKPOINTS).open()
 
     def uri(self, name: str = "") -> str:
         return self.output.uri + f"{CHECKPOINTS}/{name}" if self.output.is_s3 else str(Path(self.output.uri) / CHECKPOINTS / name)

@@ -16,8 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from actors.peers import CommandActor, CommandModel, PeerError, SpandrelActor, SpandrelModel, import_spandrel, \
-    peer_model_id
+from actors.peers import CommandModel, PeerActor, PeerError, SpandrelModel, import_spandrel, peer_model_id
 from jobs.config import load_config
 from jobs.specs import actor_options, peer_spec, size_policy
 from op4ksr.loading import ModelSpec
@@ -110,7 +109,7 @@ def test_the_spandrel_actor_writes_images_and_reports_like_the_model_actor(tmp_p
     fetched = _fetched(tmp_path, {"a.png": _png(16, 12), "b.png": _png(12, 16, 1)})
     source = ModelSource(spec=ModelSpec(source="tiny", device="cpu"),
                          peer=_spandrel_peer(save_random_esrgan(tmp_path / "e.safetensors")))
-    actor = SpandrelActor(source, _options(tmp_path))
+    actor = PeerActor(source, _options(tmp_path))
     records = {r["key"]: r for r in actor(fetched).to_pylist()}
     assert actor(fetched).schema == MANIFEST_SCHEMA
     for key, size in {"a.png": (64, 48), "b.png": (48, 64)}.items():
@@ -148,7 +147,7 @@ def test_a_failing_command_fails_its_own_input_with_its_stderr(tmp_path):
     slow.write_text("import time; time.sleep(30)\n")
     fetched = _fetched(tmp_path, {"a.png": _png(16, 12), "b.png": _png(12, 16, 1), "c.png": _png(16, 12, 2)})
     command = f"{sys.executable} {script} {{input}} {{output}} {{scale}}"
-    actor = CommandActor(ModelSource(spec=ModelSpec(source="tiny"), peer=_command_peer(command)), _options(tmp_path))
+    actor = PeerActor(ModelSource(spec=ModelSpec(source="tiny"), peer=_command_peer(command)), _options(tmp_path))
     records = {r["key"]: r for r in actor(fetched).to_pylist()}
     assert [records[k]["status"] for k in ("a.png", "b.png", "c.png")] == ["ok", "failed", "ok"]
     assert "cannot do width 12" in records["b.png"]["error"] and records["b.png"]["error_class"] == "CommandFailed"
@@ -170,7 +169,7 @@ def test_real_esrgan_x4plus_from_its_registry_package_runs_as_a_command_peer(tmp
     photo.save(out, "PNG")
     fetched = _fetched(tmp_path, {"photo.png": out.getvalue()})
     command = f"{sys.executable} {REPO / 'bench' / 'realesrgan_ncnn.py'} {{input}} {{output}} {{scale}}"
-    actor = CommandActor(ModelSource(spec=ModelSpec(source="tiny"), peer=_command_peer(command)), _options(tmp_path))
+    actor = PeerActor(ModelSource(spec=ModelSpec(source="tiny"), peer=_command_peer(command)), _options(tmp_path))
     record = actor(fetched).to_pylist()[0]
     assert record["status"] == "ok", record["error"]
     result = Image.open(tmp_path / "out" / record["output_key"])
@@ -185,3 +184,17 @@ def _photo_png() -> bytes:
     out = io.BytesIO()
     Image.fromarray(data.chelsea()).save(out, "PNG")
     return out.getvalue()
+
+
+def test_peer_kind_is_read_in_one_table(tmp_path):
+    from actors.peers import PEER_KINDS, model_stage, peer_kind
+    from actors.upscaler import UpscaleActor
+    from jobs.config_rules import RULES
+
+    assert RULES["peer.kind"].choices == ("", *PEER_KINDS)  # the config's choices (PeerSpec's) are the table's kinds
+    command = _command_peer(f"{sys.executable} -c pass {{input}} {{output}}")
+    assert peer_kind(command) is PEER_KINDS["command"] and peer_model_id(command).startswith("command:")
+    assert model_stage(ModelSource(spec=ModelSpec(source="tiny"), peer=command)) is PeerActor
+    assert model_stage(ModelSource(spec=ModelSpec(source="tiny"))) is UpscaleActor
+    with pytest.raises(PeerError, match="peer.kind='esrgan': use spandrel or command"):
+        peer_kind(dataclasses.replace(command, kind="esrgan"))

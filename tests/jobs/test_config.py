@@ -162,3 +162,22 @@ def test_a_named_price_set_is_checked_as_the_prices_are():
         prices_from_config(load_config([], ["cost.presets.mine.gpu_hour_usd=cheap", "cost.preset=mine"]))
     with pytest.raises(ConfigError, match=r"^cost.presets.mine.put_per_1k=-1 must be 0 or more$"):
         prices_from_config(load_config([], ["cost.presets.mine.put_per_1k=-1", "cost.preset=mine"]))
+
+
+def test_a_keys_choices_are_the_specs_literal_and_what_the_library_takes():
+    from typing import get_args
+
+    import op4ksr.fidelity
+    import op4ksr.model
+    import op4ksr.rope
+    from jobs.config_rules import RULES
+    from op4ksr.images.formats import FORMATS
+    from op4ksr.loading import DType, FidelityMode, RFRMode
+
+    for key, literal, library in (("rfr.mode", RFRMode, op4ksr.rope.RFR_MODES),
+                                  ("sr.fidelity", FidelityMode, op4ksr.fidelity.MODES),
+                                  ("model.dtype", DType, tuple(op4ksr.model.DTYPES))):
+        assert RULES[key].choices == get_args(literal) == tuple(library), key
+    assert RULES["output.format"].choices == tuple(FORMATS)
+    with pytest.raises(ConfigError, match="rfr.mode='spiral' is not one of none, base, ntk"):
+        load_config([], ["rfr.mode=spiral"])

@@ -143,6 +143,10 @@ def test_the_demo_backfill_succeeds_as_a_submitted_ray_job(ray_head, tmp_path):
     summary = dict(re.findall(r"^(inputs listed|ok|failed)\s+(\S+)$", logs, re.MULTILINE))
     assert summary == {"inputs listed": "6", "ok": "6", "failed": "0"}, logs[-4000:]
     assert len(list((out / "images").rglob("*.png"))) == 6
+    assert "6 of 6 outputs are signed (C2PA, test identity" in logs  # and `op4ksr verify` passes them:
+    verified = subprocess.run([str(BIN / "op4ksr"), "verify", str(out / "images"), "--trust",
+                               str(tmp_path / "demo-identity" / "test-ca.pem")], capture_output=True, text=True)
+    assert verified.returncode == 0 and "6 checked, 6 passed, 0 failed" in verified.stderr, verified.stderr
     # The driver joined this head (RAY_ADDRESS) instead of starting a Ray of its own: the model
     # actor's worker (the model stage, UpscaleActor inside pipeline/fleet/model_stage.py's WatchedStage)
     # logged under the head's temp dir.

@@ -38,7 +38,10 @@ def test_long_side_format_and_overrides(folder, tmp_path):
     status = cli(["upscale", str(folder / "wide.png"), "--out", str(out), "--long-side", "96",
                   "--format", "jpeg", "output.quality=80", "--quiet"])
     assert status == 0
-    assert Image.open(out / "wide.jpg").size == (96, 64)
+    labelled = Image.open(out / "wide.jpg")
+    assert labelled.size == (96, 64)
+    xmp = labelled.info["xmp"].decode()  # every output says what made it (docs/PROVENANCE.md)
+    assert "digitalsourcetype/compositeWithTrainedAlgorithmicMedia" in xmp and "wide.png</stRef:filePath>" in xmp
 
 
 def test_unknown_override_names_the_closest_key(folder, tmp_path, capsys):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from op4ksr.fidelity import Fidelity, adain, apply_fidelity, back_project, wavelet_split, wavelet_transfer
+from op4ksr.fidelity import MODES, Fidelity, adain, apply_fidelity, back_project, wavelet_split, wavelet_transfer
 from op4ksr.imageops import bicubic_resize, psnr
 from op4ksr.loading import SAVED_OPTIONS, InferenceOptions, ModelSpec, load_model, resolved_options
 from op4ksr.model import OP4KSR
@@ -106,10 +106,14 @@ def test_bad_settings_name_the_setting(kwargs, word):
         Fidelity(**kwargs)
 
 
-def test_saved_defaults_match_the_dataclass():
-    f = Fidelity()
-    assert (SAVED_OPTIONS["fidelity"], SAVED_OPTIONS["fidelity_levels"], SAVED_OPTIONS["fidelity_strength"],
-            SAVED_OPTIONS["fidelity_iterations"]) == (f.mode, f.levels, f.strength, f.iterations)
+def test_saved_defaults_and_the_configs_choices_match_the_dataclass():
+    from jobs.config_rules import RULES
+
+    assert {k: v for k, v in SAVED_OPTIONS.items() if k.startswith("fidelity")} == Fidelity().options()
+    assert Fidelity.from_options({}) == Fidelity()
+    wavelet = Fidelity("wavelet", levels=2, strength=0.5)
+    assert Fidelity.from_options(wavelet.options()) == wavelet
+    assert RULES["sr.fidelity"].choices == MODES
 
 
 def test_the_model_applies_the_configured_fidelity(one_torch_thread):

@@ -11,7 +11,7 @@ from op4ksr.rope import RFRPosEmbed, rfr_axis_thetas, rope_frequencies
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from tests.tolerance import FORWARD_ATOL, assert_forwards_close
 
-TINY = get_preset("tiny").transformer
+TINY = get_preset("tiny").transformer.config()
 
 
 def _inputs(seed=0):

@@ -7,7 +7,7 @@ from op4ksr.presets import get_preset
 from op4ksr.vae import F16AutoencoderKL
 from tests.tolerance import assert_forwards_close
 
-TINY = get_preset("tiny").vae
+TINY = get_preset("tiny").vae.config()
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,8 @@ def test_decode_shift_is_ultraflux_partitioned_decoder_and_a_saved_option(public
 def test_an_f8_model_runs_with_a_token_period_of_16_px():
     preset = get_preset("tiny")  # 4 VAE levels, as FLUX's VAE: 8x per side with stride 1
     torch.manual_seed(0)
-    vae = F16AutoencoderKL(**{**preset.vae, "input_stride": 1}).eval()
-    transformer = RFRFluxTransformer2DModel(**preset.transformer).eval()
+    vae = F16AutoencoderKL(**{**preset.vae.config(), "input_stride": 1}).eval()
+    transformer = RFRFluxTransformer2DModel(**preset.transformer.config()).eval()
     model = OP4KSR(vae, transformer, torch.randn(1, 8, 32), torch.randn(1, 32))
     assert (model.vae_factor, model.token_period_px) == (8, 16)
     x = torch.rand(1, 3, 40, 24)

@@ -1,4 +1,5 @@
-"""op4ksr.quality.periodicity on generated images with known periodic artifacts (tests/synthetic_images.py)."""
+"""op4ksr.quality.periodicity and its report on generated images with known periodic artifacts
+(tests/synthetic_images.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +14,6 @@ from omegaconf import OmegaConf
 from jobs.config import DEFAULT_CONFIG
 from op4ksr.imageops import bicubic_resize
 from op4ksr.quality.periodicity import (
-    QualityReport,
     ap_loss,
     ap_loss_weighted,
     autocorr,
@@ -22,10 +22,8 @@ from op4ksr.quality.periodicity import (
     dominant_period,
     normalised_autocorr,
     periodicity,
-    quality_report,
-    tile_grid,
-    upscaled_crop,
 )
+from op4ksr.quality.periodicity_report import QualityReport, quality_report, tile_grid, upscaled_crop
 from tests.synthetic_images import base_image, degraded_pair, periodic_pattern, inject, tiled_upscale, with_pattern
 
 THRESHOLD = float(OmegaConf.load(DEFAULT_CONFIG).report.threshold)
@@ -37,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_library_default_threshold_is_the_configs():
-    from op4ksr.quality.periodicity import DEFAULT_THRESHOLD
+    from op4ksr.quality.periodicity_report import DEFAULT_THRESHOLD
 
     assert DEFAULT_THRESHOLD == THRESHOLD  # one default: configs/default.yaml's, named in code
 

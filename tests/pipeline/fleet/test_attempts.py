@@ -12,7 +12,7 @@ from jobs.config import load_config
 from jobs.specs import build_run_spec
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.listing.inputs import INPUTS_SCHEMA
-from pipeline.fleet.attempts import AttemptBook, give_up
+from pipeline.fleet.attempts import Action, AttemptBook, Verdict, give_up
 from pipeline.manifest.records import MANIFEST_SCHEMA, WORKER_DIED, new_record
 from pipeline.storage import open_storage
 
@@ -23,19 +23,20 @@ def test_a_batch_that_died_goes_one_input_at_a_time_until_the_culprit_is_given_u
     assert book.begin(batch) is True  # a first attempt: whole
     # the process died: Ray reruns the batch, which the book still holds open
     assert book.begin(batch) is False
-    assert book.begin_alone("a") == {"attempt": 2}
+    assert book.begin_alone("a") == Verdict(Action.RUN, attempts=2)
     book.finish_alone("a", {"key": "a", "status": "ok"})
-    assert book.begin_alone("b") == {"attempt": 2}  # b never finishes: the process dies again (a neighbour)
+    # b never finishes: the process dies again (a neighbour)
+    assert book.begin_alone("b") == Verdict(Action.RUN, attempts=2)
     # third attempt of the batch: a keeps its record, b and poison go on
     assert book.begin(batch) is False
-    assert book.begin_alone("a") == {"record": {"key": "a", "status": "ok"}}
-    assert book.begin_alone("b") == {"attempt": 3}
+    assert book.begin_alone("a") == Verdict(Action.DONE, record={"key": "a", "status": "ok"})
+    assert book.begin_alone("b") == Verdict(Action.RUN, attempts=3)
     book.finish_alone("b", {"key": "b", "status": "ok"})
-    assert book.begin_alone("poison") == {"attempt": 2}
+    assert book.begin_alone("poison") == Verdict(Action.RUN, attempts=2)
     assert book.begin(batch) is False
-    assert book.begin_alone("poison") == {"attempt": 3}
+    assert book.begin_alone("poison") == Verdict(Action.RUN, attempts=3)
     assert book.begin(batch) is False
-    assert book.begin_alone("poison") == {"give_up": 3, "alone": 2}
+    assert book.begin_alone("poison") == Verdict(Action.GIVE_UP, attempts=3, alone=2)
     book.end(batch)
     assert book.open == {}  # a finished batch costs the book nothing
     assert book.begin(batch) is True
@@ -45,15 +46,15 @@ def test_an_input_is_given_up_only_after_an_attempt_alone():
     book = AttemptBook(max_attempts=1)
     assert book.begin(["a", "poison"]) is True and book.begin(["a", "poison"]) is False
     # one attempt already, but in a batch of two: which input killed it is not known yet
-    assert book.begin_alone("poison") == {"attempt": 2}
+    assert book.begin_alone("poison") == Verdict(Action.RUN, attempts=2)
     assert book.begin(["a", "poison"]) is False
-    assert book.begin_alone("poison") == {"give_up": 2, "alone": 1}
+    assert book.begin_alone("poison") == Verdict(Action.GIVE_UP, attempts=2, alone=1)
     single = AttemptBook(max_attempts=1)
     # a batch of one shared its process with another call (two at once): its neighbour may have killed it
     assert single.begin(["x"]) is True and single.begin(["x"]) is False
-    assert single.begin_alone("x") == {"attempt": 2}
+    assert single.begin_alone("x") == Verdict(Action.RUN, attempts=2)
     assert single.begin(["x"]) is False
-    assert single.begin_alone("x") == {"give_up": 2, "alone": 1}
+    assert single.begin_alone("x") == Verdict(Action.GIVE_UP, attempts=2, alone=1)
 
 
 def _spec(tmp_path, *overrides):

@@ -231,6 +231,9 @@ def test_a_backfill_writes_its_ledger_summary_report_and_trace(s3_server, s3_buc
     assert stored["total_usd"] == pytest.approx(ledger["total_usd"].sum()) == pytest.approx(summary.cost["total_usd"])
     assert 0 < stored["utilisation"] < 1
     assert b"Contact sheet" in run.get("report.html") and summary.report_uri.endswith("runs/e2e/report.html")
+    # no signing identity: XMP labels only, counted and said on the page; their CPU is a ledger stage
+    assert summary.c2pa == {"signed": 0, "sidecar": 0, "none": 3} and (ledger["cpu_provenance_seconds"] > 0).all()
+    assert b"outputs carry the XMP label but no C2PA manifest" in run.get("report.html")
 
     finished = spans.get_finished_spans()
     root = next(s for s in finished if s.name == "backfill run")

@@ -1,8 +1,12 @@
-"""The shared vocabulary of a run: manifest rows from records, and which rows are inputs given up on."""
+"""The shared vocabulary of a run: manifest rows from records, which rows are inputs given up on, stage timing."""
+import time
+
 import pandas as pd
 import pyarrow as pa
+import pytest
 
-from pipeline.manifest.records import FIELDS, MANIFEST_SCHEMA, WORKER_DIED, given_up, manifest_table, new_record
+from pipeline.manifest.records import (FIELDS, MANIFEST_SCHEMA, WORKER_DIED, given_up, manifest_table, new_record,
+                                      stage_clock)
 
 STATUS = ["ok", "failed", "failed", None, "failed", "skipped"]
 ERROR_CLASS = [None, WORKER_DIED, "OSError", WORKER_DIED, None, WORKER_DIED]
@@ -29,3 +33,30 @@ def test_manifest_table_keeps_the_schema_and_fills_what_a_record_lacks():
     rows = table.to_pylist()
     assert rows[0] == full and rows[1]["error"] == "x" and rows[1]["model_id"] is None
     assert manifest_table([]).num_rows == 0
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_stage_clock_writes_the_stage_wall_and_cpu_and_adds_to_the_total():
+    record = {"cpu_seconds": 1.0}
+    with stage_clock(record, "encode"):
+        _spin(0.02)
+    assert record["t_encode"] >= record["cpu_encode_seconds"] >= 0.02
+    assert record["cpu_seconds"] == 1.0 + record["cpu_encode_seconds"]
+    with stage_clock(record, "upload"):
+        time.sleep(0.02)  # waiting costs wall time, not CPU
+    assert record["t_upload"] >= 0.02 > record["cpu_upload_seconds"]
+    assert record["cpu_seconds"] == pytest.approx(1.0 + record["cpu_encode_seconds"] + record["cpu_upload_seconds"])
+
+
+def test_a_failed_stage_adds_its_cpu_but_writes_no_stage_time():
+    record = {"cpu_seconds": None}
+    with pytest.raises(OSError):
+        with stage_clock(record, "upload"):
+            _spin(0.01)
+            raise OSError("refused")
+    assert "t_upload" not in record and "cpu_upload_seconds" not in record and record["cpu_seconds"] >= 0.01

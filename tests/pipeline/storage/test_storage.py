@@ -97,6 +97,18 @@ def test_uri_for_names_the_object(storage):
         assert uri == os.path.join(storage.spec.uri, "a b", "c.jpg")
 
 
+def test_a_child_is_the_folder_under_the_prefix_with_keys_relative_to_it(storage):
+    storage.put("runs/r1/summary.json", b"{}")
+    storage.put("runs-other/x", b"x")
+    for prefix in ("runs/r1/", "runs/r1", "/runs/r1/"):
+        child = storage.child(prefix)
+        assert child.spec == storage.spec.child(prefix) and child.get("summary.json") == b"{}"
+        assert listed_keys(child) == ["summary.json"]
+        assert child.uri_for("summary.json") == storage.uri_for("runs/r1/summary.json")
+    assert listed_keys(storage.child("runs")) == ["r1/summary.json"]  # not runs-other/
+    assert storage.child("runs").spec.uri == normalise_uri(storage.spec.uri.rstrip("/") + "/runs/")
+
+
 # -- listing -----------------------------------------------------------------------------
 
 
