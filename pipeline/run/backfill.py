@@ -182,8 +182,8 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
     check_output_apart(spec.input.uri, spec.output.uri)  # before anything is written
-    check_before_run(spec.actor.provenance)  # a bad signing identity is refused before anything is listed
     check_listable(spec.input.open(), spec.extensions)
+    check_before_run(spec.actor.provenance)  # a bad signing identity is refused before anything is listed
     outputs = spec.output.open()
     outputs.check_writable()
     with incremental_run(outputs, spec) as increment:
