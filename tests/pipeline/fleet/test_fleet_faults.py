@@ -126,8 +126,8 @@ def _held_actor(hold, started):
     started.mkdir()
 
     class HeldActor(UpscaleActor):
-        def __init__(self, *args):
-            super().__init__(*args)
+        def __init__(self, *args, **kwargs):  # the model stage builds it with keywords (model=, options=)
+            super().__init__(*args, **kwargs)
             (started / f"{ray.get_runtime_context().get_node_id()}-{os.getpid()}").touch()
             self.calls = 0
 
