@@ -9,7 +9,7 @@ CORE := $(VENV)/.installed-core
 DEMO := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean browser peer-libs exiftool
+.PHONY: install demo test test-fast clean browser peer-libs exiftool ocr
 
 # The interpreter is checked before pip runs: the pinned packages (numpy 2.4) need 3.11, and
 # pip's own error on 3.10 names no cause.
@@ -59,10 +59,18 @@ exiftool:
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null; fi; fi
 
-test: $(STAMP) browser peer-libs exiftool
+# The report's text check (report.text_check) reads with Debian's Tesseract and its English data; its
+# tests render captions in DejaVu Sans: installed here when missing and we are root (CI).
+ocr:
+	@if ! command -v tesseract >/dev/null || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng \
+				fonts-dejavu-core >/dev/null; fi; fi
+
+test: $(STAMP) browser peer-libs exiftool ocr
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP) peer-libs exiftool
+test-fast: $(STAMP) peer-libs exiftool ocr
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 clean:

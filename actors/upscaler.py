@@ -21,7 +21,10 @@ from actors.provenance import OutputStamper, sidecar_key
 from op4ksr.images.codec import encode_image, finish_output
 from op4ksr.imageops import bicubic_resize
 from op4ksr.quality import no_reference_scores, quality_report
-from pipeline.manifest.layout import report_key
+from op4ksr.quality.contradiction import contradiction_maps
+from op4ksr.quality.evidence import image_evidence, manifest_fields
+from op4ksr.quality.heatmap import heatmap_png
+from pipeline.manifest.layout import heatmap_key, report_key
 from pipeline.storage.materialise import load_materialised
 from pipeline.fleet.pool_watch import worker_id
 from pipeline.manifest.records import failed, manifest_table, stage_clock
@@ -92,6 +95,8 @@ class UpscaleActor:
                 x_sr = self.model.upscale(x_lr, size)  # (B, 3, H, W) on the device
                 reports = quality_report(x_sr, x_lr.to(x_sr.device), self.period_px, self.options.report_threshold,
                                          max_k=self.options.max_lag_multiple)
+                maps = contradiction_maps(x_sr, x_lr.to(x_sr.device), self.period_px,
+                                          self.options.evidence.cell_threshold)
                 x_sr = x_sr.cpu()
                 _synchronize(self.model.device)
                 elapsed = time.perf_counter() - start
@@ -101,11 +106,11 @@ class UpscaleActor:
             return []
         share = elapsed / len(group)
         futures = []
-        for record, image, rgb, lr, report in zip(group, images, x_sr, x_lr, reports):
+        for record, image, rgb, lr, report, contradiction in zip(group, images, x_sr, x_lr, reports, maps):
             record.update(report.as_dict(), t_model=elapsed, gpu_seconds=share, model_started_at=started_at,
                           actor_id=self.actor_id)
             try:
-                _no_reference_quality(rgb, lr, record)
+                _no_reference_quality(rgb, lr, record, contradiction, self.options.evidence)
             except Exception as err:  # noqa: BLE001 - visible in the manifest; the batch goes on
                 failed(record, err)
                 continue
@@ -124,11 +129,16 @@ class UpscaleActor:
                     CONTENT_TYPES[opts.output_format])  # labelled, and signed when there is an identity
             # the label's and the signature's CPU is a stage of its own (CPU provenance), not the encode's
             record["cpu_encode_seconds"] -= record["cpu_provenance_seconds"]
+            heatmap = record.pop("heatmap_png", None)
             with stage_clock(record, "upload"):
+                if heatmap is not None:  # before the report, which names it
+                    record["heatmap_key"] = heatmap_key(record["key"])
+                    self.output.put(record["heatmap_key"], heatmap, "image/png")
                 if sidecar is not None:  # first: an output whose manifest is beside it is never there without it
                     self.output.put(sidecar_key(record["output_key"]), sidecar, "application/c2pa")
                 self.output.put(record["output_key"], data, CONTENT_TYPES[opts.output_format])
-            record.update(status="ok", bytes_out=len(data) + len(sidecar or b""), requests_put=2 + (sidecar is not None))
+            record.update(status="ok", bytes_out=len(data) + len(sidecar or b"") + len(heatmap or b""),
+                          requests_put=2 + (sidecar is not None) + (heatmap is not None))
             report = json.dumps({k: v for k, v in record.items() if k != "payload"}, default=str).encode()
             record["bytes_out"] += len(report)
             # the report is written after the image: a report always implies a whole image
@@ -137,12 +147,20 @@ class UpscaleActor:
             failed(record, err)
 
 
-def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict) -> None:
-    """NIQE and colour shift of one output (3, H, W) on the CPU, outside the device lock, and their
-    cost: t_quality and this thread's CPU seconds, added to the image's (docs/QUALITY.md)."""
+def _no_reference_quality(rgb: torch.Tensor, lr: torch.Tensor, record: dict, contradiction, evidence_options) -> None:
+    """NIQE, colour shift and the evidence (faces, text; the map came from the device) of one output
+    (3, H, W) on the CPU, outside the device lock, with a heatmap PNG (record["heatmap_png"]) when it is
+    flagged; and their cost: t_quality and this thread's CPU seconds, added to the image's, with the
+    tesseract processes' CPU seconds, which thread time cannot see (docs/QUALITY.md)."""
     with stage_clock(record, "quality"):
         scores = no_reference_scores(rgb[None], lr[None])[0]
-    record.update(scores)
+        found = image_evidence(rgb, lr, contradiction, evidence_options)
+        scores |= manifest_fields(found.fields)
+        if found.flagged and contradiction.scores is not None:
+            scores["heatmap_png"] = heatmap_png(rgb, contradiction, evidence_options.cell_threshold)
+    ocr = found.fields.get("cpu_text_seconds", 0.0)
+    record.update(scores, cpu_quality_seconds=record["cpu_quality_seconds"] + ocr,
+                  cpu_seconds=record["cpu_seconds"] + ocr)
 
 
 def _synchronize(device: torch.device) -> None:

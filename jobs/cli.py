@@ -14,7 +14,9 @@ import sys
 # name -> (module, one-line summary)
 COMMANDS = {
     "upscale": ("jobs.upscale", "upscale local image files or folders with the model"),
+    "video": ("jobs.video", "upscale a video file or frame sequences shot by shot: FFV1 master, sound kept, flicker report"),
     "periodicity": ("jobs.periodicity", "score any images for periodic (token-grid) artifacts: table, JSON, heatmaps"),
+    "fidelity": ("jobs.fidelity", "check upscaled images against their masters: contradicted cells, faces, text; heatmaps"),
     "train": ("jobs.train", "fine-tune the model (Ray Train; L1 + L_AP, LoRA or full, resumable checkpoints)"),
     "eval": ("jobs.eval", "score a model on a benchmark: PSNR/SSIM-Y, ap_excess, baselines, patch-based vs patch-free"),
     "bench-build": ("jobs.bench_build", "build a synthetic SR benchmark (HR crops, degraded LR, manifest)"),

@@ -119,6 +119,9 @@ def validate(cfg: DictConfig) -> None:
     endpoint = cfg.storage.endpoint_url
     if endpoint and not str(endpoint).startswith(("http://", "https://")):
         raise ConfigError(f"storage.endpoint_url={redact_url(str(endpoint))!r} must start with http:// or https://")
+    if 2 * int(cfg.video.chunk_overlap) > int(cfg.video.chunk_frames):  # a frame is then in at most two chunks
+        raise ConfigError(f"video.chunk_overlap={cfg.video.chunk_overlap} must be at most half of "
+                          f"video.chunk_frames={cfg.video.chunk_frames}")
     if not list(cfg.input.extensions):
         raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
     check_finite(cfg)

@@ -22,6 +22,7 @@ from op4ksr.images.formats import FORMATS
 from op4ksr.loading import DType, FidelityMode, RFRMode
 from op4ksr.presets import PRESETS
 from op4ksr.provenance.lineage import ALGORITHMS, SOURCE_TYPES
+from op4ksr.video.settings import DeinterlaceMode, TemporalMode
 from pipeline.fleet.spec import PeerKindName
 
 NUMBER = float  # a Rule's kind for any number (whole or not)
@@ -128,6 +129,14 @@ RULES: dict[str, Rule] = {
     "sr.fidelity_levels": _whole(1, null=True),
     "sr.fidelity_strength": _number(0, 1, null=True),
     "sr.fidelity_iterations": _whole(1, null=True),
+    "video.cut_threshold": _number(0, 1, low_open=True),
+    "video.chunk_frames": _whole(1),
+    "video.chunk_overlap": _whole(0),
+    "video.flicker_threshold": _number(0, low_open=True),
+    "video.temporal": Rule(str, choices=get_args(TemporalMode)),
+    "video.temporal_weight": _number(0, 0.95),
+    "video.codec": Rule(str, pattern=r"[a-z0-9_]+", hint="FFmpeg's encoder names (e.g. ffv1, prores_ks)"),
+    "video.deinterlace": Rule(str, choices=get_args(DeinterlaceMode)),
     "actors.min": _whole(1),
     "actors.max": _whole(1),
     "actors.batch_size": _whole(1),
@@ -153,6 +162,11 @@ RULES: dict[str, Rule] = {
     "report.threshold": _number(0),
     "report.period_px": _whole(1, null=True),
     "report.max_lag_multiple": _whole(1),
+    "report.contradiction_threshold": _number(0, 1),
+    "report.cell_threshold": _number(0, low_open=True),
+    "report.text_check": Rule(str, choices=("off", "on", "auto")),
+    "report.text_threshold": _number(0, 1),
+    "report.faces": Rule(str, choices=("off", "on", "auto")),
     **{f"cost.{k}": _number(0) for k in ("gpu_hour_usd", "cpu_hour_usd", "put_per_1k", "get_per_1k", "egress_per_gb")},
     "telemetry.exporter": Rule(str, choices=("none", "console", "file", "otlp")),
     "loss.lambda_ap": _number(0),

@@ -85,6 +85,17 @@ def output_options(cfg):
                          png_compress_level=int(cfg.output.png_compress_level), size=size_policy(cfg))
 
 
+def video_settings(cfg):
+    """How `op4ksr video` cuts, chunks, measures and writes (video.*)."""
+    from op4ksr.video.settings import VideoSettings
+
+    v = cfg.video
+    return VideoSettings(cut_threshold=float(v.cut_threshold), chunk_frames=int(v.chunk_frames),
+                         chunk_overlap=int(v.chunk_overlap), flicker_threshold=float(v.flicker_threshold),
+                         codec=str(v.codec), measure_flow=bool(v.measure_flow), temporal=str(v.temporal),
+                         temporal_weight=float(v.temporal_weight))
+
+
 def output_params(cfg, options: dict) -> dict:
     """The values that change an output's pixels or bytes (and so its params_hash); `options` resolved."""
     params = {"scale": None if cfg.sr.long_side else float(cfg.sr.scale), "long_side": cfg.sr.long_side,
@@ -149,7 +160,18 @@ def actor_options(cfg, output: StorageSpec, params: str, credentials: S3Credenti
                         warmup_shapes=tuple(tuple(s) for s in cfg.actors.warmup_shapes),
                         upload_threads=int(cfg.actors.upload_threads), params_hash=params,
                         torch_threads=int(cfg.actors.torch_threads) if cfg.actors.torch_threads else None,
-                        provenance=provenance_options(cfg, credentials))
+                        provenance=provenance_options(cfg, credentials),
+                        evidence=evidence_options(cfg.report))
+
+
+def evidence_options(report, **overrides):
+    """EvidenceOptions of the config's report section (cfg.report), with `overrides` (a CLI's flags) over it."""
+    from op4ksr.quality.evidence import EvidenceOptions
+
+    values = {"contradiction_threshold": float(report.contradiction_threshold),
+              "cell_threshold": float(report.cell_threshold), "text_check": str(report.text_check),
+              "text_threshold": float(report.text_threshold), "faces": str(report.faces)}
+    return EvidenceOptions(**(values | overrides))
 
 
 def model_reader(cfg, credentials: S3Credentials | None = None):
@@ -250,12 +272,13 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
     output = storage_spec(cfg, cfg.output.uri, credentials)
     size = size_policy(cfg, gpu_actors=remote_gpus, read_json=read_json)
     check_warmup_shapes(cfg, size)
+    # the signing identity is not in params_hash: a new certificate re-signs nothing (docs/PROVENANCE.md)
+    actor = actor_options(cfg, output, params_hash(output_params(cfg, options)), credentials)
+    actor.evidence.check_tools()  # report.text_check=on without Tesseract: one line, before any listing
     return RunSpec(
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
-        # the signing identity is not in params_hash: a new certificate re-signs nothing (docs/PROVENANCE.md)
-        actor=actor_options(cfg, output, params_hash(output_params(cfg, options)), credentials),
-        size=size, pool=pool_spec(cfg),
+        actor=actor, size=size, pool=pool_spec(cfg),
         limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds), retry_given_up=bool(cfg.run.retry_given_up),

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from op4ksr.loading import ModelSpec
 from pipeline.fleet.signing import ProvenanceOptions
 from pipeline.storage import StorageSpec
+
+if TYPE_CHECKING:  # built by jobs/specs.py; importing it here would import torch into every spec reader
+    from op4ksr.quality.evidence import EvidenceOptions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +55,7 @@ class ActorOptions:
     upload_threads: int
     params_hash: str
     torch_threads: int | None  # None: Ray's default (OMP_NUM_THREADS = the actor's whole CPUs, at least 1)
+    evidence: EvidenceOptions  # report.*: the contradiction map, faces, text (op4ksr/quality/evidence.py)
     provenance: ProvenanceOptions  # the XMP label's source type; the signing identity's location (not its key)
 
 

@@ -24,12 +24,16 @@ from pipeline.storage import ObjectNotFoundError, Storage
 logger = logging.getLogger("op4ksr.comparison")  # a note on the command's stderr (jobs/cli.py show_notes)
 
 # the manifest's quality fields, first in the tables; numeric report fields outside the manifest follow
-QUALITY_FIELDS = ("lr_consistency_psnr", "colour_shift", "niqe", "ap_excess")
+EVIDENCE_METRICS = ("contradicted_fraction", "added_detail", "text_cer")  # op4ksr/quality/evidence.py
+QUALITY_FIELDS = ("lr_consistency_psnr", "colour_shift", "niqe", "ap_excess", *EVIDENCE_METRICS)
 # numeric manifest fields that are timings, sizes or counters, not quality
 _NOT_QUALITY = {"period_px", "ap_score_out", "ap_score_in", "dominant_period_px", "bytes_in", "bytes_out",
-                "requests_get", "requests_put"}
+                "requests_get", "requests_put", "faces", "text_words"}
 IMAGE_COLUMNS = ["variant", "key", "status", "error", "input_size", "output_size", "output_key", "model_id",
-                 "run_id", "flagged", "gpu_seconds", "cpu_seconds", "total_usd"]
+                 "run_id", "flagged", "gpu_seconds", "cpu_seconds", "total_usd",
+                 # the evidence's (op4ksr/quality/evidence.py) that are not means: for the page's evidence section
+                 "evidence_flagged", "worst_cell", "worst_cell_score", "faces", "face_contradiction", "text_words",
+                 "changed_words", "heatmap_key"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +66,7 @@ def image_rows(variant: VariantRun, keys: list[str]) -> pd.DataFrame:
             row = {"key": key, "status": failure.get("status", "missing"), "error": failure.get("error")}
         rows.append(row | {"variant": variant.name})
     frame = pd.DataFrame(rows)
-    for column in IMAGE_COLUMNS:
+    for column in [*IMAGE_COLUMNS, *EVIDENCE_METRICS]:  # a column even where no report has a value
         if column not in frame:
             frame[column] = None
     return _priced(frame, variant.outputs)
@@ -127,7 +131,8 @@ def variant_table(images: pd.DataFrame, order: list[str]) -> pd.DataFrame:
         ok = part[part["status"] == "ok"]
         row = {"variant": name, "model_id": next(iter(ok["model_id"].dropna()), None), "ok": len(ok),
                "failed": int((part["status"] != "ok").sum()),
-               "flagged": int(ok["flagged"].fillna(False).astype(bool).sum())}
+               "flagged": int(ok["flagged"].fillna(False).astype(bool).sum()),
+               "evidence_flagged": int(ok["evidence_flagged"].fillna(False).astype(bool).sum())}
         row |= {m: _mean(ok[m]) for m in metrics}
         row |= {"model_s_per_image": _mean(ok["gpu_seconds"]), "cpu_s_per_image": _mean(ok["cpu_seconds"]),
                 "usd_per_image": _mean(ok["total_usd"])}

@@ -12,6 +12,7 @@ import jinja2
 import pandas as pd
 
 from pipeline.ledger.comparison import quality_fields
+from pipeline.ledger.evidence_page import EVIDENCE_CSS, evidence_items, flagged_rows, has_evidence, render_evidence
 from pipeline.ledger.page import CROP_PX, _bicubic_crop, _data_uri, _open, _png, _table
 from pipeline.storage import Storage
 
@@ -32,7 +33,7 @@ th { text-align: left; background: #f4f4f4; } td { font-variant-numeric: tabular
 .row img { image-rendering: pixelated; display: block; }
 .row figcaption { font-size: 12px; max-width: 200px; overflow-wrap: anywhere; }
 .flagged { color: #b00; font-weight: bold; }
-</style></head>
+{{ evidence_css | safe }}</style></head>
 <body>
 <h1>op4ksr comparison: {{ variants | join(" · ") }}</h1>
 <p class="note">Generated {{ generated }}. {{ sample_size }} inputs of {{ input_uri }}, a sample stratified by
@@ -58,29 +59,38 @@ upscale of it, then each variant's output of that region.</p>
 {% if panel.flagged %}<br><span class="flagged">flagged</span>{% endif %}</figcaption></figure>{% endfor %}</div>
 {% else %}<p class="note">No image that every variant upscaled.</p>{% endfor %}
 
+<h2>Evidence: is it the same picture?</h2>
+<p class="note">contradicted_fraction: the share of cells where the output, downscaled, contradicts the input;
+added_detail: the output's energy above the input's resolution over bicubic's (1: none added; a matter of
+policy, not a defect); text_cer: the share of the input's confidently read characters that read differently
+in the output (docs/QUALITY.md).</p>
+{% for section in evidence %}<h3>{{ section.name }}</h3>{{ section.html | safe }}{% endfor %}
+
 <h2>Per image</h2>
 {{ images_html | safe }}
 </body></html>
 """)
 
 _FORMATS = {"lr_consistency_psnr": "{:.2f}", "ap_excess": "{:.4f}", "niqe": "{:.2f}", "colour_shift": "{:.4f}",
+            "contradicted_fraction": "{:.4f}", "added_detail": "{:.2f}", "text_cer": "{:.4f}",
             "model_s_per_image": "{:.3f}",
             "cpu_s_per_image": "{:.3f}", "usd_per_image": "{:.6f}", "gpu_seconds": "{:.3f}",
             "cpu_seconds": "{:.3f}", "total_usd": "{:.6f}"}
 
 
 def render_comparison(variants: pd.DataFrame, images: pd.DataFrame, crops: list[dict], *, input_uri: str,
-                      output_uri: str, sample_size: int, threshold: float) -> str:
+                      output_uri: str, sample_size: int, threshold: float, evidence: list[dict] = ()) -> str:
     """The page's HTML for the per-variant table, the per-image rows and crop_rows' items."""
     metrics = quality_fields(images)
     formats = _FORMATS | {m: _FORMATS.get(m, "{:.4g}") for m in metrics}
-    shown = images[["key", "variant", "status", *metrics, "flagged", "gpu_seconds", "total_usd", "error"]]
+    shown = images[["key", "variant", "status", *metrics, "flagged", "evidence_flagged", "gpu_seconds", "total_usd",
+                    "error"]]
     shown = shown.assign(error=shown["error"].fillna(""))
     return _TEMPLATE.render(
         variants=list(variants["variant"]), generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         sample_size=sample_size, input_uri=input_uri, output_uri=output_uri.rstrip("/") + "/", threshold=threshold,
         variant_html=_table(variants, {k: v for k, v in formats.items() if k in variants}),
-        crops=crops, crop=CROP_PX,
+        crops=crops, crop=CROP_PX, evidence_css=EVIDENCE_CSS, evidence=list(evidence),
         images_html=_table(shown.sort_values(["key", "variant"], kind="stable"),
                            {k: v for k, v in formats.items() if k in shown}))
 
@@ -122,6 +132,19 @@ def crop_rows(images: pd.DataFrame, order: list[str], inputs: Storage, outputs: 
     return items
 
 
+def evidence_sections(images: pd.DataFrame, runs: list) -> list[dict]:
+    """Per variant: {"name", "html"}: its flagged images' heatmaps, crops, changed words and counts."""
+    sections = []
+    for run in runs:
+        ok = images[(images["variant"] == run.name) & (images["status"] == "ok")]
+        known = has_evidence(ok)
+        html = render_evidence(evidence_items(ok, run.outputs), flagged=len(flagged_rows(ok)),
+                               checked=int(ok["evidence_flagged"].notna().sum()) if known else 0, known=known,
+                               subject="This variant's run")
+        sections.append({"name": run.name, "html": html})
+    return sections
+
+
 def _short(value) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.3g}"
 
@@ -139,7 +162,7 @@ def write_comparison(root: Storage, runs: list, keys: list[str], inputs: Storage
     variants = variant_table(images, order)
     items = crop_rows(images, order, inputs, {run.name: run.outputs for run in runs}, crops)
     html = render_comparison(variants, images, items, input_uri=inputs.spec.uri, output_uri=root.spec.uri,
-                             sample_size=len(keys), threshold=threshold)
+                             sample_size=len(keys), threshold=threshold, evidence=evidence_sections(images, runs))
     table = io.BytesIO()
     images.astype({c: "string" for c in ("error", "status", "run_id", "model_id") if c in images}).to_parquet(
         table, index=False)

@@ -34,7 +34,7 @@ LEDGER_SCHEMA = pa.schema([
     ("device_seconds", pa.float64()),            # the four above
     ("cpu_fetch_seconds", pa.float64()),         # thread CPU seconds per CPU stage
     ("cpu_decode_seconds", pa.float64()),
-    ("cpu_quality_seconds", pa.float64()),       # NIQE + colour shift after the forward (docs/QUALITY.md)
+    ("cpu_quality_seconds", pa.float64()),       # NIQE, colour shift, faces and text after the forward (docs/QUALITY.md)
     ("cpu_encode_seconds", pa.float64()),
     ("cpu_provenance_seconds", pa.float64()),    # XMP label + C2PA signing (docs/PROVENANCE.md)
     ("cpu_upload_seconds", pa.float64()),

@@ -6,7 +6,6 @@ in a <style>, pictures as data: URIs, no script, so it opens from a bucket, a ma
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import io
@@ -14,9 +13,12 @@ import io
 import jinja2
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipeline.ledger.cost import Prices, describe_prices
+from pipeline.ledger.evidence_page import (EVIDENCE_COLUMNS, EVIDENCE_CSS, EVIDENCE_IMAGES, evidence_items,
+                                           flagged_rows, has_evidence, render_evidence)
+from pipeline.ledger.pictures import data_uri as _data_uri, open_image as _open, png_bytes as _png
 from pipeline.ledger.totals import LedgerTotals
 from pipeline.storage import Storage
 
@@ -39,7 +41,7 @@ th { text-align: left; background: #f4f4f4; } td { font-variant-numeric: tabular
 .sheet img { image-rendering: pixelated; vertical-align: top; margin-right: .5em; }
 .sheet figcaption { font-size: 12px; max-width: 300px; overflow-wrap: anywhere; }
 .flagged { color: #b00; font-weight: bold; }
-</style></head>
+{{ evidence_css | safe }}</style></head>
 <body>
 <h1>op4ksr run {{ run_id }}</h1>
 <p class="note">Generated {{ generated }} from the run's manifest and cost ledger (cost.parquet).</p>
@@ -61,6 +63,9 @@ images above {{ threshold }} are flagged.</p>
 
 <h2>Flagged images ({{ flagged_count }})</h2>
 {% if flagged_html %}{{ flagged_html | safe }}{% else %}<p class="note">None.</p>{% endif %}
+
+<h2>Evidence: is it the same picture? ({{ evidence_count }})</h2>
+{{ evidence_html | safe }}
 
 <h2>Failed images ({{ failed_count }})</h2>
 {% if failed_html %}{{ failed_html | safe }}{% else %}<p class="note">None.</p>{% endif %}
@@ -85,7 +90,7 @@ FLAGGED_COLUMNS = ["key", "ap_excess", "ap_score_out", "ap_score_in", "dominant_
 FAILED_COLUMNS = ["key", "error_class", "error"]
 SHEET_COLUMNS = ["key", "status", "flagged", "ap_excess", "lr_consistency_psnr", "output_key", "input_size",
                  "output_size"]
-DIGEST_COLUMNS = sorted({*FLAGGED_COLUMNS, *FAILED_COLUMNS, *SHEET_COLUMNS})  # the manifest columns a page reads
+DIGEST_COLUMNS = sorted({*FLAGGED_COLUMNS, *FAILED_COLUMNS, *SHEET_COLUMNS, *EVIDENCE_COLUMNS})  # the manifest columns a page reads
 
 
 class ReportDigest:
@@ -104,6 +109,8 @@ class ReportDigest:
         self.flagged = pd.DataFrame(columns=FLAGGED_COLUMNS)
         self.failed = pd.DataFrame(columns=FAILED_COLUMNS)
         self.candidates = pd.DataFrame(columns=[*SHEET_COLUMNS, "flag"])
+        self.evidence = pd.DataFrame(columns=EVIDENCE_COLUMNS)  # the most contradicted flagged rows
+        self.evidence_count = self.evidence_checked = 0
 
     @classmethod
     def of(cls, manifest: pd.DataFrame) -> ReportDigest:
@@ -123,6 +130,11 @@ class ReportDigest:
         self.failed_count += len(failed)
         if len(self.failed) < TABLE_ROWS:
             self.failed = _concat(self.failed, failed[FAILED_COLUMNS]).head(TABLE_ROWS)
+        if has_evidence(manifest):
+            self.evidence_checked += int(manifest["evidence_flagged"].notna().sum())
+            flagged_evidence = flagged_rows(manifest)[EVIDENCE_COLUMNS]
+            self.evidence_count += len(flagged_evidence)
+            self.evidence = flagged_rows(_concat(self.evidence, flagged_evidence)).head(EVIDENCE_IMAGES)
         ok = manifest.loc[manifest["status"] == "ok", SHEET_COLUMNS]
         ok = ok.assign(flag=ok["flagged"].fillna(False).astype(bool))
         self.candidates = _top(self.candidates, ok, ["flag", "ap_excess", "key"], [False, False, True],
@@ -136,7 +148,7 @@ class ReportDigest:
 
 
 def render_report(summary: dict, digest: ReportDigest, totals: LedgerTotals, prices: Prices,
-                  threshold: float, sheet: list[dict]) -> str:
+                  threshold: float, sheet: list[dict], evidence: list[dict] = ()) -> str:
     """The page's HTML for a run's summary.json dict, its manifest digest, ledger totals and contact-sheet items."""
     cost = summary.get("cost") or {}
     histogram = digest.histogram(threshold)
@@ -150,7 +162,9 @@ def render_report(summary: dict, digest: ReportDigest, totals: LedgerTotals, pri
         flagged_html=_table(digest.flagged, {c: "{:.4f}" for c in ("ap_excess", "ap_score_out", "ap_score_in")}
                             | {"dominant_period_px": "{:.1f}", "lr_consistency_psnr": "{:.2f}"}),
         failed_count=digest.failed_count, failed_html=_table(digest.failed, {}),
-        sheet=sheet, sheet_limit=CONTACT_SHEET_IMAGES,
+        sheet=sheet, sheet_limit=CONTACT_SHEET_IMAGES, evidence_css=EVIDENCE_CSS, evidence_count=digest.evidence_count,
+        evidence_html=render_evidence(list(evidence), flagged=digest.evidence_count, checked=digest.evidence_checked,
+                                      known=digest.evidence_checked > 0),
     )
 
 
@@ -165,7 +179,7 @@ def write_report_digest(run_storage: Storage, summary: dict, digest: ReportDiges
                         prices: Prices, threshold: float, inputs: Storage, outputs: Storage) -> str:
     """Render report.html into the run folder, reading a few input/output images for the contact sheet; its uri."""
     sheet = contact_sheet(digest.candidates, inputs, outputs)
-    html = render_report(summary, digest, totals, prices, threshold, sheet)
+    html = render_report(summary, digest, totals, prices, threshold, sheet, evidence_items(digest.evidence, outputs))
     run_storage.put("report.html", html.encode("utf-8"), "text/html; charset=utf-8")
     return run_storage.uri_for("report.html")
 
@@ -284,18 +298,3 @@ def _table(frame: pd.DataFrame, formats: dict) -> str:
     for column, fmt in formats.items():
         shown[column] = shown[column].map(lambda v, f=fmt: "-" if pd.isna(v) else f.format(v))
     return shown.to_html(index=False, border=0, escape=True, na_rep="-")
-
-
-def _open(data: bytes) -> Image.Image:
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    return image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert("RGB")
-
-
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -28,6 +28,11 @@ def report_key(input_key: str) -> str:
     return f"{REPORTS}{_output_name(input_key)}.json"
 
 
+def heatmap_key(input_key: str) -> str:
+    """reports/<input key>.contradiction.png: the contradiction map of a flagged output (docs/QUALITY.md)."""
+    return f"{REPORTS}{_output_name(input_key)}.contradiction.png"
+
+
 def run_key(run_id: str, name: str) -> str:
     """runs/<run_id>/<name>."""
     return f"{RUNS}{run_id}/{name}"

@@ -36,6 +36,19 @@ MANIFEST_SCHEMA = pa.schema([
     ("colour_shift", pa.float64()),       # largest channel-mean difference output vs input, [0, 1] units (docs/QUALITY.md)
     ("niqe", pa.float64()),               # NIQE of the output, lower is more natural; null below 96x192 px or flat
     ("flagged", pa.bool_()),
+    # evidence that it is the same picture (docs/QUALITY.md, op4ksr/quality/evidence.py); null in older runs
+    ("contradicted_fraction", pa.float64()),  # share of cells whose downscale contradicts the input
+    ("worst_cell", pa.string()),          # "WxH+left+top" in output px of the most contradicted cell
+    ("worst_cell_score", pa.float64()),   # its departure in tolerances (contradicted above report.cell_threshold)
+    ("added_detail", pa.float64()),       # energy above the input's Nyquist band over bicubic's (1: bicubic)
+    ("faces", pa.int32()),                # frontal faces found in the input
+    ("face_contradiction", pa.float64()), # the largest cell score over them
+    ("text_cer", pa.float64()),           # character error rate of the input's confident words in the output
+    ("text_words", pa.int32()),           # confident words compared
+    ("changed_words", pa.string()),       # JSON list of {"input", "output", "top", "left", "height", "width"}
+    ("evidence_flagged", pa.bool_()),     # contradicted cells, changed text or a redrawn face above the thresholds
+    ("evidence_notes", pa.string()),      # why a check did not run ("text: no text found; ...")
+    ("heatmap_key", pa.string()),         # reports/<name>.contradiction.png of a flagged image
     ("digital_source_type", pa.string()), # the IPTC term the output's XMP and C2PA manifest carry (docs/PROVENANCE.md)
     ("c2pa", pa.string()),                # signed | sidecar | none: the output's C2PA manifest
     ("c2pa_manifest", pa.string()),       # its label (urn:c2pa:...), null without one

@@ -53,7 +53,8 @@ def test_outputs_are_signed_in_the_encode_step_and_the_records_say_so(tmp_path, 
         record = records[key]
         assert (record["status"], record["c2pa"]) == ("ok", "signed")
         assert record["digital_source_type"] == "compositeWithTrainedAlgorithmicMedia"
-        assert record["cpu_provenance_seconds"] > 0 and record["requests_put"] == 2
+        # image and report, and the contradiction heatmap where the (random-weight) output is flagged
+        assert record["cpu_provenance_seconds"] > 0 and record["requests_put"] == 2 + (record["heatmap_key"] is not None)
         data = (tmp_path / "out" / record["output_key"]).read_bytes()
         verdict = verify_output(key, data, "image/png", trust_anchors_pem=anchors,
                                 read_parent=lambda name: (tmp_path / "in" / name).read_bytes())
@@ -86,7 +87,7 @@ def test_a_failed_signature_fails_its_row_and_leaves_no_output(tmp_path, fetched
 def test_a_sidecar_is_written_beside_its_output_when_not_embedding(tmp_path, fetched, identity):  # noqa: F811
     actor = UpscaleActor(TINY, _signing_options(tmp_path, identity, "provenance.embed=false"))
     record = next(r for r in actor(fetched).to_pylist() if r["key"] == "a.png")
-    assert record["c2pa"] == "sidecar" and record["requests_put"] == 3
+    assert record["c2pa"] == "sidecar" and record["requests_put"] == 3 + (record["heatmap_key"] is not None)
     image = tmp_path / "out" / record["output_key"]
     sidecar = image.with_name(image.name + ".c2pa").read_bytes()
     assert verify_output("a", image.read_bytes(), "image/png", sidecar=sidecar).ok

@@ -17,7 +17,7 @@ from op4ksr.extras import MissingExtraError, require
 from pipeline.manifest.records import MANIFEST_SCHEMA, new_record
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONAL = ("moto", "transformers", "peft", "skimage")  # the extras' packages (pyproject.toml)
+OPTIONAL = ("moto", "transformers", "peft", "skimage", "cv2")  # the extras' packages (pyproject.toml)
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,23 @@
+"""VideoSettings: how `op4ksr video` cuts, chunks, measures and writes (video.*; built by jobs/specs.py).
+
+Torch-free, so the config rules can read the choices (the Literals) without loading torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TemporalMode = Literal["none", "flow"]  # video.temporal: "flow" is op4ksr.video.fusion
+DeinterlaceMode = Literal["refuse"]  # video.deinterlace: deinterlacing itself is not built
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoSettings:
+    cut_threshold: float = 0.4
+    chunk_frames: int = 48
+    chunk_overlap: int = 8
+    flicker_threshold: float = 0.01
+    codec: str = "ffv1"
+    measure_flow: bool = True
+    temporal: TemporalMode = "none"
+    temporal_weight: float = 0.5
