@@ -12,7 +12,7 @@ import enum
 import hashlib
 import os
 import shlex
-import subprocess
+import string
 import sys
 import types
 import tempfile
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from actors.peer_process import run_contained
 from actors.upscaler import UpscaleActor
 from op4ksr.errors import UserError
 from op4ksr.inference.tiling import upscale_tiled
@@ -35,6 +36,10 @@ from pipeline.fleet.spec import ModelSource, PeerSpec
 # peer is measured at its tile stride instead, where its seams repeat.
 PEER_PERIOD_PX = 32
 STDERR_TAIL_CHARS = 400
+# a command's output may differ from input x scale by this much per side (tools that pad to a multiple of
+# 4 or 8, or round odd sizes); anything further is another image, refused before it is decoded
+NATIVE_SIZE_TOLERANCE = 0.02
+NATIVE_SIZE_SLACK_PX = 8
 
 
 class PeerError(UserError):
@@ -68,13 +73,39 @@ def _command_model_id(peer: PeerSpec) -> str:
     return f"command:{Path(argv[0]).name}@{hashlib.sha256(peer.command.encode()).hexdigest()[:12]}"
 
 
+PLACEHOLDERS = {"input": "/tmp/in.png", "output": "/tmp/out.png", "scale": 4}
+
+
 def _check_command(command: str) -> list[str]:
-    argv = shlex.split(command)
-    missing = [p for p in ("{input}", "{output}") if p not in command]
+    """The command's argv, checked on the driver before any run: it splits (shlex: quotes balance), names
+    {input} and {output}, and every word formats with the three placeholders only (a literal brace is
+    written {{ or }}); PeerError, one line, otherwise."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise PeerError(f"peer.command={command!r}: {err}; balance its quotes") from None
+    fields = {f for word in argv for _, f, _, _ in _fields(word, command) if f is not None}
+    unknown = sorted(f or "{}" for f in fields - set(PLACEHOLDERS))
+    if unknown:
+        raise PeerError(f"peer.command={command!r}: unknown placeholder(s) {', '.join(unknown)}; use {{input}}, "
+                        "{output} and {scale}, and write a literal brace as {{ or }}")
+    missing = [p for p in ("input", "output") if p not in fields]
     if not argv or missing:
         raise PeerError(f"peer.command={command!r} needs the placeholders {{input}} and {{output}} "
                         "(and {scale} if the program takes one)")
+    for word in argv:  # a trial run of what each image does (a format spec that does not fit its value fails here)
+        try:
+            word.format(**PLACEHOLDERS)
+        except (ValueError, KeyError, IndexError, AttributeError) as err:
+            raise PeerError(f"peer.command={command!r}: {word!r} does not format ({err})") from None
     return argv
+
+
+def _fields(word: str, command: str):
+    try:
+        return list(string.Formatter().parse(word))
+    except ValueError as err:  # a single { or }
+        raise PeerError(f"peer.command={command!r}: {err} in {word!r}; write a literal brace as {{{{ or }}}}") from None
 
 
 class SpandrelModel:
@@ -185,20 +216,37 @@ class CommandModel:
             Image.fromarray(pixels).save(source, compress_level=1)
             argv = [a.format(input=source, output=target, scale=scale) for a in self.argv]
             try:
-                done = subprocess.run(argv, capture_output=True, timeout=self.timeout_s, check=False)
-            except subprocess.TimeoutExpired:
-                raise CommandFailed(f"{self.argv[0]} took more than peer.timeout_s={self.timeout_s:g} s") from None
+                status, stderr = run_contained(argv, self.timeout_s, os.path.join(folder, "stderr"))
             except OSError as err:
                 raise CommandFailed(f"{self.argv[0]} could not start: {err}") from None
-            tail = done.stderr.decode(errors="replace")[-STDERR_TAIL_CHARS:].strip()
-            if done.returncode != 0:
-                raise CommandFailed(f"{self.argv[0]} exited {done.returncode}: {tail or '(no stderr)'}")
-            try:
-                with Image.open(target) as result:
-                    rgb = np.asarray(result.convert("RGB"))
-            except (OSError, ValueError) as err:
-                raise CommandFailed(f"{self.argv[0]} wrote no readable {target}: {err}; stderr: {tail}") from None
-        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+            tail = stderr[-STDERR_TAIL_CHARS:].strip()
+            if status is None:
+                raise CommandFailed(f"{self.argv[0]} took more than peer.timeout_s={self.timeout_s:g} s (it and its "
+                                    "children were stopped)")
+            if status != 0:
+                raise CommandFailed(f"{self.argv[0]} exited {status}: {tail or '(no stderr)'}")
+            native = (image.shape[-2] * scale, image.shape[-1] * scale)
+            return _read_native(target, native, self.argv[0], tail)
+
+
+def _read_native(path: str, native: tuple[int, int], program: str, tail: str) -> torch.Tensor:
+    """The command's output (1, 3, H, W) in [0, 1], decoded only once its header says it is the input
+    times its scale, within NATIVE_SIZE_TOLERANCE: a 1x1 or an 8000x8000 result fails its input."""
+    try:
+        with Image.open(path) as result:
+            width, height = result.size  # the header only: nothing decoded yet
+            if not _near(height, native[0]) or not _near(width, native[1]):
+                raise CommandFailed(f"{program} wrote a {width}x{height} image for a {native[1]}x{native[0]} "
+                                    f"output (the input times its scale, within {NATIVE_SIZE_TOLERANCE:.0%} or "
+                                    f"{NATIVE_SIZE_SLACK_PX} px): not the upscale asked for")
+            rgb = np.asarray(result.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise CommandFailed(f"{program} wrote no readable {path}: {err}; stderr: {tail}") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def _near(side: int, expected: int) -> bool:
+    return abs(side - expected) <= max(NATIVE_SIZE_SLACK_PX, NATIVE_SIZE_TOLERANCE * expected)
 
 
 def fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value items may come after the flags
     extra = (["run.dry_run=true"] if args.dry_run else []) + ([f"run.limit={args.limit}"] if args.limit is not None else [])
     extra += [f"run.since={args.since}"] if args.since is not None else []
     cfg = config_from_args(args, extra)

@@ -2,7 +2,8 @@
 
 Each job module owns its argument parser and exposes `main(argv) -> int`; this file only
 dispatches, and imports a job's module (and so torch, Ray, ...) only when that job runs. A
-UserError (op4ksr.errors) is printed as one line and exits 2; other errors keep their traceback.
+UserError (op4ksr.errors) is printed as one line and exits with its status (2, or 1 for
+InputsAreReadOnly); other errors keep their traceback.
 """
 from __future__ import annotations
 
@@ -83,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(rest) or 0)
     except UserError as err:  # something the user must fix: one line; anything else keeps its traceback
         print(f"op4ksr {name}: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
+    except KeyboardInterrupt:  # Ctrl-C where no job said more (before a run started, or in its finish phase)
+        print(f"op4ksr {name}: interrupted; rerun the same command to resume (what a run finished is kept)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ def config_from_args(args, extra_overrides: list[str] = ()):
 def model_from_config(cfg):
     """The OP4KSR model a config names, through the one loader (op4ksr.loading); an object-store
     prefix is copied to a scratch folder first, removed once the model is loaded."""
+    from jobs.config_checks import check_device
     from jobs.specs import model_reader, model_spec
     from pipeline.storage.materialise import load_materialised
+
+    check_device(cfg, remote_gpus=False)  # the model runs here
 
     storage, _ = model_reader(cfg)
     return load_materialised(model_spec(cfg), storage)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -79,11 +80,30 @@ def load_config(files: Iterable[str] = (), overrides: Iterable[str] = ()) -> Dic
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. sr.scale=2)")
     if overrides:
-        layer = OmegaConf.from_dotlist(overrides)
+        layer = OmegaConf.merge(*[_override(item) for item in overrides])
         _check_known(layer, known, "the command line")
         cfg = OmegaConf.merge(cfg, layer)
     validate(cfg)
     return cfg
+
+
+def _override(item: str) -> DictConfig:
+    """One `key=value` override as a config layer; its value is YAML, so a value YAML cannot read (a
+    leading `{`, an unclosed quote or bracket) or would cut (` #` starts a YAML comment) is refused
+    naming the override: quote the value, e.g. peer.command='prog {input} {output}'."""
+    key, _, value = item.partition("=")
+    hint = f"fix the value or quote it whole, e.g. {key.strip()}='...'"
+    try:
+        layer = OmegaConf.from_dotlist([item])
+    except Exception as err:  # noqa: BLE001 - yaml's and omegaconf's parser errors: one line naming the override
+        problem = str(err).strip().splitlines()[0]
+        raise ConfigError(f"override '{item}' is not a YAML value ({problem}); {hint}") from None
+    if "#" in value:
+        parsed = OmegaConf.select(layer, key.strip())
+        if "#" not in str(OmegaConf.to_container(parsed) if isinstance(parsed, (DictConfig, ListConfig)) else parsed):
+            raise ConfigError(f"override '{item}': ' #' starts a YAML comment, which would cut the value to "
+                              f"{parsed!r}; {hint}")
+    return layer
 
 
 def validate(cfg: DictConfig) -> None:
@@ -104,6 +124,27 @@ def validate(cfg: DictConfig) -> None:
                           f"video.chunk_frames={cfg.video.chunk_frames}")
     if not list(cfg.input.extensions):
         raise ConfigError("input.extensions is empty: give e.g. [.jpg, .png, .tif]")
+    check_finite(cfg)
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """ConfigError naming the first key (in file order) whose value, or an item of it, is NaN or infinite."""
+    bad = _nonfinite(OmegaConf.to_container(cfg, resolve=True), "")
+    if bad:
+        key, value = bad
+        raise ConfigError(f"{key}={value} is not a finite number: give a number (NaN and infinity are refused)")
+
+
+def _nonfinite(value, key: str):
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, item in items:
+        found = _nonfinite(item, f"{key}.{name}" if isinstance(value, dict) and key else
+                           str(name) if isinstance(value, dict) else f"{key}[{name}]")
+        if found:
+            return found
+    return None
 
 
 @functools.lru_cache(maxsize=1)

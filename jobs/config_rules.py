@@ -13,6 +13,7 @@ jobs/config.validate.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -40,6 +41,7 @@ class Rule:
     auto: bool = False  # the word `auto` allowed
     pattern: str = ""  # text keys: a regular expression the whole value must match
     hint: str = ""  # text keys: the values `pattern` stands for, in words
+    text_only: bool = False  # text keys: a number is refused too (a URI of 123 is a typo, not a place)
 
     def problem(self, value: Any) -> str:
         """Why `value` is refused ("" if it is accepted), said after the key=value."""
@@ -52,8 +54,8 @@ class Rule:
         if self.kind is bool:
             return "" if isinstance(value, bool) else "must be true or false"
         if self.kind is str:
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                return "must be text"
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or (self.text_only and not isinstance(value, str)):
+                return "must be text" + (" (a location: s3://bucket/prefix/ or a folder)" if self.text_only else "")
             return "" if not self.pattern or re.fullmatch(self.pattern, str(value)) else self._pattern_hint()
         if self.kind is list:
             return "" if isinstance(value, (list, tuple)) else "must be a list, e.g. [a, b]"
@@ -63,6 +65,8 @@ class Rule:
         also = " or auto" if self.auto else ""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a {'whole ' if self.kind is int else ''}number{also}"
+        if not math.isfinite(value):
+            return f"is not a finite number: give a number{also} (NaN and infinity are refused)"
         if self.kind is int and not isinstance(value, int):
             return f"must be a whole number{also} (it is not rounded)"
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -149,6 +153,11 @@ RULES: dict[str, Rule] = {
     "pipeline.max_attempts_per_input": _whole(1),
     "pipeline.ray_num_cpus": _number(0, low_open=True, null=True),
     "run.limit": _whole(0, null=True),
+    # one folder name under runs/: no '/', no '..', nothing a path would read as another place
+    "run.id": Rule(str, null=True, pattern=r"|[A-Za-z0-9][A-Za-z0-9_.-]{0,127}",
+                   hint="the names a run folder may have: empty (a new id from the time) or one name of letters, "
+                        "digits, . _ - starting with a letter or digit (no /, no ..)"),
+    **{key: Rule(str, null=True, text_only=True) for key in ("input.uri", "output.uri", "train.data", "train.output_dir")},
     "run.since": Rule(str, null=True),  # last | an ISO time: parsed by jobs/specs.build_run_spec
     "run.lock_ttl_seconds": _number(0, low_open=True),
     "run.watermark_margin_seconds": _number(0),

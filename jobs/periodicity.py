@@ -29,8 +29,11 @@ along x or y. A large image is scored in tiles of up to 1024 px that cover it, a
 tile counts (worst_tile in --json), so a pattern confined to one corner is seen; --heatmap
 draws that tile's autocorrelation.
 
-Prints a table, or one JSON object per line with --json. An unreadable file (or a missing
-reference) is reported on one line on stderr and the others go on; the exit status is then 1.
+Prints a table, or one JSON object per line with --json. An unreadable file (a symlink loop,
+a missing reference, an image smaller than the period) is reported on one line on stderr and
+the others go on; the exit status is then 1. A --period larger than a scored tile (1024 px) is
+refused, and a reference whose aspect ratio differs from the image's beyond one input pixel of
+rounding is scored with a warning (the excess then compares different pictures).
 
 examples:
   op4ksr periodicity out/images/ --reference in/
@@ -140,8 +143,13 @@ def write_heatmap(rho, path: Path, period: int, max_k: int, title: str) -> None:
 def _defaults(args) -> tuple[int, float, int]:
     from jobs.config import load_config
 
+    from op4ksr.quality.periodicity import DEFAULT_CROP
+
     if args.period is not None and args.period < 2:
         raise UserError(f"--period must be at least 2 px, got {args.period}")
+    if args.period is not None and args.period > DEFAULT_CROP:
+        raise UserError(f"--period {args.period} px is larger than a scored tile ({DEFAULT_CROP} px a side): no lag "
+                        "of it fits in one; give the period of the grid you look for (32 for F16 models)")
     cfg = load_config()
     period = args.period if args.period is not None else (cfg.report.period_px or 32)
     threshold = cfg.report.threshold if args.threshold is None else args.threshold
@@ -169,12 +177,34 @@ def _expand(images: list[str]) -> list[tuple[str, Path]]:
     from op4ksr.images.folders import image_files
 
     files = [Path(n) for n in images if not Path(n).is_dir()]
-    common = Path(os.path.commonpath([f.resolve().parent for f in files])) if files else None
+    common = Path(os.path.commonpath([_real(f).parent for f in files])) if files else None
     found = []
     for name in images:
         path = Path(name)
         found += ([(str(f), path.resolve()) for f in image_files(path)] if path.is_dir() else [(name, common)])
     return found
+
+
+def _real(path: Path) -> Path:
+    """`path` resolved, or made absolute when it cannot be (a symlink loop): it then fails alone, when scored."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _check_sizes(name: str, x, x_lr, ref: Path | None, period: int) -> None:
+    """ValueError (that image fails alone) when it is smaller than `period`; a warning line when its
+    reference has another aspect ratio than rounding explains (one input pixel either way)."""
+    h, w = x.shape[-2:]
+    if period > min(h, w):
+        raise ValueError(f"its {w}x{h} px are smaller than the period of {period} px: no lag of it fits")
+    if x_lr is None:
+        return
+    h_lr, w_lr = x_lr.shape[-2:]
+    if abs(w - w_lr * h / h_lr) > 1 + h / h_lr:
+        print(f"op4ksr periodicity: warning: {name} is {w}x{h} but its reference {ref} is {w_lr}x{h_lr}, another "
+              "aspect ratio: scored anyway, but its excess compares different pictures", file=sys.stderr)
 
 
 def _score_file(name: str, args, base: Path, period: int, threshold: float, max_k: int,
@@ -185,17 +215,18 @@ def _score_file(name: str, args, base: Path, period: int, threshold: float, max_
     path = Path(name)
     heatmap = None
     if args.heatmap:
-        heatmap = args.heatmap / path.resolve().relative_to(base).with_suffix(".autocorr.png")
+        heatmap = args.heatmap / _real(path).relative_to(base).with_suffix(".autocorr.png")
         owner = heatmaps.claim(str(heatmap), name)
         if owner is not None:
             raise collision_error(str(heatmap), owner)
     x = load_rgb(path)
     row = {"path": name, "width": x.shape[-1], "height": x.shape[-2]}
-    x_lr = None
+    x_lr, ref = None, None
     if args.reference is not None:
         ref = reference_for(path, args.reference, base)
         x_lr = load_rgb(ref)
         row["reference"] = str(ref)
+    _check_sizes(name, x, x_lr, ref, period)
     scores, (top, left, th, tw) = score(x, x_lr, period, threshold, max_k)
     if heatmap is not None:
         from op4ksr.quality.periodicity import periodicity_autocorr

@@ -11,6 +11,7 @@ import json
 from omegaconf import OmegaConf
 
 from jobs.config import ConfigError
+from jobs.config_checks import check_device, check_warmup_shapes
 from jobs.config_rules import RULES, value_problems
 from op4ksr.loading import (InferenceOptions, ModelSpec, check_stored_weights, checkpoint_reader, model_identity,
                             resolved_options)
@@ -269,15 +270,21 @@ def build_run_spec(cfg, run_id: str, config_yaml: str, credentials: S3Credential
         parse_since(since)  # names run.since, before any work
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    remote_gpus = float(cfg.actors.num_gpus) > 0
+    peer = peer_spec(cfg)
+    if peer is None or peer.kind == "spandrel":  # a command peer picks its own device
+        check_device(cfg, remote_gpus)
     model, model_id, options, read_json = _model_source(cfg, credentials)
     output = storage_spec(cfg, cfg.output.uri, credentials)
+    size = size_policy(cfg, gpu_actors=remote_gpus, read_json=read_json)
+    check_warmup_shapes(cfg, size)
     # the signing identity is not in params_hash: a new certificate re-signs nothing (docs/PROVENANCE.md)
     actor = actor_options(cfg, output, params_hash(output_params(cfg, options)), credentials)
     actor.evidence.check_tools()  # report.text_check=on without Tesseract: one line, before any listing
     return RunSpec(
         run_id=run_id, input=storage_spec(cfg, cfg.input.uri, credentials), output=output,
         extensions=tuple(cfg.input.extensions), model=model, model_id=model_id,
-        actor=actor, size=size_policy(cfg, gpu_actors=float(cfg.actors.num_gpus) > 0, read_json=read_json), pool=pool_spec(cfg),
+        actor=actor, size=size, pool=pool_spec(cfg),
         limit=cfg.run.limit, dry_run=bool(cfg.run.dry_run),
         ray_num_cpus=cfg.pipeline.ray_num_cpus, config_yaml=config_yaml, since=since,
         lock_ttl_seconds=float(cfg.run.lock_ttl_seconds), retry_given_up=bool(cfg.run.retry_given_up),

@@ -17,7 +17,9 @@ after its input with the output format's extension. No output is ever overwritte
 input's: when two inputs name one output (a.jpg and a.png in one folder, or two 1.jpg given
 from different folders), the first given owns it and the later one is refused by name and
 writes nothing. An output file that already exists is kept, and its input skipped, unless
---overwrite is given. A file that cannot be processed is reported on one line and the others
+--overwrite is given. Inputs are read-only: an --out that is an input folder (a symlink or ./
+counts) is refused before anything is written, --overwrite or not, and so is an output that
+would replace an input file; an --out inside an input folder is never read back as input. A file that cannot be processed is reported on one line and the others
 go on; the exit status is 0 only if no input failed or was refused. Any config key can be set
 with key=value (see configs/default.yaml).
 
@@ -66,10 +68,13 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args, _overrides(args))
     from op4ksr.inference.local_files import find_jobs, plan_jobs
 
+    _check_out(args.out)
     jobs = list(find_jobs(paths, args.out, cfg.input.extensions, cfg.output.format))
     if not jobs:
         raise UserError(f"no image files found in {', '.join(paths)} (extensions: input.extensions)")
-    plan = plan_jobs(jobs, overwrite=args.overwrite)  # before the model loads and anything is written
+    # before the model loads and anything is written
+    plan = plan_jobs(jobs, overwrite=args.overwrite, input_folders=[Path(p) for p in paths if Path(p).is_dir()],
+                     out_dir=args.out)
     for failure in plan.refused:
         print(f"refused: {failure.source}: {failure.error}", file=sys.stderr)
     failures = list(plan.refused)
@@ -84,6 +89,14 @@ def main(argv: list[str]) -> int:
                  "--overwrite replaces them")
     print(line, file=sys.stderr)
     return 0 if not failures else 1
+
+
+def _check_out(out: Path) -> None:
+    """One line, before the model loads, for an --out that cannot be a folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file, not a folder: give a folder (created if missing)")
+    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+        raise UserError(f"--out {out}: a part of its path is a file, not a folder: give another folder")
 
 
 def _run(cfg, args, jobs) -> list:

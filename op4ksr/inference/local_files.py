@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from op4ksr.errors import InputsAreReadOnly
 from op4ksr.images.codec import decode_image, encode_image
 from op4ksr.provenance.lineage import GENERATIVE, Lineage
 from op4ksr.provenance.xmp import merged_xmp
@@ -38,12 +39,25 @@ class Failure:
 
 
 def find_jobs(inputs: Iterable[str], out_dir: Path, extensions: Iterable[str], fmt: str) -> Iterator[Job]:
-    """One job per image file: files as given, folders walked recursively with their structure mirrored."""
+    """One job per image file: files as given, folders walked recursively with their structure mirrored.
+
+    Inputs are read-only: an `out_dir` that is an input folder (compared by real path, so a symlink
+    or ./ counts) is refused with InputsAreReadOnly before anything is written, and an `out_dir`
+    inside an input folder is never walked, so a rerun never reads its own outputs back."""
     extensions = list(extensions)
+    real_out = out_dir.resolve()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
+            real_in = path.resolve()
+            if real_in == real_out:
+                raise InputsAreReadOnly(f"--out {out_dir} is the input folder {item}: op4ksr never writes over "
+                                        "its inputs (not with --overwrite either); no input was changed and "
+                                        "nothing was written. Give another --out")
+            skip = real_out if real_out.is_relative_to(real_in) else None
             for file in image_files(path, extensions):
+                if skip is not None and file.resolve().is_relative_to(skip):
+                    continue  # our own outputs, inside the input folder
                 yield Job(file, out_dir / output_name(file.relative_to(path).as_posix(), fmt))
         else:
             yield Job(path, out_dir / output_name(path.name, fmt))
@@ -58,10 +72,18 @@ class Plan:
     existing: list[Job]
 
 
-def plan_jobs(jobs: Iterable[Job], overwrite: bool = False) -> Plan:
-    """Sort jobs before anything is written: an input given twice runs once; one whose output another
-    input claimed first is refused by name (op4ksr.images.output_names, the backfill's rule); one
-    whose output file exists is skipped unless `overwrite`."""
+def plan_jobs(jobs: Iterable[Job], overwrite: bool = False, input_folders: Iterable[Path] = (),
+              out_dir: Path | None = None) -> Plan:
+    """Sort jobs before anything is written: an input given twice runs once; one whose output is an
+    input, or lies inside an input folder other than one holding `out_dir`, is refused (inputs are
+    read-only, whatever `overwrite` says); one whose output another input claimed first is refused by
+    name (op4ksr.images.output_names, the backfill's rule); one whose output file exists is skipped
+    unless `overwrite`."""
+    jobs = list(jobs)
+    sources = {job.source.resolve() for job in jobs}
+    real_out = out_dir.resolve() if out_dir is not None else None
+    guarded = [f.resolve() for f in input_folders]
+    guarded = [f for f in guarded if real_out is None or not real_out.is_relative_to(f)]
     claims, seen = OutputClaims(), set()
     todo, refused, existing = [], [], []
     for job in jobs:
@@ -69,7 +91,12 @@ def plan_jobs(jobs: Iterable[Job], overwrite: bool = False) -> Plan:
         if source in seen:
             continue
         seen.add(source)
-        owner = claims.claim(str(job.target.resolve()), str(job.source))
+        target = job.target.resolve()
+        if target in sources or any(target.is_relative_to(folder) for folder in guarded):
+            refused.append(Failure(job.source, f"InputsAreReadOnly: its output {job.target} is an input or inside "
+                                               "an input folder; op4ksr never writes there (give another --out)"))
+            continue
+        owner = claims.claim(str(target), str(job.source))
         if owner is not None:
             refused.append(Failure(job.source, _describe(collision_error(str(job.target), owner))))
         elif job.target.exists() and not overwrite:

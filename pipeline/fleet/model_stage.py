@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 
 import pyarrow as pa
 import ray
@@ -31,9 +32,21 @@ class WatchedStage:
         self.calls: dict[int, float] = {}  # call number -> when it began (up to two calls at once)
         self.lock, self.count = threading.Lock(), 0
         self.isolation = ReadersWriterLock()
-        # beats start before the model loads: a loading actor holds its device, so it counts as live
-        threading.Thread(target=self._beat_forever, name="roll-beat", daemon=True).start()
+        # beats start before the model loads: a loading actor holds its device, so it counts as live. The
+        # thread holds the stage weakly, so that Ray Data's release of the actor (which drops the UDF: __del__)
+        # stops and joins it
+        self._stop_beats = threading.Event()
+        self._beats = threading.Thread(target=_beat_until_stopped, args=(weakref.ref(self), self._stop_beats),
+                                       name="roll-beat", daemon=True)
+        self._beats.start()
         self.stage = stage_cls(model=model, options=options)
+
+    def __del__(self) -> None:
+        stop, beats = getattr(self, "_stop_beats", None), getattr(self, "_beats", None)
+        if stop is not None:
+            stop.set()
+        if beats is not None and beats is not threading.current_thread():
+            beats.join(timeout=2 * BEAT_SECONDS)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         with self.lock:
@@ -87,10 +100,17 @@ class WatchedStage:
         return self.roll.beat.remote(self.worker, self.ray_actor_id, self.node_id, self.started_at, busy_since,
                                      resident_bytes())
 
-    def _beat_forever(self) -> None:
-        while True:
-            self._beat()
-            time.sleep(BEAT_SECONDS)
+
+
+def _beat_until_stopped(stage_ref, stop: threading.Event) -> None:
+    """The roll beat of a WatchedStage, once a second, until it is stopped or released."""
+    while not stop.is_set():
+        stage = stage_ref()
+        if stage is None:
+            return
+        stage._beat()
+        del stage  # held only while beating
+        stop.wait(BEAT_SECONDS)
 
 
 def _with_attempts(batch: pa.Table, attempts: list[int]) -> pa.Table:

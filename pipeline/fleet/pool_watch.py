@@ -16,6 +16,7 @@ Nothing here decides what to retry: that is the AttemptBook's count (pipeline/fl
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -23,7 +24,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ray
 
@@ -32,6 +33,7 @@ from pipeline.fleet.spec import PoolSpec
 
 BEAT_SECONDS = 1.0
 GONE_AFTER_SECONDS = 3.5  # no beat for this long: the process has ended
+PUMP_STOP_SECONDS = 120.0  # how long a run's end waits for its record pump (the executor's shutdown ends it in ~2 s)
 logger = logging.getLogger(__name__)
 
 
@@ -120,32 +122,67 @@ class PoolWatch:
         self._thread.join()
         self.sample()  # the last beats: who ended before the run did
 
-    def records(self, source: Iterator[list[dict]]) -> Iterator[list[dict]]:
-        """`source`'s items, consumed on a thread so that the run can give up waiting for room."""
+    def records(self, source: Iterator[list[dict]], stop_source: Callable[[], None] = lambda: None
+                ) -> Iterator[list[dict]]:
+        """`source`'s items, consumed on a thread so that the run can give up waiting for room.
+
+        However the consumer ends (all read, ActorStartTimeout, an error of its own, a generator
+        closed early), the pump thread is stopped and joined before this returns: `stop_source` is
+        called to end a pump blocked waiting for the next item (the run's dataset executor is shut
+        down: pipeline/run/dataflow.py), the queue is drained so that a pump blocked on a full queue
+        sees the stop, and the pump closes `source` itself (a generator is closed by its own thread).
+        Nothing of the run then touches Ray after the run returns (issue 27: a thread polling Ray
+        after its shutdown makes Ray end the whole process)."""
         items: queue.Queue = queue.Queue(maxsize=4)
-        done = object()
+        done, stop = object(), threading.Event()
+
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def pump() -> None:
             try:
                 for item in source:
-                    items.put(item)
-                items.put(done)
+                    if not hand_over(item):
+                        return
+                hand_over(done)
             except BaseException as err:  # noqa: BLE001 - handed to the consumer
-                items.put(err)
+                hand_over(err)
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
 
-        threading.Thread(target=pump, name="records", daemon=True).start()
-        while True:
-            try:
-                item = items.get(timeout=self.every)
-            except queue.Empty:
-                self._check_room()
-                continue
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            self.last_row_at = time.time()
-            yield item
+        thread = threading.Thread(target=pump, name="records", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    item = items.get(timeout=self.every)
+                except queue.Empty:
+                    self._check_room()
+                    continue
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self.last_row_at = time.time()
+                yield item
+        finally:
+            stop.set()
+            if thread.is_alive():
+                stop_source()
+            deadline = time.monotonic() + PUMP_STOP_SECONDS
+            while thread.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    items.get(timeout=0.1)
+            if thread.is_alive():  # never seen; said rather than waited on for ever
+                logger.warning("the run's record pump did not stop within %g s", PUMP_STOP_SECONDS)
 
     def sample(self) -> None:
         """One reading of the roll and of the nodes."""

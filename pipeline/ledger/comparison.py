@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import numbers
 
 import pandas as pd
@@ -19,6 +20,8 @@ from pipeline.ledger.manifest_scan import scan_manifest, scan_parquet
 from pipeline.manifest.layout import report_key, run_key
 from pipeline.manifest.records import FIELDS
 from pipeline.storage import ObjectNotFoundError, Storage
+
+logger = logging.getLogger("op4ksr.comparison")  # a note on the command's stderr (jobs/cli.py show_notes)
 
 # the manifest's quality fields, first in the tables; numeric report fields outside the manifest follow
 EVIDENCE_METRICS = ("contradicted_fraction", "added_detail", "text_cer")  # op4ksr/quality/evidence.py
@@ -106,8 +109,15 @@ def _priced(frame: pd.DataFrame, outputs: Storage) -> pd.DataFrame:
             for batch in scan_parquet(run_storage(outputs, run_id), ["cost.parquet"], ["key", "status", "total_usd"]):
                 usd |= {(run_id, r["key"]): r["total_usd"] for r in batch.to_pylist() if r["status"] == "ok"}
         except (ObjectNotFoundError, FileNotFoundError, OSError):
-            continue  # a run without a ledger (killed before its finish): its images stay unpriced
+            continue  # a run without a ledger (killed before its finish): its images stay unpriced, and are named below
     frame["total_usd"] = [usd.get((r, k)) for r, k in zip(frame["run_id"], frame["key"])]
+    unpriced = frame[(frame["status"] == "ok") & frame["total_usd"].isna()]
+    if len(unpriced):
+        runs = sorted(set(unpriced["run_id"].dropna()))
+        logger.warning("%s: %d image(s) counted but not priced (%s): run(s) %s have no cost ledger (killed before "
+                       "their finish); `op4ksr report %s` rebuilds one", outputs.spec.uri, len(unpriced),
+                       ", ".join(unpriced["key"].head(3)) + (", ..." if len(unpriced) > 3 else ""), ", ".join(runs),
+                       run_storage(outputs, runs[0]).spec.uri if runs else "<run folder>")
     return frame
 
 

@@ -51,6 +51,7 @@ class FinishRecord:
     estimate: dict = dataclasses.field(default_factory=dict)
     listed: int | None = None      # inputs listed (a dry run lists without manifest rows); None: the manifest's rows
     pool: dict = dataclasses.field(default_factory=dict)  # pipeline.fleet.pool_watch.PoolReport as a dict ({}: none)
+    stopped: str = ""  # why the run stopped before every listed input had a row (Ctrl-C, no actor could start)
 
     def save(self, run_storage: Storage) -> None:
         run_storage.put(FINISH_KEY, json.dumps(dataclasses.asdict(self), indent=2).encode(), "application/json")
@@ -170,7 +171,7 @@ def _summary(run_storage: Storage, record: FinishRecord, counts: dict, cost: dic
             "bytes_in": int(counts["bytes_in"]), "bytes_out": int(counts["bytes_out"]), "flagged": counts["flagged"],
             "mean_niqe": counts["niqe_sum"] / counts["niqe_count"] if counts["niqe_count"] else None,
             "c2pa": counts["c2pa"], "dry_run": record.dry_run, "cost": cost, "cost_uri": run_storage.uri_for("cost.parquet"),
-            "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate,
+            "report_uri": run_storage.uri_for("report.html"), "estimate": record.estimate, "stopped": record.stopped,
             **{name: record.pool.get(name, 0) for name in POOL_FIELDS}}
 
 

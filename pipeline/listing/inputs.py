@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 from op4ksr.images.output_names import OutputClaims
 from pipeline.listing.fanout import iter_fanned_out
 from pipeline.listing.output_owners import UNNAMED_OWNER
-from pipeline.storage import ObjectInfo, Storage
+from pipeline.listing.read_only import without_prefixes
+from op4ksr.errors import UserError
+from pipeline.storage import ObjectInfo, Storage, StorageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 
@@ -49,6 +51,18 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
+class InputUnreadable(UserError):
+    """input.uri cannot be listed: no such folder or bucket, refused credentials, an unreachable endpoint."""
+
+
+def check_listable(storage: Storage, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> None:
+    """InputUnreadable, in one line, when `storage` cannot be listed (one page is read): before a run writes anything."""
+    try:
+        next(iter(storage.iter_objects(extensions=extensions)), None)
+    except StorageError as err:
+        raise InputUnreadable(f"input.uri={storage.spec.uri}: {err}") from None
+
+
 def list_inputs(
     storage: Storage,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
@@ -56,17 +70,19 @@ def list_inputs(
     since: dt.datetime | None = None,
     workers: int = LISTING_WORKERS,
     fan_out_after: int = FAN_OUT_AFTER_KEYS,
+    exclude: tuple[str, ...] = (),
 ) -> Iterator[ObjectInfo]:
     """Input objects with one of `extensions`, in key order, at most `limit` of them.
 
     `since` keeps objects modified after it. S3 has no server-side filter on time, so the
     listing still walks the whole prefix; only what is kept is written and processed. A listing
     that goes on past `fan_out_after` keys lists the rest with `workers` threads, one per
-    folder (pipeline/listing/fanout.py); the order and the keys are the same.
+    folder (pipeline/listing/fanout.py); the order and the keys are the same. Keys under any of
+    `exclude` (output locations inside the input: pipeline/listing/read_only.py) are never listed.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit={limit} must be 0 or more (None: no limit)")
-    objects = _fanned_out(storage, extensions, workers, fan_out_after)
+    objects = without_prefixes(_fanned_out(storage, extensions, workers, fan_out_after), tuple(exclude))
     if since is not None:
         objects = (o for o in objects if o.last_modified > since)
     return objects if limit is None else itertools.islice(objects, limit)

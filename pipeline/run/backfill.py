@@ -7,6 +7,7 @@ cost ledger, the summary and the report page.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -23,8 +24,12 @@ from pipeline.fleet.signing import check_before_run
 from pipeline.listing.done_index import DoneIndex, DueSplit
 from pipeline.ledger.finish import FinishRecord, finish_run
 from pipeline.run.incremental import incremental_run
+from op4ksr.errors import UserError
+from pipeline.run.interrupted import RunInterrupted, interrupted_message
+from pipeline.run.recovered import RecordedKeys, recovery_window, rows_from_reports
 from pipeline.manifest.layout import output_image_key, run_key
-from pipeline.listing.inputs import INPUTS_SCHEMA, list_inputs, write_inputs_parquet
+from pipeline.listing.inputs import INPUTS_SCHEMA, check_listable, list_inputs, write_inputs_parquet
+from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.manifest.records import MANIFEST_SCHEMA, manifest_table
 from pipeline.run.spec import RunSpec
 from pipeline.storage import ObjectInfo
@@ -93,6 +98,7 @@ class RunSummary:
     actors_rss_peak_bytes: int = 0  # the most resident memory one model actor process had (its beats, once a second)
     given_up: int = 0             # of `failed`: inputs given up (they killed their worker), not retried unless asked
     c2pa: dict = field(default_factory=dict)  # ok outputs by C2PA manifest: {"signed": n, "sidecar": n, "none": n}
+    stopped: str = ""             # why the run stopped before every listed input had its row ("": it did not)
 
 
 class ManifestWriter:
@@ -176,6 +182,8 @@ def run_backfill(spec: RunSpec, model_stage, on_progress: Callable[[Progress], N
     failures moves the watermark (pipeline.run.incremental). `listing`: these inputs of spec.input
     instead of its whole listing (a sample: `op4ksr compare`); such a run never moves the watermark.
     """
+    check_output_apart(spec.input.uri, spec.output.uri)  # before anything is written
+    check_listable(spec.input.open(), spec.extensions)
     check_before_run(spec.actor.provenance)  # a bad signing identity is refused before anything is listed
     outputs = spec.output.open()
     outputs.check_writable()
@@ -198,7 +206,8 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
                    None if spec.dry_run else lambda rows: (writer.add(rows), telemetry.record(rows)),
                    given_up=None if spec.retry_given_up else given_up)
     if listing is None:
-        listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since)
+        listing = list_inputs(inputs, spec.extensions, limit=spec.limit, since=since,
+                              exclude=excluded_prefixes(spec.input.uri, [spec.output.uri]))
     total = write_inputs_parquet(listing, outputs, run_key(spec.run_id, "inputs.parquet"),
                                  output_key=functools.partial(output_image_key, fmt=spec.actor.output_format),
                                  on_batch=due, earlier_owners=functools.partial(index.owners.owners_of,
@@ -207,10 +216,10 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
     progress = Progress(total=total, skipped=0 if spec.dry_run else due.skipped,
                         failed=0 if spec.dry_run else due.given_up)
     with telemetry.run(spec.run_id, **{"op4ksr.images.listed": total}) as traceparent:
-        actors_ended_at, pool = time.time(), None
+        actors_ended_at, pool, stopped = time.time(), None, None
         if due_rows and not spec.dry_run:
-            actors_ended_at, pool = _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress,
-                                             on_progress)
+            actors_ended_at, pool, stopped = _process_or_stop(spec, model_stage, outputs, traceparent, writer,
+                                                              telemetry, progress, on_progress)
         writer.close()
         estimate = {}
         if spec.dry_run and total:
@@ -218,17 +227,38 @@ def _run(spec: RunSpec, model_stage, since: dt.datetime | None, on_progress, pri
 
             estimate = dry_run_estimate(outputs, run_key(spec.run_id, "due.parquet"), spec.run_id,
                                         spec.model_id, spec.params_hash)
-        summary = _finish(spec, inputs, outputs, progress, prices or spec.prices, actors_ended_at, estimate, pool)
+        why = "" if stopped is None else ("interrupted (Ctrl-C)" if isinstance(stopped, KeyboardInterrupt) else str(stopped))
+        summary = _finish(spec, inputs, outputs, progress, prices or spec.prices, actors_ended_at, estimate, pool, why)
         telemetry.set_run_attributes(**{f"op4ksr.images.{k}": getattr(summary, k) for k in ("ok", "failed", "skipped")},
                                      **{"op4ksr.cost.total_usd": summary.cost.get("total_usd")})
+    if isinstance(stopped, KeyboardInterrupt):
+        raise RunInterrupted(interrupted_message(summary), summary)
+    if stopped is not None:
+        raise stopped
     return summary
 
 
-def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
+def _process_or_stop(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress):
+    """_process's (when, pool, None); or, when the run stops early (Ctrl-C; no actor could start:
+    ActorStartFailed, ActorStartTimeout), (when, None, why) once the images it finished have their rows:
+    those in flight are recovered from their reports (pipeline/run/recovered.py). The finish phase then
+    records and prices what was done, and summary.json says why the rest has no row."""
+    recorded = RecordedKeys()
+    try:
+        return (*_process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress,
+                          recorded), None)
+    except (KeyboardInterrupt, UserError) as err:
+        finished = rows_from_reports(outputs, spec.run_id, recorded, recovery_window(spec.pool))
+        writer.add(finished)
+        progress.ok += len(finished)
+        return time.time(), None, err
+
+
+def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progress, on_progress, recorded=None):
     """Run the dataset, writing rows as they come; returns (when, unix s, the last row arrived, the
     pool's PoolReport: pipeline/fleet/pool_watch.py)."""
     from pipeline.fleet.attempts import AttemptBook
-    from pipeline.run.dataflow import build_dataset, configure_ray_data, iter_records
+    from pipeline.run.dataflow import ExecutorStop, build_dataset, configure_ray_data, iter_records
     from pipeline.fleet.pool_watch import ActorRoll, PoolWatch, on_driver_node
 
     with ray_session(spec.ray_num_cpus):
@@ -236,9 +266,15 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
         roll, book = on_driver_node(ActorRoll), on_driver_node(AttemptBook, spec.pool.max_attempts_per_input)
         dataset = build_dataset(spec, model_stage, outputs.uri_for(run_key(spec.run_id, "due.parquet")),
                                 traceparent, roll, book)
-        with PoolWatch(roll, spec.pool) as watch:
-            for rows in watch.records(iter_records(dataset, spec.pool)):
+        # however the loop ends (done, given up, an error, Ctrl-C), the records' pump, the dataset's executor
+        # and the pool watch's thread are stopped and joined before Ray shuts down (pool_watch.records)
+        with ExecutorStop() as stop_executors, PoolWatch(roll, spec.pool) as watch, \
+                contextlib.closing(watch.records(iter_records(dataset, spec.pool, _model_keys(spec)),
+                                                 stop_executors)) as records:
+            for rows in records:
                 writer.add(rows)
+                if recorded is not None:
+                    recorded.add(rows)
                 telemetry.record(rows)
                 for row in rows:
                     setattr(progress, row["status"], getattr(progress, row["status"]) + 1)
@@ -246,13 +282,22 @@ def _process(spec, model_stage, outputs, traceparent, writer, telemetry, progres
         return time.time(), watch.report()  # the pool is released here, before Ray shuts down
 
 
+def _model_keys(spec: RunSpec) -> str:
+    """The config keys a model actor starts with, as the user wrote them (for ActorStartFailed)."""
+    model, peer = spec.model.spec, spec.model.peer
+    what = (f"peer.kind={peer.kind}, " + (f"peer.path={peer.path}" if peer.kind == "spandrel" else
+                                          f"peer.command={peer.command}") if peer else f"model.path={model.source}")
+    return (f"{what}, model.device={model.device}, model.dtype={model.dtype}, actors.num_gpus={spec.pool.num_gpus:g}, "
+            f"actors.warmup_shapes={[list(s) for s in spec.actor.warmup_shapes]}")
+
+
 def _finish(spec, inputs, outputs, progress, prices: Prices, actors_ended_at: float, estimate: dict,
-            pool) -> RunSummary:
+            pool, stopped: str = "") -> RunSummary:
     """Cost ledger, summary.json and report.html for the finished run, streamed from its manifest
     (pipeline/ledger/finish.py); actors are charged until `actors_ended_at`, or until they ended
     (`pool`: the run's PoolReport, None when no actor ran)."""
     run_storage = spec.output.child(run_key(spec.run_id, "")).open()
     record = FinishRecord(spec.run_id, actors_ended_at, time.perf_counter() - progress.started, spec.dry_run, estimate,
-                          progress.total, pool=dataclasses.asdict(pool) if pool else {})
+                          progress.total, pool=dataclasses.asdict(pool) if pool else {}, stopped=stopped)
     record.save(run_storage)  # first, so that `op4ksr report` can redo what follows if it fails
     return RunSummary(**finish_run(run_storage, record, prices, spec.actor.report_threshold, inputs, outputs))

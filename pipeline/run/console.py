@@ -5,21 +5,24 @@ import sys
 import time
 
 
-def progress_printer(every_seconds: float = 5.0, stream=sys.stderr):
-    """A Progress callback printing one line at most every `every_seconds` (and at the end)."""
+def progress_printer(every_seconds: float = 5.0, stream=None):
+    """A Progress callback printing one line at most every `every_seconds` (and at the end) on `stream`
+    (default: sys.stderr as it is when a line is printed, so a redirected stderr is honoured)."""
     last = [0.0]
 
     def show(progress) -> None:
         now = time.monotonic()
         if now - last[0] >= every_seconds or progress.done == progress.total:
             last[0] = now
-            print(progress.line(), file=stream, flush=True)
+            print(progress.line(), file=stream or sys.stderr, flush=True)
 
     return show
 
 
-def print_summary(summary, cfg=None, stream=sys.stdout) -> None:
-    """The run summary as an aligned table, then its cost table (pipeline.ledger.cost) and the report page's uri."""
+def print_summary(summary, cfg=None, stream=None) -> None:
+    """The run summary as an aligned table, then its cost table (pipeline.ledger.cost) and the report page's
+    uri, on `stream` (default: sys.stdout as it is now)."""
+    stream = stream or sys.stdout
     cost = summary.cost or {}
     rows = [("run", summary.run_id), ("inputs listed", summary.total), ("ok", summary.ok),
             ("failed", summary.failed), ("skipped (already done)", summary.skipped),

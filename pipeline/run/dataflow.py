@@ -6,11 +6,16 @@ returning manifest records, so `pipeline` never imports `actors` (docs/ARCHITECT
 """
 from __future__ import annotations
 
+import re
+import threading
 from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 import ray
+from ray.data._internal.execution.execution_callback import ExecutionCallback
+from ray.data.block import BlockAccessor
 
+from op4ksr.errors import UserError
 from pipeline.run.fetch import FetchContext, FetchDecode
 from pipeline.fleet.model_stage import WatchedStage
 from pipeline.fleet.pool_watch import ActorStartTimeout
@@ -47,13 +52,72 @@ def configure_ray_data(pool: PoolSpec) -> None:
     # and released actors idle (Ray Data's autoscaler; its default waits for nearly two queued
     # calls per slot, which a bounded fetch stage seldom queues: a 1..2 pool never grew here)
     context.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
+    # each execution of a dataset built from here on tells ExecutorStop its executor (a dataset copies the
+    # context when it is built: this must come before build_dataset)
+    if _ExecutorsStarted not in context.custom_execution_callback_classes:
+        context.custom_execution_callback_classes.append(_ExecutorsStarted)
 
 
-def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dict]]:
-    """The dataset's manifest records, a block at a time; ActorStartTimeout if the pool cannot start."""
+class _ExecutorsStarted(ExecutionCallback):
+    """Ray Data makes one per execution and tells it its executor: handed to every ExecutorStop open in this
+    process. Module level: the DataContext that names it is pickled to Ray's workers."""
+
+    collectors: list[list] = []
+    lock = threading.Lock()
+
+    def before_execution_starts(self, executor) -> None:
+        with self.lock:
+            for executors in self.collectors:
+                executors.append(executor)
+
+
+class ExecutorStop:
+    """Inside `with ExecutorStop() as stop:`, the Ray Data executors started in this process are kept, and
+    `stop()` shuts them down: for a run that ends before its dataset is exhausted (given up, an error,
+    Ctrl-C). Ray Data shuts an executor down only when its iterator is exhausted or collected; until
+    then its thread keeps polling Ray, which after `ray.shutdown()` makes Ray end the whole process."""
+
+    def __init__(self) -> None:
+        self.executors: list = []
+
+    def __enter__(self) -> ExecutorStop:
+        # the datasets' contexts name _ExecutorsStarted since configure_ray_data
+        with _ExecutorsStarted.lock:
+            _ExecutorsStarted.collectors.append(self.executors)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _ExecutorsStarted.lock:
+            _ExecutorsStarted.collectors.remove(self.executors)
+
+    def __call__(self) -> None:
+        """Shut the executors down now (their tasks and actors stopped) and wait for their threads."""
+        for executor in self.executors:
+            executor.shutdown(force=True)
+            executor.join(timeout=60)  # its loop ends at its next step once shut down
+
+
+class ActorStartFailed(UserError):
+    """A model actor died in its constructor (a checkpoint it cannot load, a device it does not have)."""
+
+
+def iter_records(dataset: ray.data.Dataset, pool: PoolSpec, model_keys: str = "") -> Iterator[list[dict]]:
+    """The dataset's manifest records, a block at a time; ActorStartTimeout if the pool cannot start.
+
+    Blocks are read straight from the executor's output (`iter_internal_ref_bundles`), not through
+    `iter_batches`: that one starts a prefetch thread of its own that calls `ray.wait` and is stopped
+    only when its iterator is collected, so a run that ends early could leave it polling a Ray that
+    is shut down. Here nothing runs but the executor, which ExecutorStop stops."""
     try:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield batch.to_pylist()
+        for bundle in dataset.iter_internal_ref_bundles():
+            for ref in bundle.block_refs:
+                yield BlockAccessor.for_block(ray.get(ref)).to_arrow().to_pylist()
+    except ray.exceptions.ActorDiedError as err:
+        if "creation task" not in str(err):
+            raise
+        raise ActorStartFailed(f"the model actor died while starting: {_last_line(str(err))}; check the keys it "
+                               f"starts with ({model_keys or 'model.*, peer.*, actors.*'}), then rerun (done images "
+                               "are kept)") from None
     except ray.exceptions.GetTimeoutError as err:
         if "starting actors" not in str(err):
             raise
@@ -61,6 +125,12 @@ def iter_records(dataset: ray.data.Dataset, pool: PoolSpec) -> Iterator[list[dic
             f"{pool.min_actors} model actor(s) of {pool.resources_text()} did not "
             f"start within actors.start_timeout_s={pool.start_timeout_s:g}: the cluster has no room for them "
             f"(`ray status` shows what is free); lower actors.min or actors.num_gpus, or add nodes") from None
+
+
+def _last_line(text: str) -> str:
+    """The exception line of a worker's traceback (its last non-empty line), colour codes removed."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def fetch_stage(spec: RunSpec, traceparent: str = "", threads: int | None = None) -> FetchDecode:
