@@ -40,7 +40,7 @@ def write_synthetic(root: Path, double: int, single: int, shards: int, seed: int
     from safetensors.torch import save_file
 
     from op4ksr.importing.components import meta_component
-    from op4ksr.importing.tensorfile import write_streaming
+    from op4ksr.tensorfile import write_streaming
     from op4ksr.presets import FLUX_VAE, get_preset
     from op4ksr.transformer import RFRFluxTransformer2DModel
     from op4ksr.vae import F16AutoencoderKL

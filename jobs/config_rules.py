@@ -115,6 +115,8 @@ RULES: dict[str, Rule] = {
     "model.dtype": Rule(str, choices=get_args(DType)),
     "model.device": Rule(str, pattern=r"auto|cpu|cuda(:\d+)?|mps", hint="auto, cpu, cuda, cuda:N, mps"),
     "model.seed": _whole(0),
+    "model.weights": Rule(str, choices=("dtype", "fp8", "int8")),
+    "model.offload": Rule(str, choices=("none", "blocks")),
     "model.vae_decode_partitions": _whole(0),
     "model.decode_shift": Rule(bool, null=True),
     "rfr.mode": Rule(str, choices=get_args(RFRMode), null=True),

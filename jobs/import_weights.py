@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=4, help="default output / input size (default 4)")
     p.add_argument("--name", default="", help="model name (default: the base folder's name)")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    p.add_argument("--weights", default="dtype", choices=["dtype", "int8"],
+                   help="int8: the transformer blocks' Linears stored int8 per output channel (run with model.weights=int8)")
     add_config_arguments(p)
     return p
 
@@ -62,7 +64,7 @@ def main(argv: list[str]) -> int:
             base=fetch(args.base), out=local_out, vae=fetch(args.vae), vae_stride=args.vae_stride,
             loras=tuple(fetch(p) for p in args.lora), prompt=args.prompt, prompt_embeds=fetch(args.prompt_embeds),
             max_sequence_length=args.max_sequence_length, timestep=args.timestep, guidance=args.guidance,
-            scale=args.scale, name=args.name, dtype=args.dtype, decode_shift=args.decode_shift,
+            scale=args.scale, name=args.name, dtype=args.dtype, weights=args.weights, decode_shift=args.decode_shift,
             labels=tuple(fetch.labels.items()))
         index = import_checkpoint(spec)  # a UserError names the bad input; the CLI prints it as one line
         if _remote(args.out):

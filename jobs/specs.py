@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from jobs.config import ConfigError
 from jobs.config_checks import check_device, check_warmup_shapes
 from jobs.config_rules import RULES, value_problems
-from op4ksr.loading import InferenceOptions, ModelSpec, checkpoint_reader, model_identity, resolved_options
+from op4ksr.loading import (InferenceOptions, ModelSpec, check_stored_weights, checkpoint_reader, model_identity,
+                            resolved_options)
 from op4ksr.provenance.lineage import source_type_for
 from op4ksr.sizing import SizePolicy
 from pipeline.ledger.cost import PRICE_KEYS, Prices
@@ -47,7 +48,8 @@ def model_source(cfg) -> str:
 def model_spec(cfg) -> ModelSpec:
     """The ModelSpec a config names."""
     return ModelSpec(source=model_source(cfg), dtype=cfg.model.dtype, device=cfg.model.device,
-                     seed=int(cfg.model.seed), options=inference_options(cfg))
+                     seed=int(cfg.model.seed), weights=str(cfg.model.weights), offload=str(cfg.model.offload),
+                     options=inference_options(cfg))
 
 
 def size_policy(cfg, gpu_actors: bool = False, read_json=None) -> SizePolicy:
@@ -74,7 +76,8 @@ def max_output_megapixels(cfg, gpu_actors: bool = False, read_json=None) -> floa
     return planned("auto", preset=model_source(cfg), read_json=read_json or model_reader(cfg)[1],
                    dtype=cfg.model.dtype, device=cfg.model.device, device_memory_gb=cfg.sr.device_memory_gb,
                    decode_partitions=int(cfg.model.vae_decode_partitions),
-                   attention_backend=cfg.model.attention_backend)
+                   attention_backend=cfg.model.attention_backend, weights=str(cfg.model.weights),
+                   offload=str(cfg.model.offload))
 
 
 def output_options(cfg):
@@ -100,6 +103,7 @@ def output_params(cfg, options: dict) -> dict:
     """The values that change an output's pixels or bytes (and so its params_hash); `options` resolved."""
     params = {"scale": None if cfg.sr.long_side else float(cfg.sr.scale), "long_side": cfg.sr.long_side,
               "format": cfg.output.format, "dtype": cfg.model.dtype,
+              **({"weights": cfg.model.weights} if cfg.model.weights != "dtype" else {}),  # offload: same pixels
               "decode_partitions": int(cfg.model.vae_decode_partitions), "inference": options}
     if cfg.output.format in ("jpeg", "webp"):
         params["quality"] = int(cfg.output.quality)
@@ -209,6 +213,8 @@ def _model_source(cfg, credentials: S3Credentials | None) -> tuple[ModelSource, 
                                          if peer.kind == "spandrel" else {})
         return ModelSource(spec=spec, peer=peer), peer_model_id(peer), options, None
     storage, read_json = model_reader(cfg, credentials)
+    if read_json is not None:  # an int8 checkpoint run as bf16 (or fp8 requantised): one line, before listing
+        check_stored_weights(spec, read_json)
     return (ModelSource(spec=spec, storage=storage), model_identity(spec, read_json), resolved_options(spec, read_json),
             read_json)
 

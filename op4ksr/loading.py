@@ -70,6 +70,8 @@ class ModelSpec:
     dtype: DType = "float32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # a preset's random weights
+    weights: str = "dtype"  # dtype | fp8 | int8 (op4ksr.quantize)
+    offload: str = "none"  # none | blocks (op4ksr.offload)
     options: InferenceOptions = field(default_factory=InferenceOptions)
 
     def with_source(self, source: str) -> "ModelSpec":
@@ -136,6 +138,19 @@ def model_identity(spec: ModelSpec, read_json: Callable[[str], dict] | None = No
     return model_id
 
 
+def check_stored_weights(spec: ModelSpec, read_json: Callable[[str], dict]) -> None:
+    """WeightsModeError (one line, naming model.weights) when the checkpoint's stored weights
+    (model_index.json "weights", written by `op4ksr import --weights`) cannot run as spec.weights,
+    or when spec.weights cannot run on spec.device."""
+    from op4ksr.quantize import WeightsModeError, check_weights_mode, int8_unavailable_reason
+
+    stored = read_json(MODEL_INDEX).get("weights", "dtype")
+    check_weights_mode(spec.weights, spec.offload, stored, f"model {spec.source}")
+    reason = int8_unavailable_reason(resolve_device(spec.device)) if spec.weights == "int8" else None
+    if reason:
+        raise WeightsModeError(f"model.weights=int8: {reason}; set model.weights=dtype")
+
+
 def resolve_device(name: str = "auto"):
     """The torch device for a config value: auto picks CUDA when there is one."""
     import torch
@@ -155,7 +170,8 @@ def load_model(spec: ModelSpec):
         logging.getLogger("op4ksr").warning(
             "model %s: a preset with random weights (seed %d): outputs are structured noise; use a checkpoint "
             "(e.g. %s) for real pictures", spec.source, spec.seed, DEFAULT_MODEL)
-        model = OP4KSR.from_preset(spec.source, seed=spec.seed, dtype=dtype, device=device)
+        model = OP4KSR.from_preset(spec.source, seed=spec.seed, dtype=dtype, device=device, weights=spec.weights,
+                                   offload=spec.offload)
     else:
-        model = OP4KSR.from_pretrained(folder, dtype=dtype, device=device)
+        model = OP4KSR.from_pretrained(folder, dtype=dtype, device=device, weights=spec.weights, offload=spec.offload)
     return model.configure(spec.options)

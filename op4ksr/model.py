@@ -20,6 +20,7 @@ from op4ksr.fidelity import Fidelity, apply_fidelity
 from op4ksr.imageops import bicubic_resize, pad_to_multiple
 from op4ksr.presets import get_preset, preset_model_id
 from op4ksr.sizing import output_size
+from op4ksr.offload import hold_transformer, load_transformer, move_resident
 from op4ksr.transformer import RFRFluxTransformer2DModel
 from op4ksr.vae import F16AutoencoderKL
 
@@ -179,16 +180,20 @@ class OP4KSR(nn.Module):
         device: torch.device | str = "cpu",
         rfr_mode: str = "none",
         rfr_scale: float = 1.0,
+        weights: str = "dtype",
+        offload: str = "none",
     ) -> "OP4KSR":
         """A model with the preset's sizes and seeded random weights, built directly on `device` in `dtype`.
 
         Parameters are created in `dtype` (no float32 copy first): flux-dev in bfloat16 needs 24 GB
-        on the device instead of 48 GB, and device="meta" builds a weightless model for shape work."""
+        on the device instead of 48 GB, and device="meta" builds a weightless model for shape work.
+        `weights` (dtype | fp8 | int8) and `offload` (none | blocks): op4ksr.offload.hold_transformer."""
         preset = get_preset(name)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
+        build = "cpu" if offload == "blocks" else device  # streamed blocks wait in host memory
         try:
-            with torch.device(device), _default_dtype(dtype):
+            with torch.device(build), _default_dtype(dtype):
                 vae = F16AutoencoderKL(**preset.vae.config())
                 transformer = RFRFluxTransformer2DModel(**preset.transformer.config(), rfr_mode=rfr_mode,
                                                         rfr_scale=rfr_scale)
@@ -197,14 +202,19 @@ class OP4KSR(nn.Module):
         finally:
             torch.random.set_rng_state(generator_state)
         model = cls(vae, transformer, prompt, pooled, preset.timestep, preset.guidance, preset.scale,
-                    name=name, model_id=preset_model_id(name, seed))
-        return model.to(dtype).eval()
+                    name=name, model_id=preset_model_id(name, seed)).to(dtype).eval()
+        hold_transformer(model.transformer, device, weights=weights, offload=offload)
+        if offload == "blocks":
+            move_resident(model, device)
+        return model
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+        cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+        weights: str = "dtype", offload: str = "none",
     ) -> "OP4KSR":
-        """A model from a checkpoint folder (docs/ARCHITECTURE.md layout); safetensors only."""
+        """A model from a checkpoint folder (docs/ARCHITECTURE.md layout); safetensors only.
+        `weights` (dtype | fp8 | int8) and `offload` (none | blocks): op4ksr.offload.load_transformer."""
         root = Path(path)
         index_path = root / MODEL_INDEX
         if not index_path.is_file():
@@ -218,15 +228,16 @@ class OP4KSR(nn.Module):
         if not (root / PROMPT_EMBEDS).is_file():
             raise CheckpointError(f"{root}: {PROMPT_EMBEDS} is missing (the fixed prompt embeddings)")
         vae = load_component(F16AutoencoderKL, root / "vae", device, dtype)
-        transformer = load_component(RFRFluxTransformer2DModel, root / "transformer", device, dtype)
-        embeds = _load_prompt_embeds(root / PROMPT_EMBEDS, device)
+        transformer = load_transformer(RFRFluxTransformer2DModel, root / "transformer", device, dtype,
+                                       weights=weights, offload=offload)
+        embeds = {k: v.to(dtype) for k, v in _load_prompt_embeds(root / PROMPT_EMBEDS, device).items()}
         model_id = index.get("model_id") or f"{index.get('name', root.name)}@{_weights_digest(root)[:12]}"
         model = cls(vae, transformer, embeds["encoder_hidden_states"], embeds["pooled"],
                     index.get("timestep", 1.0), index.get("guidance", 1.0), index.get("scale", 4),
                     name=index.get("name", root.name), model_id=model_id)
         model.vae.set_decode_shift(bool(index.get("inference", {}).get("decode_shift", False)))
         model.fidelity = Fidelity.from_options(index.get("inference", {}))
-        return model.to(device=device, dtype=dtype).eval()
+        return model.eval()  # every part is on `device` in `dtype` already (int8 and fp8 layers as they must be)
 
     # --- inference options --------------------------------------------------------------------
 
@@ -265,11 +276,14 @@ class OP4KSR(nn.Module):
 
 
 def write_model_index(root: Path, *, name: str, timestep: float, guidance: float, scale: float, inference: dict,
-                      source: dict | None = None) -> dict:
-    """Write model_index.json beside the weights already in `root` (their digest is the model's id); returns it."""
+                      source: dict | None = None, weights: str = "dtype") -> dict:
+    """Write model_index.json beside the weights already in `root` (their digest is the model's id); returns it.
+    `weights`: int8 when the transformer's block Linears are stored int8 (op4ksr.quantize)."""
     digest = _weights_digest(root)
     index = {"_class_name": "OP4KSR", "name": name, "timestep": timestep, "guidance": guidance, "scale": scale,
              "weights_sha256": digest, "model_id": f"{name}@{digest[:12]}", "inference": inference}
+    if weights != "dtype":
+        index["weights"] = weights  # read before loading (op4ksr.loading.check_stored_weights)
     if source is not None:
         index["source"] = source  # what an imported checkpoint was built from (op4ksr.importing)
     (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")

@@ -21,8 +21,8 @@ LIBRARY_FORBIDDEN = ("ray", "boto3", "botocore", "moto", "omegaconf")
 # the rooms of a package in dependency order: each may import only the rooms before it
 ROOMS = {
     "op4ksr": ("errors", "extras", "imageops", "images", "provenance", "sizing", "presets", "rope", "transformer",
-               "vae", "checkpoint", "fidelity", "quality", "model", "loading", "inference", "video", "importing",
-               "evaluation", "training"),
+               "vae", "checkpoint", "tensorfile", "quantize", "offload", "fidelity", "quality", "model", "loading",
+               "inference", "video", "importing", "evaluation", "training"),
     "pipeline": ("storage", "manifest", "ledger", "listing", "fleet", "run", "training"),
 }
 

@@ -43,6 +43,7 @@ class ImportSpec:
     scale: float = 4
     name: str = ""
     dtype: str = "bfloat16"
+    weights: str = "dtype"  # dtype | int8: the transformer blocks' Linears stored int8 per output channel
     decode_shift: bool = False
     labels: tuple[tuple[str, str], ...] = ()  # local path -> how `source` names it (the s3:// uri it came from)
 
@@ -67,7 +68,8 @@ def import_checkpoint(spec: ImportSpec) -> dict:
     plan = _plan(spec)
     embeds, pooled, text = _prompt(spec, plan)
     spec.out.mkdir(parents=True, exist_ok=True)
-    copy_component(plan.transformer, plan.transformer_dir, spec.out / "transformer", dtype, plan.transformer_deltas)
+    copy_component(plan.transformer, plan.transformer_dir, spec.out / "transformer", dtype, plan.transformer_deltas,
+                   int8=spec.weights == "int8")
     copy_component(plan.vae, plan.vae_dir, spec.out / "vae", dtype, plan.vae_deltas)
     from safetensors.torch import save_file
 
@@ -75,12 +77,14 @@ def import_checkpoint(spec: ImportSpec) -> dict:
     inference = dict(SAVED_OPTIONS, decode_shift=bool(spec.decode_shift))
     return write_model_index(spec.out, name=spec.name or _label(spec, spec.base).rstrip("/").rsplit("/", 1)[-1],
                              timestep=spec.timestep, guidance=spec.guidance, scale=spec.scale,
-                             inference=inference, source=_source(spec, plan, text))
+                             inference=inference, source=_source(spec, plan, text), weights=spec.weights)
 
 
 def _plan(spec: ImportSpec) -> _Plan:
     """Every check that needs no weights: layout, configs, keys and shapes, LoRA modules and shapes."""
     base = spec.base
+    if spec.weights not in ("dtype", "int8"):
+        raise UserError(f"--weights {spec.weights}: choose dtype or int8")
     if not 0 < spec.timestep <= 1:
         raise UserError(f"--timestep {spec.timestep}: t* must be in (0, 1]")
     if (base / "model_index.json").is_file():
@@ -136,7 +140,7 @@ def _prompt(spec: ImportSpec, plan: _Plan):
 def _source(spec: ImportSpec, plan: _Plan, text: dict) -> dict:
     return {"base": _label(spec, spec.base), "base_kind": "pipeline" if plan.pipeline else "transformer",
             "vae": _label(spec, spec.vae) if spec.vae else None, "vae_stride": plan.vae.config.input_stride,
-            "loras": [a.describe() for a in plan.adapters], **text, "dtype": spec.dtype,
+            "loras": [a.describe() for a in plan.adapters], **text, "dtype": spec.dtype, "weights": spec.weights,
             "op4ksr_version": op4ksr.__version__}
 
 

@@ -17,7 +17,8 @@ import torch
 
 from op4ksr.checkpoint import WEIGHTS_NAME, CheckpointError, check_state_dict, weight_files
 from op4ksr.importing.lora import apply_deltas
-from op4ksr.importing.tensorfile import TensorInfo, read_header, read_tensor, write_streaming
+from op4ksr.tensorfile import read_tensor, source_tensors, write_streaming
+from op4ksr.quantize import SCALE_SUFFIX, is_int8_target, quantize_int8
 
 
 def read_public_config(folder: Path, expected_class: str) -> dict:
@@ -42,33 +43,36 @@ def meta_component(cls, config: dict):
             raise CheckpointError(f"config does not describe a {cls.__name__}: {err}") from err
 
 
-def source_tensors(folder: Path) -> dict[str, TensorInfo]:
-    """Every tensor of a component folder (one file or an index of shards), in file order, headers only."""
-    tensors: dict[str, TensorInfo] = {}
-    for path in weight_files(folder):
-        found, _ = read_header(path)
-        duplicate = next((k for k in found if k in tensors), None)
-        if duplicate:
-            raise CheckpointError(f"{folder}: tensor {duplicate} is stored in two shards")
-        tensors.update(found)
-    return tensors
-
-
 def copy_component(module, source: Path, out: Path, dtype: torch.dtype,
-                   deltas: dict[str, list] | None = None) -> int:
+                   deltas: dict[str, list] | None = None, int8: bool = False) -> int:
     """Write `module`'s config and the source folder's weights (in `dtype`, LoRA merged) to `out`; bytes written.
 
-    `module` is a meta-device instance that fixes the expected keys and shapes."""
+    `module` is a meta-device instance that fixes the expected keys and shapes. `int8`: the block
+    Linears' weights are stored int8 with a float32 scale per output channel (op4ksr.quantize),
+    quantised after the LoRA merge."""
     tensors = source_tensors(source)
     check_state_dict(module, tensors, str(source))  # TensorInfo has .shape: no data read yet
     deltas = deltas or {}
-    plan = [(key, info.shape, dtype if info.dtype.is_floating_point else info.dtype) for key, info in tensors.items()]
+    plan = []
+    for key, info in tensors.items():
+        if int8 and is_int8_target(key, info.shape):
+            plan += [(key, info.shape, torch.int8), (key.removesuffix("weight") + SCALE_SUFFIX, info.shape[:1], torch.float32)]
+        else:
+            plan.append((key, info.shape, dtype if info.dtype.is_floating_point else info.dtype))
+    quantised: dict[str, torch.Tensor] = {}  # the scale of the int8 weight just written
 
     def converted(key: str) -> torch.Tensor:
+        if key in quantised:
+            return quantised.pop(key)
         tensor = read_tensor(tensors[key])
         if not tensor.is_floating_point():
             return tensor
-        return apply_deltas(tensor, deltas[key]).to(dtype) if key in deltas else tensor.to(dtype)
+        tensor = apply_deltas(tensor, deltas[key]) if key in deltas else tensor
+        if int8 and is_int8_target(key, tuple(tensor.shape)):
+            q, scale = quantize_int8(tensor)
+            quantised[key.removesuffix("weight") + SCALE_SUFFIX] = scale
+            return q
+        return tensor.to(dtype)
 
     out.mkdir(parents=True, exist_ok=True)
     module.save_config(str(out))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from op4ksr.errors import UserError
-from op4ksr.importing.tensorfile import read_header, read_tensor
+from op4ksr.tensorfile import read_header, read_tensor
 
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 PEFT_CONFIG, PEFT_FILE = "adapter_config.json", "adapter_model.safetensors"

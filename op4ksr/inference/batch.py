@@ -26,11 +26,16 @@ def max_output_megapixels(
     device_memory_gb: float | None = None,
     decode_partitions: int = 0,
     attention_backend: str = "",
+    weights: str = "dtype",
+    offload: str = "none",
+    host_memory_bytes: float | None = None,
 ) -> float:
     """sr.max_output_megapixels as a number: a number as is; "auto" is the largest output that the
     memory plan (op4ksr.inference.memory_plan) fits on the GPU (`device_memory_gb`, else `device`'s memory),
     and CPU_MAX_OUTPUT_MEGAPIXELS when the model runs on a CPU. The plan is for the checkpoint that
-    `read_json` reads (op4ksr.loading.checkpoint_reader: its configs, no weights), else for `preset`."""
+    `read_json` reads (op4ksr.loading.checkpoint_reader: its configs, no weights), else for `preset`.
+    `weights` (dtype | fp8 | int8) and `offload` (none | blocks) are planned for; with offload=blocks
+    the host must hold the blocks (`host_memory_bytes`, default this machine's available memory)."""
     if value != "auto":
         return float(value)
     from op4ksr.inference.memory_plan import GIB, checkpoint_plan, load_plan
@@ -41,18 +46,51 @@ def max_output_megapixels(
             return CPU_MAX_OUTPUT_MEGAPIXELS
         device_memory_gb = torch.cuda.get_device_properties(torch_device).total_memory / GIB
     attention = "math" if attention_backend == "_native_math" else "flash"
+    mode = weights if weights in ("fp8", "int8") else dtype
+    kwargs = dict(partitions=decode_partitions, attention=attention, offload=offload)
     if read_json is not None:
-        plan, name = checkpoint_plan(read_json, dtype, partitions=decode_partitions, attention=attention), "the model"
+        plan, name = checkpoint_plan(read_json, mode, **kwargs), "the model"
     elif preset in PRESETS:
-        plan, name = load_plan(preset, dtype, partitions=decode_partitions, attention=attention), preset
+        plan, name = load_plan(preset, mode, **kwargs), preset
     else:
         raise ValueError(f"sr.max_output_megapixels=auto needs a checkpoint or a model preset ({', '.join(PRESETS)}), "
                          f"got {preset!r}; set a number instead")
+    check_host_memory(plan, name, host_memory_bytes)
     limit = plan.max_output_megapixels(float(device_memory_gb))
     if limit <= 0:
-        raise OutputSizeError(f"{name} in {dtype} does not fit a {float(device_memory_gb):g} GB GPU "
-                              f"({plan.source}); use a GPU with more memory")
+        streamed = " with model.offload=blocks" if offload == "blocks" else ""
+        raise OutputSizeError(f"{name} in {mode} does not fit a {float(device_memory_gb):g} GB GPU{streamed} "
+                              f"({plan.source}); use a GPU with more memory"
+                              + ("" if streamed else " or model.offload=blocks"))
     return limit
+
+
+class HostMemoryError(OutputSizeError):
+    """The host cannot hold what the memory plan puts there (offload=blocks: the blocks)."""
+
+
+def available_host_bytes() -> float:
+    """MemAvailable of this machine (Linux), else its physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return float(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        import os
+
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_host_memory(plan, name: str, host_memory_bytes: float | None = None) -> None:
+    """HostMemoryError, with the plan's figures, when the host cannot hold what the plan keeps there."""
+    need = plan.host_bytes()
+    if need <= 0:
+        return
+    have = available_host_bytes() if host_memory_bytes is None else float(host_memory_bytes)
+    if need > have:
+        raise HostMemoryError(f"{name} in {plan.mode} with model.offload={plan.offload} keeps {need / 1e9:.1f} GB of "
+                              f"blocks in host memory, and {have / 1e9:.1f} GB is available; use a machine with more "
+                              "memory, model.weights=int8 (half the bytes), or model.offload=none")
 
 
 def upscale_batch(model: OP4KSR, images: list[DecodedImage], size: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -26,7 +26,8 @@ from op4ksr.presets import PRESETS
 
 GIB = 2**30
 STAGES = ("vae_encode", "transformer", "vae_decode")
-MODES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 2}  # mode -> activation bytes
+MODES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 2, "int8": 2}  # mode -> activation bytes
+OFFLOAD = ("none", "blocks")  # model.offload (op4ksr.offload): blocks streamed, two on the device at a time
 MODE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 IO_BYTES_PER_PX = 12  # x_up, float32 RGB, alive for the whole forward
 LIVE_TOKEN_VECTORS = 14  # per token in a block: stream, norm, q/k/v, attention out, 4d MLP (+ act)
@@ -54,17 +55,30 @@ class Architecture:
     out_channels: int
     params: int
     fp8_params: int  # parameters FP8 mode stores in one byte
+    # per block in forward order: (parameters, int8 mode's one-byte weights, their output channels)
+    blocks: tuple[tuple[int, int, int], ...] = ()
+    largest_linear: int = 0  # the widest block Linear's weight: int8 mode dequantises one at a time
 
     @classmethod
     def of_model(cls, model) -> "Architecture":
+        import torch
+
         from op4ksr.model import PACK
         from op4ksr.inference.speed import fp8_targets
+        from op4ksr.offload import transformer_blocks
+        from op4ksr.quantize import int8_targets
 
         t, v = model.transformer.config, model.vae.config
+        blocks = []
+        for _, block in transformer_blocks(model.transformer):
+            linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+            blocks.append((sum(p.numel() for p in block.parameters()), sum(m.weight.numel() for m in linears),
+                           sum(m.out_features for m in linears)))
+        linears = [m.weight.numel() for _, m in int8_targets(model.transformer)]
         return cls(t.num_attention_heads * t.attention_head_dim, t.num_attention_heads, model.prompt_embeds.shape[1],
                    model.vae_factor * PACK, model.vae_factor, v.input_stride, tuple(v.block_out_channels),
                    v.out_channels, sum(p.numel() for p in model.parameters()),
-                   sum(m.weight.numel() for _, m in fp8_targets(model.transformer)))
+                   sum(m.weight.numel() for _, m in fp8_targets(model.transformer)), tuple(blocks), max(linears, default=0))
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,10 +114,21 @@ def checkpoint_architecture(read_json: Callable[[str], dict]) -> Architecture:
 
 
 def weights_bytes(arch: Architecture, mode: str) -> float:
-    """Bytes of the parameters in `mode` (fp8: block linears in one byte, the rest in bf16)."""
+    """Bytes of the parameters in `mode` (fp8: block linears in one byte, the rest in bf16; int8: block
+    linears in one byte with a bf16 scale per output channel, the rest in bf16)."""
     if mode == "fp8":
         return arch.fp8_params + 2 * (arch.params - arch.fp8_params)
+    if mode == "int8":
+        linear, channels = sum(b[1] for b in arch.blocks), sum(b[2] for b in arch.blocks)
+        return linear + 2 * channels + 2 * (arch.params - linear)
     return MODES[mode] * arch.params
+
+
+def block_bytes(arch: Architecture, mode: str) -> list[float]:
+    """Bytes of each transformer block in `mode` (fp8 and int8: its Linears' weights in one byte)."""
+    if mode in ("fp8", "int8"):
+        return [w + 2 * (p - w) + (2 * c if mode == "int8" else 0) for p, w, c in arch.blocks]
+    return [MODES[mode] * p for p, _, _ in arch.blocks]
 
 
 def padded_pixels(arch: Architecture, height: int, width: int) -> int:
@@ -129,6 +154,8 @@ def stage_activation_bytes(arch: Architecture, pixels: float, mode: str, attenti
     transformer = LIVE_TOKEN_VECTORS * n * arch.width * b + (2 * arch.heads * n * n * b if quadratic else 0)
     if mode == "fp8":  # Float8Linear's float32 and fp8 row copies of the widest input (single block: 5d)
         transformer += n * 5 * arch.width * 5
+    if mode == "int8":  # the widest Linear dequantised for its product: the converted copy and the scaled one
+        transformer += 2 * arch.largest_linear * b
     return {"vae_encode": IO_BYTES_PER_PX * pixels + max(encode, vae_attn),
             "transformer": IO_BYTES_PER_PX * pixels + transformer,
             "vae_decode": IO_BYTES_PER_PX * pixels + max(_decode_bytes_per_px(arch, b, partitions) * pixels, vae_attn)}
@@ -161,24 +188,56 @@ class MemoryPlan:
     architecture: Architecture | None = None  # a checkpoint's (checkpoint_plan); None: the preset's
     scale: dict = field(default_factory=lambda: {s: (1.0, WORKSPACE_BYTES) for s in STAGES})  # stage -> (a, c)
     source: str = "analytic estimate (no measured peaks): op4ksr/inference/memory_plan.py"
+    offload: str = "none"  # blocks: the device holds the resident weights and two streamed blocks
 
     def __post_init__(self):
         object.__setattr__(self, "mode", MODE_ALIASES.get(self.mode, self.mode))
         if self.mode not in MODES:
             raise ValueError(f"memory plan mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.offload not in OFFLOAD:
+            raise ValueError(f"memory plan offload must be one of {', '.join(OFFLOAD)}, got {self.offload!r}")
 
     @property
     def arch(self) -> Architecture:
         return self.architecture or preset_architecture(self.preset)
 
     def weights_bytes(self) -> float:
+        """Weight bytes on the device at the transformer's peak (offload: resident + two streamed blocks)."""
+        if self.offload == "blocks":
+            return self.resident_weights_bytes() + self.streamed_bytes()
         return self.weights if self.weights is not None else weights_bytes(self.arch, self.mode)
+
+    def resident_weights_bytes(self) -> float:
+        """Weight bytes on the device for the whole run (offload: all but the blocks)."""
+        if self.offload == "blocks":
+            return weights_bytes(self.arch, self.mode) - sum(block_bytes(self.arch, self.mode))
+        return self.weights_bytes()
+
+    def streamed_bytes(self) -> float:
+        """Block bytes on the device during the transformer with offload: the running block and the next."""
+        sizes = sorted(block_bytes(self.arch, self.mode)) if self.offload == "blocks" else []
+        return sum(sizes[-2:])
+
+    def host_bytes(self) -> float:
+        """Host memory the blocks wait in while a GPU runs (offload=blocks: all of them, pinned); 0 otherwise.
+        On a CPU the host is the device: its need is cpu_stage_bytes."""
+        return sum(block_bytes(self.arch, self.mode)) if self.offload == "blocks" else 0.0
+
+    def _stage_weights(self, stage: str) -> float:
+        return self.weights_bytes() if stage == "transformer" else self.resident_weights_bytes()
 
     def stage_bytes(self, height: int, width: int) -> dict[str, float]:
         """{stage: weights + that stage's peak activations} in bytes at a (height, width) output."""
         raw = stage_activation_bytes(self.arch, padded_pixels(self.arch, height, width), self.mode,
                                      self.attention, self.partitions)
-        return {s: self.weights_bytes() + self.scale[s][0] * raw[s] + self.scale[s][1] for s in STAGES}
+        return {s: self._stage_weights(s) + self.scale[s][0] * raw[s] + self.scale[s][1] for s in STAGES}
+
+    def cpu_stage_bytes(self, height: int, width: int) -> dict[str, float]:
+        """stage_bytes on a CPU: tensors only, no GPU workspaces or allocator slack (bench/full_size_cpu.py
+        compares it with the RSS a CPU forward adds to the process)."""
+        raw = stage_activation_bytes(self.arch, padded_pixels(self.arch, height, width), self.mode,
+                                     self.attention, self.partitions)
+        return {s: self._stage_weights(s) + raw[s] for s in STAGES}
 
     def peak_bytes(self, height: int, width: int) -> float:
         """Peak allocated bytes of one whole forward at a (height, width) output."""
@@ -249,24 +308,24 @@ def _fit(estimates: list[float], measured: list[float]) -> tuple[float, float]:
 
 
 def load_plan(preset: str, mode: str = "bfloat16", *, partitions: int = 0, attention: str = "flash",
-              measurements: str | Path | None = None) -> MemoryPlan:
+              measurements: str | Path | None = None, offload: str = "none") -> MemoryPlan:
     """The plan for `preset`: calibrated from `measurements` or MEASUREMENTS_DIR/<preset>.json when
     that exists, else the analytic estimate."""
-    plan = MemoryPlan(preset, mode, attention, int(partitions))
+    plan = MemoryPlan(preset, mode, attention, int(partitions), offload=offload)
     path = Path(measurements) if measurements else MEASUREMENTS_DIR / f"{preset}.json"
     return calibrate(plan, path) if path.is_file() else plan
 
 
 def checkpoint_plan(read_json: Callable[[str], dict], mode: str = "bfloat16", *, partitions: int = 0,
-                    attention: str = "flash") -> MemoryPlan:
+                    attention: str = "flash", offload: str = "none") -> MemoryPlan:
     """The plan for the checkpoint `read_json` reads, from its configs: a preset's (calibrated when
     measured) when the checkpoint has that preset's sizes, else the analytic estimate of its own."""
     arch = checkpoint_architecture(read_json)
     for preset in PRESETS:
         if replace(arch, prompt_tokens=PROMPT_TOKENS_BOUND) == replace(preset_architecture(preset),
                                                                      prompt_tokens=PROMPT_TOKENS_BOUND):
-            return load_plan(preset, mode, partitions=partitions, attention=attention)
-    return MemoryPlan("checkpoint", mode, attention, int(partitions), architecture=arch)
+            return load_plan(preset, mode, partitions=partitions, attention=attention, offload=offload)
+    return MemoryPlan("checkpoint", mode, attention, int(partitions), architecture=arch, offload=offload)
 
 
 def plan_table(preset: str, modes: tuple[str, ...] = ("bfloat16", "fp8"), devices_gb: tuple[float, ...] = (24, 48, 80),

@@ -17,7 +17,7 @@ import pyarrow as pa
 import ray
 
 from pipeline.fleet.attempts import Action, give_up
-from pipeline.fleet.pool_watch import BEAT_SECONDS, worker_id
+from pipeline.fleet.pool_watch import BEAT_SECONDS, resident_bytes, worker_id
 from pipeline.manifest.records import manifest_table
 
 
@@ -97,7 +97,8 @@ class WatchedStage:
     def _beat(self):
         with self.lock:
             busy_since = min(self.calls.values()) if self.calls else None
-        return self.roll.beat.remote(self.worker, self.ray_actor_id, self.node_id, self.started_at, busy_since)
+        return self.roll.beat.remote(self.worker, self.ray_actor_id, self.node_id, self.started_at, busy_since,
+                                     resident_bytes())
 
 
 

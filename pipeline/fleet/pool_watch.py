@@ -41,6 +41,15 @@ class ActorStartTimeout(UserError):
     """The actor pool's minimum did not start in time, or the cluster lost its room for any actor."""
 
 
+def resident_bytes() -> int:
+    """This process's resident memory (RSS) in bytes; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def worker_id() -> str:
     """This process's id in manifest rows (`actor_id`) and in the roll: host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -52,10 +61,12 @@ class ActorRoll:
     def __init__(self) -> None:
         self.workers: dict[str, dict] = {}
 
-    def beat(self, worker: str, ray_actor_id: str, node_id: str, started_at: float, busy_since: float | None) -> None:
+    def beat(self, worker: str, ray_actor_id: str, node_id: str, started_at: float, busy_since: float | None,
+             rss_bytes: int = 0) -> None:
         entry = self.workers.setdefault(worker, {"ray_actor_id": ray_actor_id, "node_id": node_id,
-                                                 "started_at": started_at})
-        entry.update(last_beat=time.time(), busy_since=busy_since)
+                                                 "started_at": started_at, "rss_peak_bytes": 0})
+        entry.update(last_beat=time.time(), busy_since=busy_since, rss_bytes=rss_bytes,
+                     rss_peak_bytes=max(entry["rss_peak_bytes"], rss_bytes))
 
     def snapshot(self) -> dict[str, dict]:
         return self.workers
@@ -81,6 +92,9 @@ class PoolReport:
     died: dict[str, dict] = field(default_factory=dict)
     # worker id -> unix s it stopped beating, for processes that ended before the run did
     ended: dict[str, float] = field(default_factory=dict)
+    # the most resident memory (RSS) one actor process had at a beat: the model's host memory
+    # (model.offload=blocks on a CPU streams the blocks, so it stays near two blocks + activations)
+    actors_rss_peak_bytes: int = 0
 
 
 class PoolWatch:
@@ -209,7 +223,8 @@ class PoolWatch:
         # the pool's size from its first actor's start to the end (before it, the run was still listing)
         started = next((i for i, n in enumerate(self.samples) if n), len(self.samples))
         live = self.samples[started:] or [0]
-        return PoolReport(actors_peak=max(live), actors_mean=sum(live) / len(live),
+        rss = max((beat.get("rss_peak_bytes", 0) for beat in self.workers.values()), default=0)
+        return PoolReport(actors_peak=max(live), actors_mean=sum(live) / len(live), actors_rss_peak_bytes=rss,
                           actor_restarts=sum(n - 1 for actor, n in per_actor.items() if actor),
                           lost_nodes=len(self.nodes_lost), died=died, ended=ended)
 

@@ -37,7 +37,7 @@ _ACTOR_COLUMNS = ["key", "status", "actor_id", "gpu_seconds", "actor_started_at"
                   "started_at", "t_fetch", "t_decode", "model_started_at", "t_model", "encode_started_at", "t_encode",
                   "t_upload", "ap_excess"]
 _RUN_SUMS = ("gpu_seconds", "cpu_seconds", "bytes_in", "bytes_out")
-POOL_FIELDS = ("actors_peak", "actors_mean", "actor_restarts", "lost_nodes")  # summary.json's view of the pool
+POOL_FIELDS = ("actors_peak", "actors_mean", "actor_restarts", "lost_nodes", "actors_rss_peak_bytes")  # summary.json's view of the pool
 
 
 @dataclasses.dataclass(frozen=True)

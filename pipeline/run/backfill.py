@@ -95,6 +95,7 @@ class RunSummary:
     actors_mean: float = 0.0      # model actors alive on average while the run processed
     actor_restarts: int = 0       # actor processes replaced after a death
     lost_nodes: int = 0           # nodes that left the cluster during the run
+    actors_rss_peak_bytes: int = 0  # the most resident memory one model actor process had (its beats, once a second)
     given_up: int = 0             # of `failed`: inputs given up (they killed their worker), not retried unless asked
     c2pa: dict = field(default_factory=dict)  # ok outputs by C2PA manifest: {"signed": n, "sidecar": n, "none": n}
     stopped: str = ""             # why the run stopped before every listed input had its row ("": it did not)

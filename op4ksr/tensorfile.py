@@ -1,7 +1,7 @@
 """safetensors read and written one tensor at a time, with plain file I/O.
 
 The importer never holds a whole component: it reads a tensor, converts (and merges LoRA into)
-it, writes it and lets it go. `safetensors.safe_open` maps whole files into the process, whose
+it, writes it and lets it go; model.offload=blocks reads one block's tensors at a time (op4ksr.offload). `safetensors.safe_open` maps whole files into the process, whose
 pages then count as resident however little is used, and `safetensors.torch.save_file` builds
 an in-memory copy of everything it writes; both would make peak memory scale with the model.
 The format (https://github.com/huggingface/safetensors, "Format"): an 8-byte little-endian
@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from op4ksr.checkpoint import CheckpointError
+from op4ksr.checkpoint import CheckpointError, weight_files
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -57,6 +57,18 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         begin, end = entry["data_offsets"]
         tensors[name] = TensorInfo(path, DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + length + begin, end - begin)
     return tensors, metadata
+
+
+def source_tensors(folder: Path) -> dict[str, TensorInfo]:
+    """Every tensor of a component folder (one file or an index of shards), in file order, headers only."""
+    tensors: dict[str, TensorInfo] = {}
+    for path in weight_files(folder):
+        found, _ = read_header(path)
+        duplicate = next((k for k in found if k in tensors), None)
+        if duplicate:
+            raise CheckpointError(f"{folder}: tensor {duplicate} is stored in two shards")
+        tensors.update(found)
+    return tensors
 
 
 def read_tensor(info: TensorInfo) -> torch.Tensor:
