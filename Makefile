@@ -68,7 +68,7 @@ ocr:
 				fonts-dejavu-core >/dev/null; fi; fi
 
 test: $(STAMP) browser peer-libs exiftool ocr
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=25
 
 test-fast: $(STAMP) peer-libs exiftool ocr
 	$(BIN)/python -m pytest -q -ra -m "not slow"
