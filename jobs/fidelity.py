@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from jobs.common import rows_per_file
 from op4ksr.errors import UserError
 from op4ksr.images.output_names import OutputClaims, collision_error
 
@@ -116,24 +116,15 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from jobs.periodicity import _expand
 
     args = build_parser().parse_args(argv)
     cell, options = options_from(args)
     options.check_tools()
     if not args.reference.exists():
         raise UserError(f"--reference {args.reference} does not exist: give the master file or the folder of masters")
-    rows, status, heatmaps = [], 0, OutputClaims()
-    for name, base in _expand(args.images):
-        try:
-            row = check_file(name, base, args, cell, options, heatmaps)
-        except Exception as err:  # noqa: BLE001 - one unreadable file must not stop the others
-            print(f"op4ksr fidelity: cannot check {name}: {type(err).__name__}: {err}", file=sys.stderr)
-            status = 1
-            continue
-        if args.json:
-            print(json.dumps(row), flush=True)
-        rows.append(row)
+    heatmaps = OutputClaims()
+    rows, status = rows_per_file(args.images, lambda name, base: check_file(name, base, args, cell, options, heatmaps),
+                                 "op4ksr fidelity: cannot check", args.json)
     if rows and not args.json:
         _print_table(rows)
     return status

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
-import os
 import sys
 from pathlib import Path
 
+from jobs.common import real_path, rows_per_file
 from op4ksr.errors import UserError
 from op4ksr.images.output_names import OutputClaims, collision_error
 
@@ -171,28 +170,6 @@ def _print_table(rows: list[dict], referenced: bool) -> None:
               f"{'yes' if r['flagged'] else 'no'}")
 
 
-def _expand(images: list[str]) -> list[tuple[str, Path]]:
-    """(image file, the folder its --reference name is relative to): a folder's images relative to the
-    folder, files given one by one relative to their common folder."""
-    from op4ksr.images.folders import image_files
-
-    files = [Path(n) for n in images if not Path(n).is_dir()]
-    common = Path(os.path.commonpath([_real(f).parent for f in files])) if files else None
-    found = []
-    for name in images:
-        path = Path(name)
-        found += ([(str(f), path.resolve()) for f in image_files(path)] if path.is_dir() else [(name, common)])
-    return found
-
-
-def _real(path: Path) -> Path:
-    """`path` resolved, or made absolute when it cannot be (a symlink loop): it then fails alone, when scored."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return path.absolute()
-
-
 def _check_sizes(name: str, x, x_lr, ref: Path | None, period: int) -> None:
     """ValueError (that image fails alone) when it is smaller than `period`; a warning line when its
     reference has another aspect ratio than rounding explains (one input pixel either way)."""
@@ -215,7 +192,7 @@ def _score_file(name: str, args, base: Path, period: int, threshold: float, max_
     path = Path(name)
     heatmap = None
     if args.heatmap:
-        heatmap = args.heatmap / _real(path).relative_to(base).with_suffix(".autocorr.png")
+        heatmap = args.heatmap / real_path(path).relative_to(base).with_suffix(".autocorr.png")
         owner = heatmaps.claim(str(heatmap), name)
         if owner is not None:
             raise collision_error(str(heatmap), owner)
@@ -241,17 +218,10 @@ def main(argv: list[str]) -> int:
     period, threshold, max_k = _defaults(args)
     if args.reference is not None and not args.reference.exists():
         raise UserError(f"--reference {args.reference} does not exist: give the input file or the folder of inputs")
-    rows, status, heatmaps = [], 0, OutputClaims()
-    for name, base in _expand(args.images):
-        try:
-            row = _score_file(name, args, base, period, threshold, max_k, heatmaps)
-        except Exception as err:  # noqa: BLE001 - one unreadable file must not stop the others
-            print(f"op4ksr periodicity: cannot score {name}: {type(err).__name__}: {err}", file=sys.stderr)
-            status = 1
-            continue
-        if args.json:
-            print(json.dumps(row), flush=True)
-        rows.append(row)
+    heatmaps = OutputClaims()
+    rows, status = rows_per_file(args.images, lambda name, base: _score_file(name, args, base, period, threshold,
+                                                                             max_k, heatmaps),
+                                 "op4ksr periodicity: cannot score", args.json)
     if rows and not args.json:
         _print_table(rows, args.reference is not None)
     return status

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.common import add_config_arguments, add_model_argument, config_from_args, model_from_config
+from jobs.common import (add_config_arguments, add_model_argument, config_from_args, model_from_config,
+                         size_overrides)
 from op4ksr.errors import UserError
 
 DESCRIPTION = """\
@@ -54,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args) -> list[str]:
-    out = []
-    if args.scale is not None:
-        out += [f"sr.scale={args.scale}", "sr.long_side=null"]
-    if args.long_side is not None:
-        out.append(f"sr.long_side={args.long_side}")
+    out = size_overrides(args)
     if args.codec:
         out.append(f"video.codec={args.codec}")
     return out
