@@ -49,7 +49,10 @@ def test_a_streaming_actor_warms_up_and_writes_the_resident_actors_pixels(tmp_pa
     assert streamer.visits == 2 * 2  # two blocks, at the warm-up and at the image
     _, resident_image = _run_actor(tmp_path, "none")
     pixels = [np.asarray(Image.open(io.BytesIO(data))) for data in (image, resident_image)]
-    assert np.array_equal(*pixels)  # the same pixels (the files' provenance metadata differs per write)
+    # the same picture: two model objects' forwards agree within tests/tolerance.py's FORWARD_ATOL, which can
+    # flip an 8-bit rounding, so one level is allowed (the files' provenance metadata differs per write)
+    assert pixels[0].shape == pixels[1].shape
+    assert np.abs(pixels[0].astype(np.int16) - pixels[1].astype(np.int16)).max() <= 1
 
 
 @pytest.mark.slow

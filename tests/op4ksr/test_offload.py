@@ -1,9 +1,10 @@
 """model.offload=blocks and model.weights=int8 on the tiny model: streamed equals resident, int8 is stored and refused right.
 
-Streamed and resident outputs are compared exactly (torch.equal): both load the same checkpoint
-file in one process, and streaming changes only where a block's tensors wait between forwards,
-not which kernels run on which values, so on a CPU the result is bit-identical. int8 against
-float is a different computation and is compared by PSNR, with the bound stated where asserted.
+Streamed and resident outputs are two model objects' forwards, so they are compared within the
+house's stated tolerance (tests/tolerance.py: CPU kernels pick vector paths by memory alignment, and
+streamed blocks are read into fresh buffers), in bf16 within two bf16 steps at 1.0 (2 * 2**-8); the
+weights themselves are compared bit for bit. int8 against float is a different computation and is
+compared by PSNR, with the bound stated where asserted.
 """
 import os
 
@@ -18,6 +19,7 @@ from op4ksr.offload import streamer_of
 from op4ksr.presets import SHIPPED_CHECKPOINTS
 from op4ksr.quantize import Int8Linear, WeightsModeError
 from op4ksr.transformer import RFRFluxTransformer2DModel
+from tests.tolerance import FORWARD_ATOL, assert_forwards_close
 
 TINY = SHIPPED_CHECKPOINTS["tiny-trained"]
 
@@ -48,8 +50,9 @@ def test_streamed_blocks_give_the_resident_output_exactly(dtype):
     streamed = OP4KSR.from_pretrained(TINY, dtype=dtype, offload="blocks")
     x = _lr()
     expected = resident.upscale(x)
-    assert torch.equal(streamed.upscale(x), expected)
-    assert torch.equal(streamed.upscale(x), expected)  # a second forward reads the blocks again
+    atol = FORWARD_ATOL if dtype == torch.float32 else 2 * 2**-8
+    assert_forwards_close(streamed.upscale(x), expected, atol)
+    assert_forwards_close(streamed.upscale(x), expected, atol)  # a second forward reads the blocks again
     streamer = streamer_of(streamed.transformer)
     assert streamer.visits == 2 * 2  # one double and one single block, two forwards
     blocks = list(streamed.transformer.transformer_blocks) + list(streamed.transformer.single_transformer_blocks)
@@ -61,7 +64,7 @@ def test_a_preset_streams_from_host_memory_with_the_same_output():
     x = _lr(1)
     expected = OP4KSR.from_preset("tiny").upscale(x)
     streamed = OP4KSR.from_preset("tiny", offload="blocks")
-    assert torch.equal(streamed.upscale(x), expected)
+    assert_forwards_close(streamed.upscale(x), expected)
     assert streamer_of(streamed.transformer).visits == 2
 
 
@@ -78,10 +81,10 @@ def test_int8_checkpoint_stores_int8_and_matches_quantising_at_load(int8_checkpo
     at_load = OP4KSR.from_pretrained(TINY, weights="int8")
     x = _lr(2)
     stored.fidelity = at_load.fidelity  # the copy saved fidelity none; compare the same computation
-    assert torch.equal(stored.upscale(x), at_load.upscale(x))  # same round(W / scale), same scale
+    assert_forwards_close(stored.upscale(x), at_load.upscale(x))  # same round(W / scale), same scale
     streamed = OP4KSR.from_pretrained(int8_checkpoint, weights="int8", offload="blocks")
     streamed.fidelity = at_load.fidelity
-    assert torch.equal(streamed.upscale(x), at_load.upscale(x))
+    assert_forwards_close(streamed.upscale(x), at_load.upscale(x))
 
 
 def test_int8_output_is_close_to_float(int8_checkpoint):

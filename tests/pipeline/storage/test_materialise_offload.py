@@ -8,6 +8,7 @@ from op4ksr.model import OP4KSR
 from op4ksr.offload import streamer_of
 from op4ksr.presets import SHIPPED_CHECKPOINTS
 from pipeline.storage import StorageSpec, materialise, scratch
+from tests.tolerance import assert_forwards_close
 
 TINY = SHIPPED_CHECKPOINTS["tiny-trained"]
 
@@ -27,7 +28,7 @@ def test_a_streamed_object_store_model_keeps_its_copy_and_gives_the_local_output
     (copy,) = [p for p in root.iterdir() if p.is_dir()]  # kept: the blocks are read from it at every forward
     assert (copy / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     x = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(model.upscale(x), OP4KSR.from_pretrained(TINY).upscale(x))
+    assert_forwards_close(model.upscale(x), OP4KSR.from_pretrained(TINY).upscale(x))  # two objects: tolerance
     assert streamer_of(model.transformer).visits == 2
     resident = materialise.load_materialised(ModelSpec(source=spec.source), storage)
     assert [p for p in root.iterdir() if p.is_dir()] == [copy]  # a resident load's copy is gone once loaded
