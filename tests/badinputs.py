@@ -38,6 +38,13 @@ def encode(array: np.ndarray, fmt: str, **options) -> bytes:
     return out.getvalue()
 
 
+def write_noise_pngs(folder, n: int, size: int = 16) -> None:
+    """`folder`/img-00.png ... : n small, valid noise PNGs (seeds 0..n-1), a catalog for run tests."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (folder / f"img-{i:02d}.png").write_bytes(encode(noise(size, size, seed=i), "PNG"))
+
+
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 

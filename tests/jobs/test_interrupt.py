@@ -1,25 +1,15 @@
 """Ctrl-C in backfill and compare (issue 27, item 5): one line saying what was finished and how to resume,
 exit status 130; the interrupted run's finished images are recorded and priced, so a resumed comparison
 prices every image it counts."""
-import io
 import json
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 import pipeline.run.console
 from jobs.cli import main as cli
-
-
-def _catalog(folder, n):
-    folder.mkdir(parents=True)
-    for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-        (folder / f"img-{i:02d}.png").write_bytes(buf.getvalue())
+from tests.badinputs import write_noise_pngs
 
 
 def _ctrl_c_in_printer(monkeypatch, which: int):
@@ -50,7 +40,7 @@ COMMON = ["--config", "local", "actors.torch_threads=1", "actors.warmup_shapes=[
 @pytest.mark.slow
 def test_ctrl_c_in_backfill_is_one_line_records_what_was_done_and_the_rerun_resumes(tmp_path, monkeypatch, capsys,
                                                                                     ray_local):
-    _catalog(tmp_path / "in", 6)
+    write_noise_pngs(tmp_path / "in", 6)
     args = ["backfill", *COMMON, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}", "run.id=first"]
     _ctrl_c_in_printer(monkeypatch, 1)
     capsys.readouterr()  # what starting the session's Ray printed
@@ -74,7 +64,7 @@ def test_ctrl_c_in_backfill_is_one_line_records_what_was_done_and_the_rerun_resu
 @pytest.mark.slow
 def test_ctrl_c_in_compare_names_the_finished_variants_and_the_resumed_comparison_prices_every_image(
         tmp_path, monkeypatch, capsys, ray_local):
-    _catalog(tmp_path / "in", 3)
+    write_noise_pngs(tmp_path / "in", 3)
     args = ["compare", *COMMON, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'cmp'}", "--sample", "3",
             "--variant", "a sr.fidelity=backproject", "--variant", "b sr.fidelity=wavelet", "actors.batch_size=1"]
     _ctrl_c_in_printer(monkeypatch, 2)  # in variant b, at its first image

@@ -2,30 +2,20 @@
 its dataset executor are stopped and joined before it returns, so that Ray can be shut down and
 started again in the same process. (A thread left polling Ray after `ray.shutdown()` makes Ray end
 the whole process: the suite then died with no test failing.)"""
-import io
 import threading
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from actors.upscaler import UpscaleActor
 from jobs.config import load_config
 from jobs.specs import build_run_spec
 from pipeline.run.backfill import run_backfill
 from pipeline.fleet.pool_watch import ActorStartTimeout
+from tests.badinputs import write_noise_pngs
 
 # Ray Data's process-wide helpers: started once per process on the first execution and kept for its
 # life by design (they read Prometheus, not the Ray core worker), whichever run came first
 PROCESS_WIDE = ("data-usage-metrics-poller",)
-
-
-def _catalog(folder, n):
-    folder.mkdir(parents=True)
-    for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-        (folder / f"img-{i:02d}.png").write_bytes(buf.getvalue())
 
 
 def _spec(tmp_path, run_id, *overrides):
@@ -51,7 +41,7 @@ def _restart(ray):
 
 @pytest.mark.slow
 def test_a_run_that_gives_up_for_want_of_room_joins_every_thread_it_started(ray_local, tmp_path):
-    _catalog(tmp_path / "in", 3)
+    write_noise_pngs(tmp_path / "in", 3)
     spec = _spec(tmp_path, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=3")  # this Ray has no GPU
     before = {t.ident for t in threading.enumerate()}
     with pytest.raises(ActorStartTimeout):
@@ -62,7 +52,7 @@ def test_a_run_that_gives_up_for_want_of_room_joins_every_thread_it_started(ray_
 
 @pytest.mark.slow
 def test_a_run_whose_consumer_fails_mid_run_stops_its_executor_and_joins_every_thread(ray_local, tmp_path):
-    _catalog(tmp_path / "in", 12)
+    write_noise_pngs(tmp_path / "in", 12)
     spec = _spec(tmp_path, "consumer-fails")
 
     def fail_on_first_row(progress):
