@@ -1,28 +1,8 @@
 """model.weights and model.offload: checked when the config loads or before listing, and in params_hash as they should be."""
-import os
-
 import pytest
-import torch
 
 from jobs.config import ConfigError, load_config
-from op4ksr.importing.components import copy_component, meta_component, read_public_config
-from op4ksr.model import PROMPT_EMBEDS, write_model_index
-from op4ksr.presets import SHIPPED_CHECKPOINTS
-from op4ksr.transformer import RFRFluxTransformer2DModel
-
-TINY = SHIPPED_CHECKPOINTS["tiny-trained"]
-
-
-def _int8_checkpoint(out):
-    """tiny-trained with its transformer stored as `op4ksr import --weights int8` stores it."""
-    (out / "vae").mkdir(parents=True)
-    for path in (TINY / "vae").iterdir():
-        os.link(path, out / "vae" / path.name)
-    os.link(TINY / PROMPT_EMBEDS, out / PROMPT_EMBEDS)
-    meta = meta_component(RFRFluxTransformer2DModel, read_public_config(TINY / "transformer", "RFRFluxTransformer2DModel"))
-    copy_component(meta, TINY / "transformer", out / "transformer", torch.float32, int8=True)
-    write_model_index(out, name="tiny-int8", timestep=1.0, guidance=1.0, scale=4, inference={}, weights="int8")
-    return out
+from tests.int8_checkpoints import write_int8_tiny
 
 
 @pytest.mark.parametrize("override,message", [("model.weights=int4", "model.weights='int4' is not one of"),
@@ -35,7 +15,7 @@ def test_bad_values_are_named(override, message):
 def test_an_int8_checkpoint_run_as_dtype_stops_in_one_line_before_listing(tmp_path, capsys):
     from jobs.cli import main as cli
 
-    model = _int8_checkpoint(tmp_path / "tiny-int8")
+    model = write_int8_tiny(tmp_path / "tiny-int8", inference={})
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(b"never read")
     args = ["backfill", f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}", f"model.path={model}"]

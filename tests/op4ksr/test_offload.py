@@ -6,19 +6,17 @@ streamed blocks are read into fresh buffers), in bf16 within two bf16 steps at 1
 weights themselves are compared bit for bit. int8 against float is a different computation and is
 compared by PSNR, with the bound stated where asserted.
 """
-import os
 
 import pytest
 import torch
 
 from op4ksr.checkpoint import weight_files
-from op4ksr.importing.components import copy_component, meta_component, read_public_config
 from op4ksr.imageops import psnr
-from op4ksr.model import OP4KSR, PROMPT_EMBEDS, write_model_index
+from op4ksr.model import OP4KSR
 from op4ksr.offload import streamer_of
 from op4ksr.presets import SHIPPED_CHECKPOINTS
 from op4ksr.quantize import Int8Linear, WeightsModeError
-from op4ksr.transformer import RFRFluxTransformer2DModel
+from tests.int8_checkpoints import write_int8_tiny
 from tests.tolerance import FORWARD_ATOL, assert_forwards_close
 
 TINY = SHIPPED_CHECKPOINTS["tiny-trained"]
@@ -32,16 +30,7 @@ def _lr(seed: int = 0, size=(24, 20)) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def int8_checkpoint(tmp_path_factory):
     """tiny-trained with its transformer written as `op4ksr import --weights int8` writes it."""
-    out = tmp_path_factory.mktemp("int8") / "tiny-int8"
-    (out / "vae").mkdir(parents=True)
-    for path in (TINY / "vae").iterdir():
-        os.link(path, out / "vae" / path.name)
-    os.link(TINY / PROMPT_EMBEDS, out / PROMPT_EMBEDS)
-    meta = meta_component(RFRFluxTransformer2DModel, read_public_config(TINY / "transformer", "RFRFluxTransformer2DModel"))
-    copy_component(meta, TINY / "transformer", out / "transformer", torch.float32, int8=True)
-    write_model_index(out, name="tiny-int8", timestep=1.0, guidance=1.0, scale=4, inference={"fidelity": "none"},
-                      weights="int8")
-    return out
+    return write_int8_tiny(tmp_path_factory.mktemp("int8") / "tiny-int8", inference={"fidelity": "none"})
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
