@@ -139,6 +139,7 @@ RULES: dict[str, Rule] = {
     "video.temporal_weight": _number(0, 0.95),
     "video.codec": Rule(str, pattern=r"[a-z0-9_]+", hint="FFmpeg's encoder names (e.g. ffv1, prores_ks)"),
     "video.deinterlace": Rule(str, choices=get_args(DeinterlaceMode)),
+    "video.fps": _number(0, low_open=True),
     "actors.min": _whole(1),
     "actors.max": _whole(1),
     "actors.batch_size": _whole(1),

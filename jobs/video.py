@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--long-side", type=int, metavar="PX", help="output long side in pixels, e.g. 3840")
     add_model_argument(parser)
     parser.add_argument("--codec", help="video codec of the output (default video.codec: ffv1)")
+    parser.add_argument("--ray", action="store_true",
+                        help="frame sequences on a Ray actor pool, IN and OUT folders or s3:// prefixes: one manifest "
+                             "row per frame, resume, cost per frame (op4ksr video --ray --help)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo outputs that exist (default: a sequence's written frames are kept and only the "
                              "missing or failed ones are done; an existing output video is kept, its input skipped)")
@@ -62,6 +65,10 @@ def _overrides(args) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if "--ray" in argv:  # frame sequences on a Ray pool; IN and OUT may be s3:// prefixes (not paths)
+        from jobs import video_fleet
+
+        return video_fleet.main(argv)
     args = build_parser().parse_intermixed_args(argv)
     cfg = config_from_args(args, _overrides(args))
     if not args.input.exists():

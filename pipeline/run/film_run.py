@@ -1,0 +1,117 @@
+"""A frame-sequence run on Ray: list -> cuts and chunks (driver) -> a pool of chunk actors -> rows, cost.
+
+The unit of work is a chunk of a shot (pipeline/run/film_plan.py); the record is a frame
+(pipeline/manifest/frames.py), written by the actor that ran it. A rerun schedules only the
+chunks with a frame that has no `done` row, so a killed run's rerun does each frame once. At the
+end the run's rows are priced (model seconds at cost.gpu_hour_usd, per frame and per minute of
+footage at video.fps) into runs/<id>/cost.parquet and runs/<id>/summary.json.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.fleet.ray_session import ray_session
+from pipeline.listing.read_only import check_output_apart
+from pipeline.manifest.frames import frame_cost
+from pipeline.manifest.layout import RUNS, run_key
+from pipeline.run.film_plan import done_frames, plan_run
+from pipeline.run.film_spec import FilmSpec
+from pipeline.storage import StorageError
+
+SUMMARY_KIND = "film"  # summary.json's `kind`: the estimate prices from the newest such run
+
+LEDGER_SCHEMA = pa.schema([("run_id", pa.string()), ("sequence", pa.string()), ("frame", pa.int64()),
+                           ("key", pa.string()), ("status", pa.string()), ("device_seconds", pa.float64()),
+                           ("device_usd", pa.float64())])
+
+
+def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = lambda counts: None) -> dict:
+    """Upscale every frame sequence under spec.run.input whose frames are not all done; the run's summary.
+    `chunk_actor`: the actor class (actors.film.FilmChunkActor; `pipeline` never imports `actors`)."""
+    run = spec.run
+    check_output_apart(run.input.uri, run.output.uri)
+    inputs, outputs = run.input.open(), run.output.open()
+    outputs.check_writable()
+    started = time.perf_counter()
+    outputs.put(run_key(run.run_id, "config.yaml"), run.config_yaml.encode(), "text/yaml")
+    done = done_frames(outputs, run.model_id, spec.params_hash)
+    items, problems, frames = plan_run(inputs, outputs, run.run_id, spec.video, run.size.plan, done)
+    due = sum(not d for item in items for d in item["done"][item["lead_in"]:])
+    rows = []
+    if items and not run.dry_run:
+        for batch in _process(spec, chunk_actor, items):
+            rows += batch
+            on_progress({"frames": frames, "due": due, "done": sum(r["status"] == "done" for r in rows),
+                         "failed": sum(r["status"] == "failed" for r in rows)})
+    summary = {"kind": SUMMARY_KIND, "run_id": run.run_id, "frames": frames, "already_done": frames - due,
+               "due": due, "chunks": len(items), "done": sum(r["status"] == "done" for r in rows),
+               "failed": sum(r["status"] == "failed" for r in rows), "refused": problems,
+               "dry_run": run.dry_run, "seconds": round(time.perf_counter() - started, 3),
+               "cost": frame_cost(rows, run.prices.gpu_hour_usd, spec.fps)}
+    if run.dry_run:
+        summary["estimate"] = estimate(outputs, run.run_id, due, spec.fps)
+    else:
+        outputs.put(run_key(run.run_id, "cost.parquet"), _ledger(rows, run.prices.gpu_hour_usd),
+                    "application/vnd.apache.parquet")
+    outputs.put(run_key(run.run_id, "summary.json"), json.dumps(summary, indent=1).encode(), "application/json")
+    return summary
+
+
+def _process(spec: FilmSpec, chunk_actor, items: list[dict]):
+    """Each finished chunk's rows, as the actor pool returns them."""
+    import ray
+
+    from pipeline.run.dataflow import ExecutorStop, configure_ray_data, iter_records
+
+    pool = spec.run.pool
+    with ray_session(spec.run.ray_num_cpus):
+        configure_ray_data(pool)
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            chunk_actor, fn_constructor_kwargs={"model": spec.run.model, "options": spec.actor_options()},
+            batch_size=1,  # one chunk per call: its frames in order on one actor
+            batch_format="pyarrow", num_gpus=pool.num_gpus or None,
+            num_cpus=pool.num_cpus,  # fractional by default (actors.num_cpus), so a 2-core Ray cannot deadlock
+            resources=dict(pool.resources) or None,
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors))
+        with ExecutorStop() as stop, contextlib.closing(iter_records(dataset, pool)) as records:
+            try:
+                yield from records
+            except BaseException:  # an error or Ctrl-C: the executor's thread must not outlive this Ray
+                stop()
+                raise
+
+
+def _ledger(rows: list[dict], gpu_hour_usd: float) -> bytes:
+    """Each frame's device seconds (its own and its share of the chunk's lead-in) and their price."""
+    table = pa.Table.from_pylist([
+        {"run_id": r["run_id"], "sequence": r["sequence"], "frame": r["frame"], "key": r["key"], "status": r["status"],
+         "device_seconds": (seconds := (r["seconds"] or 0.0) + (r["lead_in_seconds"] or 0.0)),
+         "device_usd": seconds * gpu_hour_usd / 3600} for r in rows], schema=LEDGER_SCHEMA)
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+def estimate(outputs, run_id: str, due: int, fps: float) -> dict:
+    """What the due frames would cost at the newest earlier frame-sequence run's USD per frame."""
+    runs = outputs.spec.child(RUNS).open()
+    try:
+        keys = sorted((o.key for o in runs.iter_objects([".json"]) if o.key.endswith("/summary.json")
+                       and not o.key.startswith(f"{run_id}/")), reverse=True)
+    except (StorageError, FileNotFoundError):
+        keys = []
+    for key in keys:
+        summary = json.loads(runs.get(key))
+        per_frame = (summary.get("cost") or {}).get("usd_per_frame")
+        if summary.get("kind") == SUMMARY_KIND and not summary.get("dry_run") and per_frame is not None:
+            return {"due": due, "usd_per_frame": per_frame, "usd_per_footage_minute": per_frame * fps * 60,
+                    "estimated_usd": due * per_frame, "basis_run": summary["run_id"]}
+    return {"due": due, "usd_per_frame": None, "usd_per_footage_minute": None, "estimated_usd": None,
+            "basis_run": None}
