@@ -60,19 +60,20 @@ class FilmChunkActor:
         size = (item["height"], item["width"])
         runner = ChunkRunner(self.upscale, size, len(item["keys"]), self.options.video)
         rows, lead_in_seconds = [], 0.0
-        for position, (key, number, done) in enumerate(zip(item["keys"], item["frames"], item["done"])):
+        frames = zip(item["keys"], item["outputs"], item["frames"], item["done"])
+        for position, (key, output_key, number, done) in enumerate(frames):
             frame = read_stored_frame(self.inputs, key)
             if done:  # an earlier run's output: kept, and the fusion goes on from it
-                runner.run(frame.rgb, read_stored_frame(self.output, key).rgb)
+                runner.run(frame.rgb, read_stored_frame(self.output, output_key).rgb)
                 continue
             result = runner.run(frame.rgb)
             if position < item["lead_in"]:  # the chunk before writes it; run here to warm the fusion up
                 lead_in_seconds += result.seconds
                 continue
-            self.output.put(key, encode_frame(result.output, frame, self.provenance),
+            self.output.put(output_key, encode_frame(result.output, frame, self.provenance),
                             CONTENT_TYPES.get(key[key.rfind("."):].lower()))
             rows.append({"run_id": self.options.run_id, "sequence": item["sequence"], "frame": number, "key": key,
-                         "shot": item["shot"], "chunk": item["chunk"], "output_key": key,
+                         "shot": item["shot"], "chunk": item["chunk"], "output_key": output_key,
                          "status": "failed" if result.error else "done", "error": result.error,
                          "seconds": result.seconds, "model_id": self.model.model_id,
                          "params_hash": self.options.params_hash, "actor_id": self.actor_id})

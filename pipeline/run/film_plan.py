@@ -15,16 +15,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from op4ksr.errors import UserError
 from op4ksr.video.errors import FrameFileError, SequenceError
 from op4ksr.video.frames import Frame, read_frame
 from op4ksr.video.sequences import SEQUENCE_EXTENSIONS, FrameSequence, group_sequences
 from op4ksr.video.settings import VideoSettings
 from op4ksr.video.shots import CutScores, chunk_shot, luma_thumbnail, shots_from_cuts
 from pipeline.manifest.frames import read_frame_rows
-from pipeline.manifest.layout import RUNS, run_key
-from pipeline.storage import ObjectNotFoundError
+from pipeline.listing.read_only import without_prefixes
+from pipeline.manifest.layout import IMAGES, RUNS, run_key
+from pipeline.storage import ObjectNotFoundError, safe_key
 
-FRAMES_DIR = "frames/"  # runs/<id>/frames/: the run's per-frame rows, one Parquet file per chunk
+FRAMES_DIR = "frames/"
+
+
+class NoSequences(UserError):
+    """The input location holds no frame sequence."""  # runs/<id>/frames/: the run's per-frame rows, one Parquet file per chunk
 
 
 def read_stored_frame(storage, key: str) -> Frame:
@@ -45,10 +51,16 @@ def sequence_label(sequence: FrameSequence) -> str:
     return str(sequence.directory / sequence.label)
 
 
-def list_sequences(inputs) -> tuple[list[FrameSequence], list[str]]:
-    """The frame sequences under `inputs` (a Storage; keys as relative paths) and one line per refused one."""
-    keys = (PurePosixPath(o.key) for o in inputs.iter_objects(SEQUENCE_EXTENSIONS))
-    return group_sequences(keys)
+def output_frame_key(input_key: str) -> str:
+    """images/<the input frame's key>: same name, so the same format and frame number."""
+    return IMAGES + safe_key(input_key)
+
+
+def list_sequences(inputs, exclude: tuple[str, ...] = ()) -> tuple[list[FrameSequence], list[str]]:
+    """The frame sequences under `inputs` (a Storage; keys as relative paths), leaving out keys under
+    `exclude` (an output location inside the input's), and one line per refused one."""
+    objects = without_prefixes(inputs.iter_objects(SEQUENCE_EXTENSIONS), exclude)
+    return group_sequences(PurePosixPath(o.key) for o in objects)
 
 
 @dataclass
@@ -117,6 +129,7 @@ def work_items(plan: SequencePlan, done: set[str]) -> list[dict]:
                 continue
             items.append({"sequence": sequence_label(plan.sequence), "sequence_id": sequence_id(plan.sequence),
                           "shot": shot_number, "chunk": chunk, "keys": keys,
+                          "outputs": [output_frame_key(k) for k in keys],
                           "frames": [f.number for f in files[start:end]], "lead_in": owned_from - start,
                           "done": [k in done for k in keys], "height": plan.size[0], "width": plan.size[1]})
     return items
@@ -128,11 +141,14 @@ def save_cut_list(outputs, run_id: str, plan: SequencePlan) -> str:
     return key
 
 
-def plan_run(inputs, outputs, run_id: str, settings: VideoSettings, plan_size,
-             done: set[str]) -> tuple[list[dict], list[str], int]:
+def plan_run(inputs, outputs, run_id: str, settings: VideoSettings, plan_size, done: set[str],
+             exclude: tuple[str, ...] = ()) -> tuple[list[dict], list[str], int]:
     """(work items, one line per refused sequence, frames listed) of a run whose `done` frames (input keys)
-    need no new row; each plan's cut list saved."""
-    sequences, problems = list_sequences(inputs)
+    need no new row; each plan's cut list saved. NoSequences when there is nothing to plan."""
+    sequences, problems = list_sequences(inputs, exclude)
+    if not sequences and not problems:
+        raise NoSequences(f"input.uri={inputs.spec.uri}: no frame sequence (name.<frame>.dpx|tif|tiff|png) "
+                          "there; video files run without --ray (op4ksr video FILE)")
     items, frames = [], 0
     for sequence in sequences:
         try:

@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.fleet.ray_session import ray_session
-from pipeline.listing.read_only import check_output_apart
+from op4ksr.video.sequences import SEQUENCE_EXTENSIONS
+from pipeline.listing.inputs import check_listable
+from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.manifest.frames import frame_cost
 from pipeline.manifest.layout import RUNS, run_key
 from pipeline.run.film_plan import done_frames, plan_run
@@ -38,11 +40,13 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     run = spec.run
     check_output_apart(run.input.uri, run.output.uri)
     inputs, outputs = run.input.open(), run.output.open()
+    check_listable(inputs, SEQUENCE_EXTENSIONS)
     outputs.check_writable()
     started = time.perf_counter()
     outputs.put(run_key(run.run_id, "config.yaml"), run.config_yaml.encode(), "text/yaml")
     done = done_frames(outputs, run.model_id, spec.params_hash)
-    items, problems, frames = plan_run(inputs, outputs, run.run_id, spec.video, run.size.plan, done)
+    items, problems, frames = plan_run(inputs, outputs, run.run_id, spec.video, run.size.plan, done,
+                                       excluded_prefixes(run.input.uri, [run.output.uri]))
     due = sum(not d for item in items for d in item["done"][item["lead_in"]:])
     rows = []
     if items and not run.dry_run:

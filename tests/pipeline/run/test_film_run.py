@@ -66,6 +66,10 @@ def _outputs(out):
     return sorted(o.key for o in out.iter_objects([".png"]) if not o.key.startswith("runs/"))
 
 
+def _expected(first, count):
+    return [f"images/reel/r.{n:04d}.png" for n in range(first, first + count)]
+
+
 def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp_path, ray_local):
     inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
     _write(inp.open(), _frames())
@@ -81,8 +85,8 @@ def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp
     assert sorted(r["frame"] for r in rows) == list(range(FIRST, FIRST + FRAMES))
     assert {r["status"] for r in rows} == {"done"} and summary["done"] == FRAMES and summary["failed"] == 0
     assert all(r["shot"] == (r["frame"] >= FIRST + CUT) for r in rows)
-    assert _outputs(store) == [f"reel/r.{n:04d}.png" for n in range(FIRST, FIRST + FRAMES)]
-    with Image.open(io.BytesIO(store.get("reel/r.0104.png"))) as image:
+    assert _outputs(store) == _expected(FIRST, FRAMES)
+    with Image.open(io.BytesIO(store.get("images/reel/r.0104.png"))) as image:
         assert image.size == (2 * SIZE[1], 2 * SIZE[0]) and image.mode == "RGB"
 
     # the cost comes from the rows: their model seconds at cost.gpu_hour_usd (2.5), video.fps (24) frames a minute
@@ -173,6 +177,6 @@ def test_a_killed_run_resumes_with_every_frame_done_once(tmp_path, ray_local):
     assert done == list(range(FIRST, FIRST + count))  # every frame exactly one done row
     assert summary["already_done"] == len(before) and summary["done"] == count - len(before)
     outputs = _outputs(store)
-    assert outputs == [f"reel/r.{n:04d}.png" for n in range(FIRST, FIRST + count)]
+    assert outputs == _expected(FIRST, count)
     for key in outputs:  # every output is whole
         Image.open(io.BytesIO(store.get(key))).load()

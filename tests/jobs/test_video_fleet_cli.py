@@ -1,0 +1,37 @@
+"""`op4ksr video IN --out OUT --ray`: what a user gets wrong is one line, before any Ray or model starts."""
+import pytest
+
+from jobs.cli import main as cli
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_missing_input_folder_is_one_line(tmp_path, capsys):
+    assert cli(["video", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--ray"]) == 2
+    assert "nowhere" in _one_line(capsys)
+
+
+def test_a_folder_without_a_sequence_is_one_line_naming_the_local_path_for_video_files(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clip.mov").write_bytes(b"not read")
+    assert cli(["video", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--ray"]) == 2
+    line = _one_line(capsys)
+    assert "no frame sequence" in line and "without --ray" in line
+
+
+@pytest.mark.parametrize("where", ["same", "images"])
+def test_an_output_that_could_overwrite_the_inputs_is_refused_in_one_line(tmp_path, capsys, where):
+    inp = tmp_path / "out" / "images" if where == "images" else tmp_path / "out"
+    inp.mkdir(parents=True)
+    (inp / "r.0001.png").write_bytes(b"")
+    assert cli(["video", str(inp), "--out", str(tmp_path / "out"), "--ray"]) == 1
+    assert "nothing was written" in _one_line(capsys)
+
+
+def test_a_bad_fps_is_one_line(tmp_path, capsys):
+    assert cli(["video", str(tmp_path), "--out", str(tmp_path / "out"), "--ray", "video.fps=0"]) == 2
+    assert "video.fps" in _one_line(capsys)
