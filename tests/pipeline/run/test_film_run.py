@@ -73,18 +73,20 @@ def _expected(first, count):
 def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp_path, ray_local):
     inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
     _write(inp.open(), _frames())
-    summary = run_film(_spec(inp.uri, out.uri, "run-1"), FilmChunkActor)
+    # flow: each chunk after a shot's first starts one frame early (a lead-in for its fusion, not written)
+    summary = run_film(_spec(inp.uri, out.uri, "run-1", "video.temporal=flow"), FilmChunkActor)
 
     store = out.open()
     cuts = json.loads(store.get("runs/run-1/cuts/reel/r.png.json"))
     assert cuts["cuts"] == [FIRST + CUT] and cuts["shots"] == [[101, 105], [106, 109]]
-    for shot in cuts["chunks"]:  # chunks of 3 frames inside each shot
+    for shot in cuts["chunks"]:  # chunks of 3 frames overlapping by 1, inside each shot
         assert all(first >= FIRST + CUT or last < FIRST + CUT for first, last in shot)
-    assert cuts["chunks"] == [[[101, 103], [104, 105]], [[106, 108], [109, 109]]]
+    assert cuts["chunks"] == [[[101, 103], [103, 105]], [[106, 108], [108, 109]]]
     rows = _rows(store)
     assert sorted(r["frame"] for r in rows) == list(range(FIRST, FIRST + FRAMES))
     assert {r["status"] for r in rows} == {"done"} and summary["done"] == FRAMES and summary["failed"] == 0
     assert all(r["shot"] == (r["frame"] >= FIRST + CUT) for r in rows)
+    assert all((r["lead_in_seconds"] > 0) == (r["chunk"] == 1) for r in rows)
     assert _outputs(store) == _expected(FIRST, FRAMES)
     with Image.open(io.BytesIO(store.get("images/reel/r.0104.png"))) as image:
         assert image.size == (2 * SIZE[1], 2 * SIZE[0]) and image.mode == "RGB"
@@ -96,7 +98,8 @@ def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp
     assert cost["usd_per_footage_minute"] == pytest.approx(cost["usd_per_frame"] * 24 * 60)
     assert json.loads(store.get("runs/run-1/summary.json"))["cost"] == cost
 
-    again = run_film(_spec(inp.uri, out.uri, "run-2", "video.fps=25", "run.dry_run=true"), FilmChunkActor)
+    again = run_film(_spec(inp.uri, out.uri, "run-2", "video.temporal=flow", "video.fps=25", "run.dry_run=true"),
+                     FilmChunkActor)
     assert again["due"] == 0 and again["chunks"] == 0 and again["already_done"] == FRAMES
     assert again["estimate"]["basis_run"] == "run-1"
     assert again["estimate"]["usd_per_footage_minute"] == pytest.approx(cost["usd_per_frame"] * 25 * 60)
