@@ -26,11 +26,11 @@ from pipeline.listing.read_only import without_prefixes
 from pipeline.manifest.layout import IMAGES, RUNS, run_key
 from pipeline.storage import ObjectNotFoundError, safe_key
 
-FRAMES_DIR = "frames/"
+FRAMES_DIR = "frames/"  # runs/<id>/frames/: the run's per-frame rows, one Parquet file per chunk
 
 
 class NoSequences(UserError):
-    """The input location holds no frame sequence."""  # runs/<id>/frames/: the run's per-frame rows, one Parquet file per chunk
+    """The input location holds no frame sequence."""
 
 
 def read_stored_frame(storage, key: str) -> Frame:

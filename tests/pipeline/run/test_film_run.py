@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from actors.film import FilmChunkActor
+from jobs.cli import main as cli
 from jobs.config import load_config
 from jobs.specs import build_run_spec, video_settings
 from op4ksr.imageops import bicubic_resize
@@ -70,7 +71,7 @@ def _expected(first, count):
     return [f"images/reel/r.{n:04d}.png" for n in range(first, first + count)]
 
 
-def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp_path, ray_local):
+def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp_path, ray_local, capsys):
     inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
     _write(inp.open(), _frames())
     # flow: each chunk after a shot's first starts one frame early (a lead-in for its fusion, not written)
@@ -98,11 +99,14 @@ def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp
     assert cost["usd_per_footage_minute"] == pytest.approx(cost["usd_per_frame"] * 24 * 60)
     assert json.loads(store.get("runs/run-1/summary.json"))["cost"] == cost
 
-    again = run_film(_spec(inp.uri, out.uri, "run-2", "video.temporal=flow", "video.fps=25", "run.dry_run=true"),
-                     FilmChunkActor)
-    assert again["due"] == 0 and again["chunks"] == 0 and again["already_done"] == FRAMES
-    assert again["estimate"]["basis_run"] == "run-1"
-    assert again["estimate"]["usd_per_footage_minute"] == pytest.approx(cost["usd_per_frame"] * 25 * 60)
+    # the command's dry run: nothing due, priced at run-1's USD per frame, a minute at 25 fps
+    assert cli(["video", inp.uri, "--out", out.uri, "--ray", "--dry-run", "--scale", "2", "video.chunk_frames=3",
+                "video.chunk_overlap=1", "video.measure_flow=false", "video.temporal=flow", "video.fps=25"]) == 0
+    printed = capsys.readouterr()
+    assert f"{FRAMES} frames, {FRAMES} already done, 0 done, 0 failed" in printed.err
+    estimate = json.loads(printed.out)
+    assert estimate["due"] == 0 and estimate["basis_run"] == "run-1"
+    assert estimate["usd_per_footage_minute"] == pytest.approx(cost["usd_per_frame"] * 25 * 60)
     assert len(_rows(store)) == FRAMES
 
 
@@ -160,7 +164,8 @@ def test_a_killed_run_resumes_with_every_frame_done_once(tmp_path, ray_local):
     _write(inp.open(), _frames(count=count, cut=20, size=(64, 96)))
     job = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", "video", inp.uri, "--out", out.uri, "--ray", "--scale", "2",
-         "run.id=killed", "pipeline.ray_num_cpus=2", "video.chunk_frames=2", "video.chunk_overlap=0", "video.measure_flow=false"],
+         "run.id=killed", "pipeline.ray_num_cpus=2", "video.chunk_frames=2", "video.chunk_overlap=0",
+         "video.measure_flow=false"],
         env=dict(os.environ, RAY_ADDRESS=""), cwd=os.getcwd(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows_dir = tmp_path / "out" / "runs" / "killed" / "frames"
@@ -174,7 +179,8 @@ def test_a_killed_run_resumes_with_every_frame_done_once(tmp_path, ray_local):
     before = _settled_rows(store, "killed")
     assert 0 < len(before) < count, "the kill did not land mid-run"
 
-    summary = run_film(_spec(inp.uri, out.uri, "resumed", "video.chunk_frames=2", "video.chunk_overlap=0"), FilmChunkActor)
+    resumed = _spec(inp.uri, out.uri, "resumed", "video.chunk_frames=2", "video.chunk_overlap=0")
+    summary = run_film(resumed, FilmChunkActor)
     rows = _rows(store)
     done = sorted(r["frame"] for r in rows if r["status"] == "done")
     assert done == list(range(FIRST, FIRST + count))  # every frame exactly one done row
