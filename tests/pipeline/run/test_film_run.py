@@ -18,7 +18,9 @@ from jobs.cli import main as cli
 from jobs.config import load_config
 from jobs.specs import build_run_spec, video_settings
 from op4ksr.imageops import bicubic_resize
+from op4ksr.video import dpx
 from pipeline.manifest.frames import read_frame_rows
+from pipeline.run.film_plan import read_stored_frame
 from pipeline.run.film_run import run_film
 from pipeline.run.film_spec import FilmSpec
 from pipeline.storage import StorageSpec
@@ -43,9 +45,13 @@ def _png(rgb: torch.Tensor) -> bytes:
     return out.getvalue()
 
 
-def _write(store, frames, name="reel/r"):
+def _dpx10(rgb: torch.Tensor) -> bytes:
+    return dpx.write_dpx((rgb.permute(1, 2, 0).numpy() * 1023 + 0.5).astype(np.uint16), 10)
+
+
+def _write(store, frames, name="reel/r", encode=_png, ext="png"):
     for i, rgb in enumerate(frames):
-        store.put(f"{name}.{FIRST + i:04d}.png", _png(rgb))
+        store.put(f"{name}.{FIRST + i:04d}.{ext}", encode(rgb))
 
 
 def _spec(inp, out, run_id, *overrides, s3=None):
@@ -124,7 +130,7 @@ def test_a_failed_frame_is_one_failed_row_filled_from_bicubic_and_the_rerun_redo
     marked = 4  # frame 105: the second chunk of the first shot, between two frames that succeed
     frames = _frames(marked=marked)
     inp, out = f"s3://{s3_bucket}/scans/", f"s3://{s3_bucket}/remaster/"
-    _write(s3_server.open_storage(inp), frames)
+    _write(s3_server.open_storage(inp), frames, encode=_dpx10, ext="dpx")
     summary = run_film(_spec(inp, out, "run-1", s3=s3_server), _FailsOnMarkedFrame)
 
     store = s3_server.open_storage(out)
@@ -133,11 +139,12 @@ def test_a_failed_frame_is_one_failed_row_filled_from_bicubic_and_the_rerun_redo
     failed = rows[FIRST + marked]
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: out of memory on the marked frame"
     assert rows[FIRST + marked + 1]["status"] == "done"  # the shot went on
-    with Image.open(io.BytesIO(store.get(failed["output_key"]))) as image:
-        written = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32) / 255).permute(2, 0, 1)
-    source = torch.round(frames[marked] * 255) / 255  # the 8-bit frame the actor read
-    bicubic = bicubic_resize(source[None], tuple(written.shape[-2:]))[0].clamp(0, 1)
-    assert float((written - bicubic).abs().max()) <= 1 / 255 + 1e-6  # filled from bicubic, 8 bits
+    assert failed["output_key"] == f"images/reel/r.{FIRST + marked:04d}.dpx"
+    written = read_stored_frame(store, failed["output_key"])
+    assert written.bit_depth == 10 and written.kind == "dpx"  # same format and bit depth as the scan
+    source = torch.round(frames[marked] * 1023) / 1023  # the 10-bit frame the actor read
+    bicubic = bicubic_resize(source[None], tuple(written.rgb.shape[-2:]))[0].clamp(0, 1)
+    assert float((written.rgb - bicubic).abs().max()) <= 1 / 1023 + 1e-6  # filled from bicubic, to the code value
 
     again = run_film(_spec(inp, out, "run-2", s3=s3_server), FilmChunkActor)
     assert again["chunks"] == 1 and again["due"] == 1 and again["done"] == 1
