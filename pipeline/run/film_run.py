@@ -4,7 +4,7 @@ The unit of work is a chunk of a shot (pipeline/run/film_plan.py); the record is
 (pipeline/manifest/frames.py), written by the actor that ran it. A rerun schedules only the
 chunks with a frame that has no `done` row, so a killed run's rerun does each frame once. At the
 end the run's rows are priced (model seconds at cost.gpu_hour_usd, per frame and per minute of
-footage at video.fps) into runs/<id>/cost.parquet and runs/<id>/summary.json.
+footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pipeline.run.film_plan import done_frames, plan_run
 from pipeline.run.film_spec import FilmSpec
 from pipeline.storage import StorageError
 
+FRAME_LEDGER = "frame_cost.parquet"  # not cost.parquet: `op4ksr cost` reads those as image ledgers
 SUMMARY_KIND = "film"  # summary.json's `kind`: the estimate prices from the newest such run
 
 LEDGER_SCHEMA = pa.schema([("run_id", pa.string()), ("sequence", pa.string()), ("frame", pa.int64()),
@@ -62,7 +63,7 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     if run.dry_run:
         summary["estimate"] = estimate(outputs, run.run_id, due, spec.fps)
     else:
-        outputs.put(run_key(run.run_id, "cost.parquet"), _ledger(rows, run.prices.gpu_hour_usd),
+        outputs.put(run_key(run.run_id, FRAME_LEDGER), _ledger(rows, run.prices.gpu_hour_usd),
                     "application/vnd.apache.parquet")
     outputs.put(run_key(run.run_id, "summary.json"), json.dumps(summary, indent=1).encode(), "application/json")
     return summary

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -104,6 +105,9 @@ def test_no_chunk_crosses_the_cut_and_every_frame_has_one_row_and_one_output(tmp
     assert cost["usd_per_frame"] == pytest.approx(seconds * 2.5 / 3600 / FRAMES)
     assert cost["usd_per_footage_minute"] == pytest.approx(cost["usd_per_frame"] * 24 * 60)
     assert json.loads(store.get("runs/run-1/summary.json"))["cost"] == cost
+    ledger = pq.read_table(io.BytesIO(store.get("runs/run-1/frame_cost.parquet"))).to_pylist()
+    assert sorted(r["frame"] for r in ledger) == list(range(FIRST, FIRST + FRAMES))
+    assert sum(r["device_usd"] for r in ledger) == pytest.approx(cost["usd"])
 
     # the command's dry run: nothing due, priced at run-1's USD per frame, a minute at 25 fps
     assert cli(["video", inp.uri, "--out", out.uri, "--ray", "--dry-run", "--scale", "2", "video.chunk_frames=3",
