@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from jobs.common import add_config_arguments, add_model_argument, config_from_args, size_overrides
 
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> int:
 
     with run_session(cfg) as (run, _server):
         spec = FilmSpec(run=run, video=video_settings(cfg), fps=float(cfg.video.fps))
-        summary = run_film(spec, FilmChunkActor, _progress)
+        summary = run_film(spec, FilmChunkActor, _progress_printer())
     for line in summary["refused"]:
         print(f"refused: {line}", file=sys.stderr)
     cost = summary["cost"]
@@ -69,6 +70,15 @@ def main(argv: list[str]) -> int:
     return 1 if summary["failed"] or summary["refused"] else 0
 
 
-def _progress(counts: dict) -> None:
-    print(f"frames {counts['done'] + counts['failed']}/{counts['due']} due  done {counts['done']}  "
-          f"failed {counts['failed']}", file=sys.stderr, flush=True)
+def _progress_printer(every_seconds: float = 5.0):
+    """A progress callback printing one line at most every `every_seconds`, and the last one."""
+    last = [0.0]
+
+    def show(counts: dict) -> None:
+        finished = counts["done"] + counts["failed"]
+        if time.monotonic() - last[0] >= every_seconds or finished == counts["due"]:
+            last[0] = time.monotonic()
+            print(f"frames {finished}/{counts['due']} due  done {counts['done']}  failed {counts['failed']}",
+                  file=sys.stderr, flush=True)
+
+    return show
