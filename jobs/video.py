@@ -27,7 +27,8 @@ format and bit depth, with the same file names and frame numbers, under --out.
 Cuts are found without a model (video.cut_threshold); each shot's report has its luma-flicker
 curve and its warping error against the bicubic upscale's (docs/VIDEO.md says how they are
 measured). A frame the model fails on is filled from the bicubic upscale and named in the
-report; the exit status is then 1. Interlaced video is refused (video.deinterlace). A rerun of a
+report; the exit status is then 1. Interlaced video is refused unless video.deinterlace=bwdif (or
+yadif) deinterlaces it before the model, one frame per frame, times kept. A rerun of a
 sequence does only the frames missing or failed in the output folder (--overwrite redoes all).
 
 examples:

@@ -20,6 +20,7 @@ from op4ksr.errors import UserError
 from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
 from op4ksr.video.charts import profile_row, save_profile
+from op4ksr.video.deinterlace import DeinterlacePlan, parity_for
 from op4ksr.video.encode import VideoWriter, check_encoder
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
@@ -130,8 +131,9 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     check_encoder(settings.codec)  # before an hour of decoding, not after
-    started, info = time.perf_counter(), decode.probe(source)
-    scores, decode_error = _first_pass(info)
+    started = time.perf_counter()
+    info = decode.probe(source, allow_interlaced=settings.deinterlace != "refuse")
+    scores, decode_error, deinterlace, deinterlaced = _first_pass(info, settings)
     decoded = len(scores.scores)
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, decoded)
@@ -143,7 +145,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
         writer = VideoWriter(partial, info, container, size, settings.codec)
         try:
             packets = _split_packets(container, info.stream_index, writer)
-            for frame in decode.decode_video(info, packets):
+            for frame in decode.decode_video(info, packets, deinterlace=deinterlace):
                 if frame.index >= decoded:
                     break  # the first pass stopped here: never write a frame the cuts did not see
                 writer.write(runner.run(frame.index, frame.rgb), frame.pts)
@@ -160,29 +162,52 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
         save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
+                   deinterlace=deinterlaced,
                    decode_error=decode_error, streams_not_copied=writer.not_copied,
                    timing=_timing(started, runner, written, _footage_seconds(times, info)))
 
 
-def _first_pass(info) -> tuple[CutScores, str | None]:
-    """Every frame's cut score, and the decode error that ended the pass early (None if none); refuses
-    a video of fewer than 2 frames or one that measures as interlaced."""
-    scores, combs, decode_error = CutScores(), CombCounter(), None
+def _first_pass(info, settings: VideoSettings) -> tuple[CutScores, str | None, DeinterlacePlan | None, dict | None]:
+    """Every frame's cut score, the decode error that ended the pass early (None if none), and how the
+    video is deinterlaced with what the report says of it (None, None if it is not: progressive).
+    Refuses a video of fewer than 2 frames, or one that says or measures interlaced under `refuse`."""
+    plan = None
+    if info.field_order in decode.INTERLACED and settings.deinterlace != "refuse":
+        plan = _plan(info, settings, f"the stream says field order {info.field_order}")
+    scores, combs, flagged, decode_error = _measure(info, plan, refuse=settings.deinterlace == "refuse")
+    decode.checked_frame_count(info, len(scores.scores))
+    if plan is None and (flagged or combs.interlaced):
+        if settings.deinterlace == "refuse":
+            raise VideoInputError(f"{info.path}: {combs.combed} of {combs.frames} frames are combed (comb score "
+                                  f"over {COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its "
+                                  f"stream says {info.field_order}; set video.deinterlace=bwdif (or yadif) to "
+                                  "deinterlace it before the model")
+        plan = _plan(info, settings, f"{flagged} frames flagged interlaced" if flagged else
+                     f"{combs.combed} of {combs.frames} frames combed (comb score over {COMB_RATIO})")
+        scores, combs, _, decode_error = _measure(info, plan)  # the cuts of the frames the model will see
+    if plan is None:
+        return scores, decode_error, None, None
+    return scores, decode_error, plan, {**plan.report(), "combed_frames_after": combs.combed,
+                                        "largest_comb_after": round(combs.largest, 3)}
+
+
+def _plan(info, settings: VideoSettings, because: str) -> DeinterlacePlan:
+    return DeinterlacePlan(settings.deinterlace, parity_for(settings.field_order, info.field_order), because)
+
+
+def _measure(info, plan: DeinterlacePlan | None, refuse: bool = False):
+    """(cut scores, comb counter, frames flagged interlaced, decode error or None) of one decode."""
+    scores, combs, flagged, decode_error = CutScores(), CombCounter(), 0, None
     try:
-        for frame in decode.decode_video(info):
+        for frame in decode.decode_video(info, deinterlace=plan, refuse_interlaced=refuse):
             scores.add(luma_thumbnail(frame.rgb))
             combs.add(frame.rgb)
+            flagged += frame.interlaced
     except VideoInputError as err:
         if not scores.scores:
             raise
         decode_error = str(err)
-    decode.checked_frame_count(info, len(scores.scores))
-    if combs.interlaced:
-        raise VideoInputError(f"{info.path}: {combs.combed} of {combs.frames} frames are combed (comb score over "
-                              f"{COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its stream says "
-                              f"{info.field_order}; deinterlace it first (video.deinterlace is not built yet: "
-                              "e.g. ffmpeg -vf bwdif)")
-    return scores, decode_error
+    return scores, combs, flagged, decode_error
 
 
 def _footage_seconds(pts: list[int], info) -> float | None:

@@ -151,8 +151,8 @@ def test_a_video_that_stops_decoding_half_way_is_written_up_to_there(tmp_path, m
     write_video(source, moving_texture(8, seed=9), codec="ffv1")
     real = decode.decode_video
 
-    def stops_after_five(info, packets=None):  # what FFmpeg raising on a broken packet at frame 5 looks like
-        for frame in real(info, packets):
+    def stops_after_five(info, packets=None, **options):  # what FFmpeg raising on a broken packet at frame 5 looks like
+        for frame in real(info, packets, **options):
             if frame.index == 5:
                 raise VideoInputError(f"{info.path}: the video cannot be decoded past frame 5 (Invalid data)")
             yield frame
