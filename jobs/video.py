@@ -80,8 +80,9 @@ def main(argv: list[str]) -> int:
     if target.exists() and not args.overwrite:
         print(f"skipped: {target} exists; --overwrite replaces it", file=sys.stderr)
         return 0
-    report = remaster_video(args.input, target, _upscaler(cfg), sizes.plan, settings,
-                            profile=Path(f"{target}.profile.png"))
+    upscale = _upscaler(cfg)
+    report = remaster_video(args.input, target, upscale, sizes.plan, settings,
+                            profile=Path(f"{target}.profile.png"), provenance=upscale.provenance)
     return _finish([report], [Path(f"{target}.shots.json")])
 
 

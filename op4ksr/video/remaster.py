@@ -26,6 +26,7 @@ from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import ChunkedFusion
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
+from op4ksr.video.provenance_tags import video_lineage
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.settings import VideoSettings  # noqa: F401 - importable from here
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
@@ -125,9 +126,10 @@ def _timing(started: float, runner: ShotRunner, frames: int, footage_seconds: fl
 
 
 def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
-                   settings: VideoSettings, profile: Path | None = None) -> dict:
+                   settings: VideoSettings, profile: Path | None = None, provenance: dict | None = None) -> dict:
     """Write the upscaled `source` to `target`; the report (module docstring); `profile`: where to save
-    the temporal profile PNG (op4ksr.video.charts). VideoInputError for a file
+    the temporal profile PNG (op4ksr.video.charts); `provenance` (version, model id): the output's
+    tags and XMP (op4ksr.video.provenance_tags). VideoInputError for a file
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     check_encoder(settings.codec)  # before an hour of decoding, not after
@@ -142,7 +144,8 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.stem}.part{target.suffix}")  # the extension names the container
     with decode.av_module().open(str(source)) as container:
-        writer = VideoWriter(partial, info, container, size, settings.codec)
+        lineage = video_lineage(source, provenance, (info.height, info.width), size) if provenance else None
+        writer = VideoWriter(partial, info, container, size, settings.codec, lineage)
         try:
             packets = _split_packets(container, info.stream_index, writer)
             for frame in decode.decode_video(info, packets, deinterlace=deinterlace):

@@ -24,6 +24,13 @@ def test_video_with_sound_becomes_an_ffv1_master_and_a_shot_report(tmp_path, cap
     assert report["frames"] == 7 and report["cuts"] == [4] and report["size"] == [96, 128]
     assert len(frame_times(target)) == 7
     assert stream_packets(target, "audio") == stream_packets(source, "audio")
+    import av
+
+    import op4ksr
+
+    with av.open(str(target)) as out:  # the model that made it, as the tiny model's images say (its model id)
+        assert out.metadata["OP4KSR_VERSION"] == op4ksr.__version__ and out.metadata["OP4KSR_MODEL_ID"]
+        assert out.metadata["DIGITAL_SOURCE_TYPE"].endswith("compositeWithTrainedAlgorithmicMedia")
     for shot in report["shots"]:  # the tiny model's warping error is measured against bicubic's
         assert shot["warping_error_vs_bicubic"] > 0 and len(shot["flicker_curve"]) == shot["end"] - shot["start"]
     assert "7 frames, 2 shots, 0 failed" in capsys.readouterr().err
