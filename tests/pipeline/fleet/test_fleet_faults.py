@@ -235,7 +235,7 @@ def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_re
     ray_cluster.wait_for_nodes()
     keys = [f"img-{i:02d}.png" for i in range(30)]
     out = _catalog(s3_server, s3_bucket, keys)
-    spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=60")
+    spec = _spec(s3_server, s3_bucket, "no-room", "actors.num_gpus=1", "actors.start_timeout_s=30")
     result: dict = {}
     before = {t.ident for t in threading.enumerate()}
     # held for good after its first image: the catalog cannot be done before the node goes
@@ -246,7 +246,7 @@ def test_a_cluster_left_without_room_for_an_actor_waits_then_fails_naming_the_re
     assert not runner.is_alive(), "the run kept waiting past actors.start_timeout_s"
     error = result.get("error")
     assert isinstance(error, ActorStartTimeout), error
-    assert "1 GPU and 0.5 CPU each" in str(error) and "actors.start_timeout_s=60" in str(error)
+    assert "1 GPU and 0.5 CPU each" in str(error) and "actors.start_timeout_s=30" in str(error)
     # the run joined what it started (the record pump, the pool watch, the dataset's executor) before it
     # returned: none is left to poll Ray after the fixture shuts it down (issue 27)
     assert _threads_left(before) == []
