@@ -22,7 +22,7 @@ from op4ksr.images.formats import FORMATS
 from op4ksr.loading import DType, FidelityMode, RFRMode
 from op4ksr.presets import PRESETS
 from op4ksr.provenance.lineage import ALGORITHMS, SOURCE_TYPES
-from op4ksr.video.settings import DeinterlaceMode, FieldOrder, TemporalMode
+from op4ksr.video.settings import DeinterlaceMode, ExrTransfer, FieldOrder, TemporalMode
 from pipeline.fleet.spec import PeerKindName
 
 NUMBER = float  # a Rule's kind for any number (whole or not)
@@ -140,6 +140,7 @@ RULES: dict[str, Rule] = {
     "video.codec": Rule(str, pattern=r"[a-z0-9_]+", hint="FFmpeg's encoder names (e.g. ffv1, prores_ks)"),
     "video.deinterlace": Rule(str, choices=get_args(DeinterlaceMode)),
     "video.field_order": Rule(str, choices=get_args(FieldOrder)),
+    "video.exr_transfer": Rule(str, choices=get_args(ExrTransfer)),
     "actors.min": _whole(1),
     "actors.max": _whole(1),
     "actors.batch_size": _whole(1),

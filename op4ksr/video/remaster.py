@@ -239,9 +239,9 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     `provenance` (version, model id) goes into each written frame where its format has room."""
     started = time.perf_counter()
     width, height, bit_depth = check_uniform(sequence)
-    scores = CutScores()
+    scores, transfer, clipped = CutScores(), settings.exr_transfer, 0
     for file in sequence.frames:
-        scores.add(luma_thumbnail(read_frame(file.path).rgb))
+        scores.add(luma_thumbnail(read_frame(file.path, transfer).rgb))
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, len(sequence.frames))
     size = plan_size(height, width)
@@ -250,8 +250,9 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     retry = set(failed_list.read_text().split()) if resume and failed_list.is_file() else set()
     failed_list.unlink(missing_ok=True)
     for index, file in enumerate(sequence.frames):
-        frame, target = read_frame(file.path), out_dir / sequence.frame_name(file.number)
-        done = _done_output(target, size) if resume and str(file.number) not in retry else None
+        frame, target = read_frame(file.path, transfer), out_dir / sequence.frame_name(file.number)
+        clipped += frame.exr_source.clipped if frame.exr_source else 0
+        done = _done_output(target, size, transfer) if resume and str(file.number) not in retry else None
         failures = runner.failures
         output = runner.run(index, frame.rgb, done)
         if done is None:
@@ -265,15 +266,16 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
                    [numbers[c] for c in cuts], scores.scores, _with_frame_numbers(runner.finish(), numbers), settings,
                    first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size), frames_resumed=runner.resumed,
+                   **({"exr": {"transfer": transfer, "samples_clipped": clipped}} if frame.exr_source else {}),
                    timing=_timing(started, runner, len(numbers)))
 
 
-def _done_output(target: Path, size: tuple[int, int]) -> torch.Tensor | None:
+def _done_output(target: Path, size: tuple[int, int], exr_transfer: str) -> torch.Tensor | None:
     """The output an earlier run wrote at `target`, if it is there, readable and of the planned size."""
     if not target.is_file():
         return None
     try:
-        rgb = read_frame(target).rgb
+        rgb = read_frame(target, exr_transfer).rgb
     except UserError:
         return None
     return rgb if tuple(rgb.shape[-2:]) == tuple(size) else None

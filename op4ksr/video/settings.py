@@ -10,6 +10,7 @@ from typing import Literal
 TemporalMode = Literal["none", "flow"]  # video.temporal: "flow" is op4ksr.video.fusion
 DeinterlaceMode = Literal["refuse", "bwdif", "yadif"]  # video.deinterlace: op4ksr.video.deinterlace
 FieldOrder = Literal["auto", "tff", "bff"]  # video.field_order: auto = the stream's, else each frame's flag
+ExrTransfer = Literal["srgb", "none"]  # video.exr_transfer: op4ksr.video.exr
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,3 +25,4 @@ class VideoSettings:
     temporal_weight: float = 0.5
     deinterlace: DeinterlaceMode = "refuse"
     field_order: FieldOrder = "auto"
+    exr_transfer: ExrTransfer = "srgb"
