@@ -103,9 +103,12 @@ def read_exr(data: bytes, name: str, transfer: str) -> tuple[np.ndarray, ExrSour
     exr = openexr()
     try:
         with exr.File(io.BytesIO(data)) as f:  # the file's header and channels are emptied when it closes
+            parts = len(f.parts)
             header, channels = dict(f.header()), {k: c.pixels for k, c in f.channels().items()}
     except Exception as err:  # noqa: BLE001 - the library's reasons are many; each is one line
         raise ExrError(f"{name}: not a readable OpenEXR file ({' '.join(str(err).split())[:160]})") from err
+    if parts != 1:
+        raise ExrError(f"{name}: a multi-part EXR ({parts} parts): only single-part frames are built")
     if set(channels) != {"RGB"}:
         raise ExrError(f"{name}: EXR channels {', '.join(sorted(channels))}: only R, G, B frames are built "
                        "(alpha, luma-chroma, layers and deep data are not)")

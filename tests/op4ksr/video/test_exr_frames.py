@@ -117,3 +117,21 @@ def test_a_file_that_is_not_exr_is_one_line(tmp_path):
     path.write_bytes(b"PNG?" * 8)
     with pytest.raises(FrameFileError, match="not an OpenEXR file"):
         frame_geometry(path)
+
+
+def test_a_multi_part_file_is_one_line(tmp_path):
+    path = tmp_path / "a.0001.exr"
+    rgb = np.zeros((4, 4, 3), np.float16)
+    parts = [OpenEXR.Part({"type": OpenEXR.scanlineimage}, {"RGB": rgb}, name) for name in ("left", "right")]
+    with OpenEXR.File(parts) as f:
+        f.write(str(path))
+    with pytest.raises(FrameFileError, match="a multi-part EXR \\(2 parts\\): only single-part frames are built"):
+        read_frame(path)
+
+
+def test_overscan_is_one_line(tmp_path):
+    path = tmp_path / "a.0001.exr"
+    display = (np.array([0, 0], np.int32), np.array([7, 7], np.int32))  # the pixels are 4x4 of an 8x8 frame
+    _write(path, {"RGB": np.zeros((4, 4, 3), np.float16)}, displayWindow=display)
+    with pytest.raises(FrameFileError, match="the EXR data window differs from its display window"):
+        read_frame(path)
