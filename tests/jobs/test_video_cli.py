@@ -69,6 +69,10 @@ def test_bad_video_settings_are_one_line(tmp_path, capsys):
     write_video(source, moving_texture(2), codec="ffv1")
     assert cli(["video", str(source), "--out", str(tmp_path / "o.mkv"), "video.chunk_overlap=25"]) == 2
     assert "video.chunk_overlap=25 must be at most half of video.chunk_frames=48" in capsys.readouterr().err
+    assert cli(["video", str(source), "--out", str(tmp_path / "o.mkv"), "video.deinterlace=weave"]) == 2
+    assert "video.deinterlace='weave' is not one of refuse, bwdif, yadif" in capsys.readouterr().err
+    assert cli(["video", str(source), "--out", str(tmp_path / "o.mkv"), "video.exr_transfer=log"]) == 2
+    assert "video.exr_transfer='log' is not one of srgb, none" in capsys.readouterr().err
     assert cli(["video", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o.mkv")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
     assert cli(["video", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
