@@ -143,6 +143,20 @@ def _source_problems(report: dict) -> list[str]:
     return lines
 
 
+def _notes(report: dict) -> list[str]:
+    """One line each for what was done to the source before the model: deinterlaced, EXR values clipped."""
+    lines = []
+    if report.get("deinterlace"):
+        done = report["deinterlace"]
+        lines.append(f"deinterlaced: {report['source']}: {done['filter']}, field order {done['field_order']} "
+                     f"({done['because']})")
+    if (report.get("exr") or {}).get("samples_clipped"):
+        exr = report["exr"]
+        lines.append(f"clipped: {report['source']}: {exr['samples_clipped']} EXR samples outside 0..1 were clipped "
+                     f"before the model (video.exr_transfer={exr['transfer']})")
+    return lines
+
+
 def _finish(reports: list[dict], paths: list[Path]) -> int:
     """Write each report and its curves (a PNG beside it) and print one line per output; 1 if any frame failed."""
     from op4ksr.video.charts import plot_shots
@@ -161,6 +175,8 @@ def _finish(reports: list[dict], paths: list[Path]) -> int:
         print(f"{report['output']}: {report['frames']} frames, {len(report['shots'])} shots{resumed}, "
               f"{report['frames_failed']} failed (filled from bicubic), {flagged} flicker-flagged; "
               f"{timing['seconds_per_frame']:.2f} s per frame{per_minute}; report {path}", file=sys.stderr)
+        for line in _notes(report):
+            print(line, file=sys.stderr)
         for line in _source_problems(report):
             print(line, file=sys.stderr)
             failed += 1

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.cli import main as cli
 from op4ksr.images import png16
-from tests.synthetic_video import frame_times, moving_texture, stream_packets, write_video
+from tests.synthetic_video import frame_times, moving_texture, stream_packets, woven, write_video
 
 pytest.importorskip("av")
 pytest.importorskip("cv2")
@@ -38,6 +38,18 @@ def test_video_with_sound_becomes_an_ffv1_master_and_a_shot_report(tmp_path, cap
 
     assert Image.open(tmp_path / "out" / "clip.mkv.profile.png").size == (128, 7)  # a row of each output frame
     assert Image.open(tmp_path / "out" / "clip.mkv.shots.png").format == "PNG"
+
+
+@pytest.mark.slow
+def test_interlaced_video_is_deinterlaced_when_asked_and_the_command_says_so(tmp_path, capsys):
+    source = tmp_path / "tv.mkv"
+    write_video(source, woven(moving_texture(8, step=(0, 4), seed=12)), interlaced=True)  # mpeg4, field order tt
+    target = tmp_path / "tv_2x.mkv"
+    assert cli(["video", str(source), "--out", str(target), "--scale", "2", "video.deinterlace=bwdif"]) == 0
+    assert f"deinterlaced: {source}: bwdif, field order tff (the stream says field order tt)" in capsys.readouterr().err
+    report = json.loads((tmp_path / "tv_2x.mkv.shots.json").read_text())
+    assert report["deinterlace"]["combed_frames_after"] == 0 and report["frames"] == 4
+    assert len(frame_times(target)) == 4
 
 
 def test_sequences_folder_keeps_names_and_16_bits_and_refuses_a_gapped_one(tmp_path, capsys):
@@ -77,3 +89,13 @@ def test_bad_video_settings_are_one_line(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert cli(["video", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "is inside the input folder" in capsys.readouterr().err
+
+
+def test_the_deinterlace_and_exr_keys_reach_the_video_settings():
+    from jobs.config import load_config
+    from jobs.specs import video_settings
+
+    assert (video_settings(load_config()).deinterlace, video_settings(load_config()).exr_transfer) == ("refuse", "srgb")
+    settings = video_settings(load_config([], ["video.deinterlace=yadif", "video.field_order=bff",
+                                               "video.exr_transfer=none"]))
+    assert (settings.deinterlace, settings.field_order, settings.exr_transfer) == ("yadif", "bff", "none")

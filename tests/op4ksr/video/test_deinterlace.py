@@ -10,20 +10,10 @@ from op4ksr.video.deinterlace import parity_for
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.interlace import COMB_RATIO, comb_score
 from op4ksr.video.remaster import VideoSettings, remaster_video
-from tests.synthetic_video import frame_times, moving_texture, write_video
+from tests.synthetic_video import frame_times, moving_texture, woven, write_video
 
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
-
-
-def _woven(frames):
-    """Interlaced frames from progressive ones: even lines (top field) from frame 2t, odd from 2t+1."""
-    out = []
-    for first, second in zip(frames[::2], frames[1::2]):
-        frame = first.clone()
-        frame[:, 1::2] = second[:, 1::2]
-        out.append(frame)
-    return out
 
 
 def _recording_upscaler(seen):
@@ -40,7 +30,7 @@ def _source_combs(path):
 
 def test_a_stream_tagged_interlaced_is_deinterlaced_with_bwdif_before_the_model(tmp_path):
     source = tmp_path / "tv.mkv"
-    write_video(source, _woven(moving_texture(12, step=(0, 4), seed=12)), interlaced=True)  # mpeg4, field order tt
+    write_video(source, woven(moving_texture(12, step=(0, 4), seed=12)), interlaced=True)  # mpeg4, field order tt
     assert min(_source_combs(source)) > COMB_RATIO  # the premise: every source frame is combed
     seen = []
     report = remaster_video(source, tmp_path / "o.mkv", _recording_upscaler(seen), lambda h, w: (h, w),
@@ -55,7 +45,7 @@ def test_a_stream_tagged_interlaced_is_deinterlaced_with_bwdif_before_the_model(
 
 def test_combed_frames_the_stream_calls_progressive_are_deinterlaced_with_yadif(tmp_path):
     source = tmp_path / "woven.mkv"
-    write_video(source, _woven(moving_texture(12, step=(0, 3), seed=12)), codec="ffv1")  # no field order
+    write_video(source, woven(moving_texture(12, step=(0, 3), seed=12)), codec="ffv1")  # no field order
     seen = []
     report = remaster_video(source, tmp_path / "o.mkv", _recording_upscaler(seen), lambda h, w: (h, w),
                             VideoSettings(deinterlace="yadif", field_order="tff"))
@@ -79,7 +69,7 @@ def test_progressive_video_is_not_touched_when_deinterlacing_is_allowed(tmp_path
 
 def test_interlaced_without_the_option_is_still_one_line_naming_it(tmp_path):
     source = tmp_path / "tv.mkv"
-    write_video(source, _woven(moving_texture(6, step=(0, 3), seed=2)), interlaced=True)
+    write_video(source, woven(moving_texture(6, step=(0, 3), seed=2)), interlaced=True)
     with pytest.raises(VideoInputError) as err:
         remaster_video(source, tmp_path / "o.mkv", _recording_upscaler([]), lambda h, w: (h, w), VideoSettings())
     assert "\n" not in str(err.value) and "video.deinterlace=bwdif" in str(err.value)
