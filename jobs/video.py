@@ -21,7 +21,9 @@ stacked over time: flicker shows as horizontal bands).
 A video becomes a video: FFV1 in Matroska by default (lossless; video.codec picks another codec
 this FFmpeg has, e.g. --codec prores_ks --out master.mov), with every frame's timestamp (to the
 millisecond in Matroska, exactly in MOV/MP4), the colour tags, and the audio, subtitle and data
-streams copied packet for packet. A sequence becomes a sequence in the same
+streams copied packet for packet. It says what made it: tags (and in Matroska an XMP
+attachment); with provenance.cert_chain and provenance.private_key, a C2PA manifest too (inside
+a MOV/MP4, in NAME.c2pa beside a Matroska file). A sequence becomes a sequence in the same
 format and bit depth, with the same file names and frame numbers, under --out.
 
 Cuts are found without a model (video.cut_threshold); each shot's report has its luma-flicker
@@ -80,9 +82,11 @@ def main(argv: list[str]) -> int:
     if target.exists() and not args.overwrite:
         print(f"skipped: {target} exists; --overwrite replaces it", file=sys.stderr)
         return 0
+    signer = _signer(cfg)  # before the model loads: an identity that cannot sign is one line, first
     upscale = _upscaler(cfg)
     report = remaster_video(args.input, target, upscale, sizes.plan, settings,
-                            profile=Path(f"{target}.profile.png"), provenance=upscale.provenance)
+                            profile=Path(f"{target}.profile.png"), provenance=upscale.provenance, signer=signer,
+                            embed=bool(cfg.provenance.embed))
     return _finish([report], [Path(f"{target}.shots.json")])
 
 
@@ -125,6 +129,18 @@ class _ModelUpscaler:
 
     def __call__(self, rgb, size):
         return self.model.upscale(rgb[None], size)[0].cpu()
+
+
+def _signer(cfg):
+    """A ManifestSigner for provenance.cert_chain/private_key, or None when they are not set."""
+    from jobs.specs import signing_spec
+
+    spec = signing_spec(cfg)
+    if spec is None:
+        return None
+    from op4ksr.provenance.manifest import ManifestSigner
+
+    return ManifestSigner(spec.load())
 
 
 def _upscaler(cfg) -> _ModelUpscaler:

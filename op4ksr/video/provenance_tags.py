@@ -5,8 +5,9 @@ digital source type and the source's name and sha256. Matroska writes them as Si
 level; the video track also carries the source type and model, the audio it copies was not made by
 a model) and attaches the XMP packet as `op4ksr.xmp` (application/rdf+xml). MOV/MP4 write them as
 QuickTime metadata keys (the muxer's `use_metadata_tags`); they have no attachments, so no XMP. Both
-are read back by PyAV (`container.metadata`) and exiftool. No C2PA manifest: c2pa-python does not
-read or sign Matroska (docs/VIDEO.md).
+are read back by PyAV (`container.metadata`) and exiftool. With a signer, the finished file gets a
+C2PA manifest (sign_video): embedded in MOV/MP4, which c2pa-python embeds in (a BMFF hash), and in a
+`<output>.c2pa` sidecar for Matroska, which it cannot embed in (a data hash of every byte).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from op4ksr.provenance.lineage import GENERATIVE, Lineage, source_type_uri
 from op4ksr.provenance.xmp import merged_xmp
 
 XMP_ATTACHMENT = ("op4ksr.xmp", "application/rdf+xml")
+VIDEO_MIME = {".mov": "video/quicktime", ".mp4": "video/mp4", ".m4v": "video/x-m4v", ".mkv": "video/x-matroska",
+              ".avi": "video/x-msvideo", ".webm": "video/webm", ".mxf": "application/mxf"}
 QUICKTIME = (".mov", ".mp4", ".m4v")
 
 
@@ -66,3 +69,23 @@ def video_lineage(source: Path, provenance: dict, input_size: tuple[int, int], o
                    params_hash=provenance.get("params_hash"),
                    digital_source_type=provenance.get("digital_source_type", GENERATIVE),
                    input_size=f"{input_size[1]}x{input_size[0]}", output_size=f"{output_size[1]}x{output_size[0]}")
+
+
+def sign_video(signer, path: Path, source: Path, lineage: Lineage, sidecar: Path, embed: bool = True) -> dict:
+    """Sign the finished video at `path` (a ManifestSigner's identity), streaming it from disk: the
+    manifest embedded in place where c2pa embeds in the format (and `embed`), else written to `sidecar`
+    (c2pa still writes the file's copy, which is dropped). The report's fields (c2pa, c2pa_manifest);
+    SigningError if c2pa cannot sign it."""
+    signing = path.with_name(path.name + ".signing")
+    try:
+        with open(path, "rb") as output, open(source, "rb") as parent, open(signing, "w+b") as dest:
+            embedded, store, label = signer.sign_stream(
+                output, dest, VIDEO_MIME.get(path.suffix.lower(), "application/octet-stream"), lineage, parent,
+                VIDEO_MIME.get(source.suffix.lower()), title=sidecar.name.removesuffix(".c2pa"), embed=embed)
+        if embedded:
+            signing.replace(path)
+        else:
+            sidecar.write_bytes(store)
+    finally:
+        signing.unlink(missing_ok=True)
+    return {"c2pa": "signed" if embedded else "sidecar", "c2pa_manifest": label}

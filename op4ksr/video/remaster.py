@@ -26,7 +26,7 @@ from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import ChunkedFusion
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
-from op4ksr.video.provenance_tags import video_lineage
+from op4ksr.video.provenance_tags import sign_video, video_lineage
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.settings import VideoSettings  # noqa: F401 - importable from here
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
@@ -126,10 +126,12 @@ def _timing(started: float, runner: ShotRunner, frames: int, footage_seconds: fl
 
 
 def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
-                   settings: VideoSettings, profile: Path | None = None, provenance: dict | None = None) -> dict:
+                   settings: VideoSettings, profile: Path | None = None, provenance: dict | None = None,
+                   signer=None, embed: bool = True) -> dict:
     """Write the upscaled `source` to `target`; the report (module docstring); `profile`: where to save
     the temporal profile PNG (op4ksr.video.charts); `provenance` (version, model id): the output's
-    tags and XMP (op4ksr.video.provenance_tags). VideoInputError for a file
+    tags and XMP, and with a `signer` (a ManifestSigner) its C2PA manifest, embedded or in the
+    `<target>.c2pa` sidecar (op4ksr.video.provenance_tags). VideoInputError for a file
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     check_encoder(settings.codec)  # before an hour of decoding, not after
@@ -160,12 +162,15 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
             pass  # the same decode error as the first pass's, reported once as decode_error
         finally:
             writer.close()
+    signed = {"c2pa": "none"}
+    if signer is not None and lineage is not None:  # before the rename: a target that exists is signed too
+        signed = sign_video(signer, partial, source, lineage, Path(f"{target}.c2pa"), embed)
     partial.replace(target)  # a target that exists is a whole video: a killed run leaves only the .part file
     if profile is not None and runner.profile:
         save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
-                   deinterlace=deinterlaced,
+                   deinterlace=deinterlaced, **signed,
                    decode_error=decode_error, streams_not_copied=writer.not_copied,
                    timing=_timing(started, runner, written, _footage_seconds(times, info)))
 

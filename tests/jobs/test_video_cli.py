@@ -18,10 +18,19 @@ pytest.importorskip("cv2")
 def test_video_with_sound_becomes_an_ffv1_master_and_a_shot_report(tmp_path, capsys):
     source = tmp_path / "clip.mp4"
     write_video(source, moving_texture(4, seed=1) + moving_texture(3, seed=2, step=(1, 0)), audio_seconds=0.3)
-    assert cli(["video", str(source), "--out", str(tmp_path / "out"), "--scale", "2"]) == 0
+    from op4ksr.provenance.throwaway_identity import make_test_identity
+    from op4ksr.provenance.verify import verify_output
+
+    identity = make_test_identity(tmp_path / "identity")
+    assert cli(["video", str(source), "--out", str(tmp_path / "out"), "--scale", "2",
+                f"provenance.cert_chain={identity.cert_chain}", f"provenance.private_key={identity.private_key}"]) == 0
     target = tmp_path / "out" / "clip.mkv"
     report = json.loads((tmp_path / "out" / "clip.mkv.shots.json").read_text())
     assert report["frames"] == 7 and report["cuts"] == [4] and report["size"] == [96, 128]
+    assert report["c2pa"] == "sidecar"  # Matroska: the manifest beside it, bound to every byte
+    assert verify_output(str(target), target.read_bytes(), "video/x-matroska",
+                         sidecar=(tmp_path / "out" / "clip.mkv.c2pa").read_bytes(),
+                         trust_anchors_pem=identity.trust_anchor.read_text()).ok
     assert len(frame_times(target)) == 7
     assert stream_packets(target, "audio") == stream_packets(source, "audio")
     import av

@@ -82,15 +82,13 @@ def test_without_provenance_the_file_has_no_op4ksr_tags(tmp_path, source):
         assert not [k for k in out.metadata if k.startswith("OP4KSR")] and not out.streams.attachments
 
 
-def test_c2pa_signs_a_mov_inside_and_a_matroska_file_only_as_a_sidecar(tmp_path, source):
-    """What c2pa-python 0.38.1 can do for these outputs (op4ksr video does not sign yet: docs/VIDEO.md):
-    MOV is a BMFF format it embeds a manifest in; Matroska it does not know, so the manifest goes in a
-    `.c2pa` sidecar whose data hash covers every byte of the file."""
+def test_with_a_signer_a_mov_carries_its_c2pa_manifest_and_a_matroska_file_a_sidecar(tmp_path, source):
+    """c2pa-python 0.38.1 embeds in MOV/MP4 (a BMFF hash); Matroska it does not know, so its manifest
+    is a `.c2pa` sidecar whose data hash covers every byte of the file. A flipped byte fails both."""
     from op4ksr.provenance.identity import check_identity
     from op4ksr.provenance.manifest import ManifestSigner
     from op4ksr.provenance.throwaway_identity import make_test_identity
     from op4ksr.provenance.verify import verify_output
-    from op4ksr.video.provenance_tags import video_lineage
 
     files = make_test_identity(tmp_path / "identity")
     signer = ManifestSigner(check_identity(files.cert_chain.read_bytes(), files.private_key.read_bytes(), "es256",
@@ -99,14 +97,19 @@ def test_c2pa_signs_a_mov_inside_and_a_matroska_file_only_as_a_sidecar(tmp_path,
     for suffix, codec, mime, kind in ((".mov", "mpeg4", "video/quicktime", "signed"),
                                       (".mkv", "ffv1", "video/x-matroska", "sidecar")):
         target = tmp_path / f"out{suffix}"
-        remaster_video(source, target, _identity, lambda h, w: (h, w), VideoSettings(codec=codec, measure_flow=False),
-                       provenance=PROVENANCE)
-        lineage = video_lineage(source, PROVENANCE, (48, 64), (48, 64))
-        signed = signer.sign(target.read_bytes(), mime, lineage, source.read_bytes(), "video/mp4")
-        assert signed.c2pa == kind
-        verdict = verify_output(str(target), signed.data, mime, sidecar=signed.sidecar, trust_anchors_pem=trust)
+        report = remaster_video(source, target, _identity, lambda h, w: (h, w),
+                                VideoSettings(codec=codec, measure_flow=False), provenance=PROVENANCE, signer=signer)
+        assert report["c2pa"] == kind and report["c2pa_manifest"].startswith("urn:c2pa:")
+        sidecar = tmp_path / f"out{suffix}.c2pa"
+        assert sidecar.is_file() == (kind == "sidecar") and not list(tmp_path.glob("*.signing"))
+        data, store = target.read_bytes(), sidecar.read_bytes() if kind == "sidecar" else None
+        verdict = verify_output(str(target), data, mime, sidecar=store, trust_anchors_pem=trust)
         assert verdict.ok and verdict.digital_source_type == GENERATIVE, verdict.problem
-        flipped = bytearray(signed.data)
+        assert verdict.label == report["c2pa_manifest"]
+        flipped = bytearray(data)
         flipped[len(flipped) // 2] ^= 1
-        assert verify_output(str(target), bytes(flipped), mime, sidecar=signed.sidecar,
+        assert verify_output(str(target), bytes(flipped), mime, sidecar=store,
                              trust_anchors_pem=trust).hash_binding == "mismatch"
+        with av.open(str(target)) as out:  # the tags are still there, and the frames
+            assert out.metadata["OP4KSR_MODEL_ID"] == "preset:tiny:seed0"
+            assert len(list(out.decode(video=0))) == 3
