@@ -22,7 +22,7 @@ from op4ksr.images.formats import FORMATS
 from op4ksr.loading import DType, FidelityMode, RFRMode
 from op4ksr.presets import PRESETS
 from op4ksr.provenance.lineage import ALGORITHMS, SOURCE_TYPES
-from op4ksr.video.settings import DeinterlaceMode, TemporalMode
+from op4ksr.video.settings import DeinterlaceMode, ExrTransfer, FieldOrder, TemporalMode
 from pipeline.fleet.spec import PeerKindName
 
 NUMBER = float  # a Rule's kind for any number (whole or not)
@@ -139,6 +139,8 @@ RULES: dict[str, Rule] = {
     "video.temporal_weight": _number(0, 0.95),
     "video.codec": Rule(str, pattern=r"[a-z0-9_]+", hint="FFmpeg's encoder names (e.g. ffv1, prores_ks)"),
     "video.deinterlace": Rule(str, choices=get_args(DeinterlaceMode)),
+    "video.field_order": Rule(str, choices=get_args(FieldOrder)),
+    "video.exr_transfer": Rule(str, choices=get_args(ExrTransfer)),
     "video.fps": _number(0, low_open=True),
     "actors.min": _whole(1),
     "actors.max": _whole(1),

@@ -96,7 +96,8 @@ def video_settings(cfg):
     return VideoSettings(cut_threshold=float(v.cut_threshold), chunk_frames=int(v.chunk_frames),
                          chunk_overlap=int(v.chunk_overlap), flicker_threshold=float(v.flicker_threshold),
                          codec=str(v.codec), measure_flow=bool(v.measure_flow), temporal=str(v.temporal),
-                         temporal_weight=float(v.temporal_weight))
+                         temporal_weight=float(v.temporal_weight), deinterlace=str(v.deinterlace),
+                         field_order=str(v.field_order), exr_transfer=str(v.exr_transfer))
 
 
 def output_params(cfg, options: dict) -> dict:

@@ -21,13 +21,16 @@ stacked over time: flicker shows as horizontal bands).
 A video becomes a video: FFV1 in Matroska by default (lossless; video.codec picks another codec
 this FFmpeg has, e.g. --codec prores_ks --out master.mov), with every frame's timestamp (to the
 millisecond in Matroska, exactly in MOV/MP4), the colour tags, and the audio, subtitle and data
-streams copied packet for packet. A sequence becomes a sequence in the same
+streams copied packet for packet. It says what made it: tags (and in Matroska an XMP
+attachment); with provenance.cert_chain and provenance.private_key, a C2PA manifest too (inside
+a MOV/MP4, in NAME.c2pa beside a Matroska file). A sequence becomes a sequence in the same
 format and bit depth, with the same file names and frame numbers, under --out.
 
 Cuts are found without a model (video.cut_threshold); each shot's report has its luma-flicker
 curve and its warping error against the bicubic upscale's (docs/VIDEO.md says how they are
 measured). A frame the model fails on is filled from the bicubic upscale and named in the
-report; the exit status is then 1. Interlaced video is refused (video.deinterlace). A rerun of a
+report; the exit status is then 1. Interlaced video is refused unless video.deinterlace=bwdif (or
+yadif) deinterlaces it before the model, one frame per frame, times kept. A rerun of a
 sequence does only the frames missing or failed in the output folder (--overwrite redoes all).
 
 examples:
@@ -86,8 +89,11 @@ def main(argv: list[str]) -> int:
     if target.exists() and not args.overwrite:
         print(f"skipped: {target} exists; --overwrite replaces it", file=sys.stderr)
         return 0
-    report = remaster_video(args.input, target, _upscaler(cfg), sizes.plan, settings,
-                            profile=Path(f"{target}.profile.png"))
+    signer = _signer(cfg)  # before the model loads: an identity that cannot sign is one line, first
+    upscale = _upscaler(cfg)
+    report = remaster_video(args.input, target, upscale, sizes.plan, settings,
+                            profile=Path(f"{target}.profile.png"), provenance=upscale.provenance, signer=signer,
+                            embed=bool(cfg.provenance.embed))
     return _finish([report], [Path(f"{target}.shots.json")])
 
 
@@ -132,6 +138,18 @@ class _ModelUpscaler:
         return self.model.upscale(rgb[None], size)[0].cpu()
 
 
+def _signer(cfg):
+    """A ManifestSigner for provenance.cert_chain/private_key, or None when they are not set."""
+    from jobs.specs import signing_spec
+
+    spec = signing_spec(cfg)
+    if spec is None:
+        return None
+    from op4ksr.provenance.manifest import ManifestSigner
+
+    return ManifestSigner(spec.load())
+
+
 def _upscaler(cfg) -> _ModelUpscaler:
     return _ModelUpscaler(cfg)
 
@@ -145,6 +163,20 @@ def _source_problems(report: dict) -> list[str]:
     if corrupt:
         lines.append(f"damaged: {report['source']}: the decoder concealed damage in {len(corrupt)} frame(s) "
                      f"(first {corrupt[0]}); they are named in the report's corrupt_source_frames")
+    return lines
+
+
+def _notes(report: dict) -> list[str]:
+    """One line each for what was done to the source before the model: deinterlaced, EXR values clipped."""
+    lines = []
+    if report.get("deinterlace"):
+        done = report["deinterlace"]
+        lines.append(f"deinterlaced: {report['source']}: {done['filter']}, field order {done['field_order']} "
+                     f"({done['because']})")
+    if (report.get("exr") or {}).get("samples_clipped"):
+        exr = report["exr"]
+        lines.append(f"clipped: {report['source']}: {exr['samples_clipped']} EXR samples outside 0..1 were clipped "
+                     f"before the model (video.exr_transfer={exr['transfer']})")
     return lines
 
 
@@ -166,6 +198,8 @@ def _finish(reports: list[dict], paths: list[Path]) -> int:
         print(f"{report['output']}: {report['frames']} frames, {len(report['shots'])} shots{resumed}, "
               f"{report['frames_failed']} failed (filled from bicubic), {flagged} flicker-flagged; "
               f"{timing['seconds_per_frame']:.2f} s per frame{per_minute}; report {path}", file=sys.stderr)
+        for line in _notes(report):
+            print(line, file=sys.stderr)
         for line in _source_problems(report):
             print(line, file=sys.stderr)
             failed += 1

@@ -6,7 +6,8 @@ A backfill needs none of them (the runtime image installs only pyproject.toml's 
   train   peft, scikit-image   op4ksr train: LoRA adapters; the offline:train textures
   eval    scikit-image   op4ksr eval / bench-build: SSIM, the benchmark's photos
   demo    moto, scikit-image   the embedded S3 server (storage.embedded), the demo's sample images
-  video   av, opencv-python   op4ksr video: decoding and writing video (PyAV), the warping error's optical flow
+  video   av, opencv-python, OpenEXR   op4ksr video: decoding and writing video (PyAV), the warping error's optical
+          flow, OpenEXR frames
   evidence  opencv-python   the report's faces and text detector (op4ksr/quality/evidence.py); without it,
           under report.faces/text_check=auto, those fields are null with the reason (Tesseract is a Debian package)
 """

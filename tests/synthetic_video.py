@@ -29,6 +29,16 @@ def with_flicker(frames: list[torch.Tensor], gains: dict[int, float]) -> list[to
     return [(f * gains.get(t, 1.0)).clamp(0, 1) for t, f in enumerate(frames)]
 
 
+def woven(frames: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Interlaced frames from progressive ones: even lines (top field) from frame 2t, odd lines from 2t+1."""
+    out = []
+    for first, second in zip(frames[::2], frames[1::2]):
+        frame = first.clone()
+        frame[:, 1::2] = second[:, 1::2]
+        out.append(frame)
+    return out
+
+
 def write_video(path: Path, frames: list[torch.Tensor], *, fps: int = 24, codec: str = "mpeg4",
                 pts: list[int] | None = None, time_base: Fraction | None = None, audio_seconds: float = 0.0,
                 interlaced: bool = False, colour: dict | None = None) -> None:

@@ -93,6 +93,19 @@ class ManifestSigner:
     def sign(self, output: bytes, output_mime: str, lineage: Lineage, parent: bytes, parent_mime: str | None,
              quality: dict | None = None, *, title: str = "", embed: bool = True) -> SignedOutput:
         """The output with a manifest made by this identity, or SigningError saying why not."""
+        dest = io.BytesIO()
+        embedded, store, label = self.sign_stream(io.BytesIO(output), dest, output_mime, lineage, io.BytesIO(parent),
+                                                  parent_mime, quality, title=title, embed=embed)
+        if embedded:
+            return SignedOutput(dest.getvalue(), None, label)
+        return SignedOutput(output, store, label)
+
+    def sign_stream(self, output, dest, output_mime: str, lineage: Lineage, parent, parent_mime: str | None,
+                    quality: dict | None = None, *, title: str = "", embed: bool = True) -> tuple[bool, bytes, str]:
+        """Sign the output read from the binary stream `output` (a video file: never all in memory) into
+        `dest`: (embedded, manifest store, label); when not embedded, the store is the sidecar and
+        `dest` is what c2pa wrote there (the output unchanged). `parent`: the input as a binary stream.
+        SigningError saying why not."""
         c2pa = load_c2pa()
         signer, context = self._signer_and_context()
         label = f"urn:c2pa:{uuid.uuid4()}"
@@ -104,22 +117,19 @@ class ManifestSigner:
             with self._builder(definition, context, ingredient, parent, parent_mime) as builder:
                 if not embedded:
                     builder.set_no_embed()
-                dest = io.BytesIO()
-                store = builder.sign(signer, output_mime, io.BytesIO(output), dest)
+                store = builder.sign(signer, output_mime, output, dest)
         except c2pa.C2paError as err:
             raise SigningError(f"C2PA signing failed: {err}") from err
-        if embedded:
-            return SignedOutput(dest.getvalue(), None, label)
-        return SignedOutput(output, bytes(store), label)
+        return embedded, bytes(store), label
 
-    def _builder(self, definition: dict, context, ingredient: dict, parent: bytes, parent_mime: str | None):
+    def _builder(self, definition: dict, context, ingredient: dict, parent, parent_mime: str | None):
         """A Builder with the parent ingredient: read from its bytes where c2pa can (so a master's own
         manifest is kept), else described (title, format, sha256) for a format c2pa cannot read."""
         c2pa = load_c2pa()
         if parent_mime in self.embeddable:
             builder = c2pa.Builder(definition, context)
             try:
-                builder.add_ingredient(ingredient, parent_mime, io.BytesIO(parent))
+                builder.add_ingredient(ingredient, parent_mime, parent)
                 return builder
             except c2pa.C2paError:
                 builder.close()  # e.g. a file Pillow reads but c2pa cannot parse: described instead

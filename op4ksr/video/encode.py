@@ -5,6 +5,8 @@ source's bit depth (bgr0 for 8 bits, gbrpNNle above), so no colour matrix touche
 stream says colorspace RGB and keeps the source's primaries, transfer and range. Another codec
 (`codec=`) gets frames in its first pixel format, converted by FFmpeg with the source's matrix.
 Audio, subtitle and data streams are remuxed packet for packet (the bytes are not touched).
+Given a Lineage, the file carries its provenance as tags and, in Matroska, an XMP attachment
+(op4ksr.video.provenance_tags).
 Each output frame carries its source frame's presentation timestamp in the source's time base;
 Matroska stores milliseconds, so there times match the source's to the millisecond (use .mov for
 the source's exact time base).
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from op4ksr.provenance.lineage import Lineage
+from op4ksr.video import provenance_tags
 from op4ksr.video.decode import VideoInfo, av_module
 from op4ksr.video.errors import VideoInputError
 
@@ -44,13 +48,16 @@ def check_encoder(codec: str) -> None:
 class VideoWriter:
     """Writes the upscaled video stream of `info` to `path` beside copies of `source`'s other streams."""
 
-    def __init__(self, path: Path, info: VideoInfo, source, size: tuple[int, int], codec: str = "ffv1"):
-        """`source`: the open input container whose other streams are copied; `size`: (H, W) of the output."""
+    def __init__(self, path: Path, info: VideoInfo, source, size: tuple[int, int], codec: str = "ffv1",
+                 lineage: Lineage | None = None):
+        """`source`: the open input container whose other streams are copied; `size`: (H, W) of the output;
+        `lineage`: the provenance the file carries (tags, and an XMP attachment where the container has room)."""
         self.av = av_module()
         check_encoder(codec)
         self.info, self.codec = info, codec
         # keep the source's times as they are (an AAC track may start before 0): no shift of every stream
-        self.output = self.av.open(str(path), "w", options={"avoid_negative_ts": "disabled"})
+        options = {"avoid_negative_ts": "disabled", **(provenance_tags.muxer_options(path) if lineage else {})}
+        self.output = self.av.open(str(path), "w", options=options)
         self.video = self.output.add_stream(codec, rate=info.average_rate or Fraction(24))
         ctx = self.video.codec_context
         ctx.height, ctx.width = size
@@ -74,7 +81,17 @@ class VideoWriter:
                 self.copied[stream.index] = self.output.add_stream_from_template(stream)
             except (ValueError, self.av.error.FFmpegError) as err:  # e.g. a MOV timecode track in Matroska
                 self.not_copied.append(f"stream {stream.index} ({stream.type}, {stream.codec_context.name}): {err}")
+        if lineage is not None:
+            self._label(path, lineage)
         self.frames_written = 0
+
+    def _label(self, path: Path, lineage: Lineage) -> None:
+        """Provenance tags on the file and the video track, and the XMP attachment (before the header)."""
+        self.output.metadata.update(provenance_tags.file_tags(lineage))
+        self.video.metadata.update(provenance_tags.video_stream_tags(lineage))
+        attachment = provenance_tags.xmp_attachment(path, lineage)
+        if attachment is not None:
+            self.output.add_attachment(*attachment)
 
     def copy_packet(self, packet) -> None:
         """Remux one packet of a copied stream unchanged (flush packets without data are dropped)."""

@@ -2,9 +2,8 @@
 
 PNG and TIFF (8 or 16 bits) go through op4ksr.images.codec, which keeps 16 bits, the ICC profile
 and the metadata; DPX (8/10/12/16-bit RGB) through op4ksr.video.dpx, which keeps the code values,
-byte order, transfer and colorimetric codes. OpenEXR is refused in one line: no package on the
-project's pins reads and writes half-float EXR without a native build, so it is not done yet
-(docs/VIDEO.md).
+byte order, transfer and colorimetric codes; OpenEXR (half or float RGB) through op4ksr.video.exr,
+which keeps the pixel type and header, through the transfer `exr_transfer` names.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import torch
 
 from op4ksr.images import png16
 from op4ksr.images.codec import DecodedImage, ImageDecodeError, decode_image, encode_image
-from op4ksr.video import dpx
+from op4ksr.video import dpx, exr
 from op4ksr.video.errors import FrameFileError, SequenceError
 from op4ksr.video.sequences import FrameSequence
 
@@ -26,24 +25,32 @@ from op4ksr.video.sequences import FrameSequence
 class Frame:
     rgb: torch.Tensor  # (3, h, w) float32 in [0, 1]
     bit_depth: int
-    kind: str  # "dpx", "png" or "tiff"
+    kind: str  # "dpx", "png", "tiff" or "exr"
     image: DecodedImage | None = None  # PNG/TIFF: the decoded source, for encode_image's metadata
     dpx_header: dpx.DpxFrame | None = None  # DPX: byte order, transfer, colorimetric (samples dropped)
+    exr_source: exr.ExrSource | None = None  # EXR: pixel type, transfer, header attributes, clipped samples
 
 
 def frame_kind(path: Path) -> str:
     suffix = path.suffix.lower()
-    kind = {".dpx": "dpx", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}.get(suffix)
+    kind = {".dpx": "dpx", ".png": "png", ".tif": "tiff", ".tiff": "tiff", ".exr": "exr"}.get(suffix)
     if kind is None:
-        raise FrameFileError(f"{path}: {suffix} frames are not supported yet (DPX, TIFF or PNG; "
-                             "OpenEXR is not done, see docs/VIDEO.md)")
+        raise FrameFileError(f"{path}: {suffix} frames are not supported (DPX, TIFF, PNG or OpenEXR)")
     return kind
 
 
-def read_frame(path: Path) -> Frame:
-    """A frame file as a float tensor with its bit depth; FrameFileError (one line) if it cannot be read."""
+def read_frame(path: Path, exr_transfer: str = "srgb") -> Frame:
+    """A frame file as a float tensor with its bit depth; FrameFileError (one line) if it cannot be read.
+    `exr_transfer`: how an EXR's linear values become the model's [0, 1] (op4ksr.video.exr)."""
     kind = frame_kind(path)
     data = path.read_bytes()
+    if kind == "exr":
+        try:
+            samples, source = exr.read_exr(data, str(path), exr_transfer)
+        except exr.ExrError as err:
+            raise FrameFileError(str(err)) from err
+        rgb = torch.from_numpy(samples).permute(2, 0, 1).contiguous()
+        return Frame(rgb, 16 if source.pixel_type == "half" else 32, kind, exr_source=source)
     if kind == "dpx":
         decoded = dpx.read_dpx(data, str(path))
         scale = float((1 << decoded.bit_depth) - 1)
@@ -61,7 +68,9 @@ def read_frame(path: Path) -> Frame:
 def encode_frame(rgb: torch.Tensor, source: Frame, provenance: dict | None = None) -> bytes:
     """`rgb` (3, H, W) in [0, 1] encoded like `source`: same format, bit depth and metadata, with
     `provenance` (version, model id) where the format has room: PNG/TIFF as op4ksr upscale writes
-    it, DPX in the creator field (100 bytes)."""
+    it, DPX in the creator field (100 bytes), EXR as op4ksr_* string attributes."""
+    if source.kind == "exr":
+        return exr.write_exr(rgb.detach().float().clamp(0, 1).permute(1, 2, 0).numpy(), source.exr_source, provenance)
     if source.kind == "dpx":
         header = source.dpx_header
         top = (1 << header.bit_depth) - 1
@@ -76,7 +85,14 @@ def frame_geometry(path: Path) -> tuple[int, int, int]:
     """(width, height, bit depth) from a frame file's header alone (no pixel decode)."""
     kind = frame_kind(path)
     with open(path, "rb") as f:
-        head = f.read(dpx.HEADER_BYTES)
+        head = f.read(exr.HEADER_BYTES if kind == "exr" else dpx.HEADER_BYTES)
+    if kind == "exr":
+        try:
+            return exr.header_geometry(head, str(path))
+        except exr.ExrError as err:
+            raise FrameFileError(str(err)) from err
+        except (struct.error, ValueError) as err:  # a header cut short or garbled
+            raise FrameFileError(f"{path}: not a readable OpenEXR header ({err})") from err
     if kind == "dpx":
         if len(head) < dpx.MIN_HEADER_BYTES or head[:4] not in (dpx.MAGIC_BIG, dpx.MAGIC_LITTLE):
             raise FrameFileError(f"{path}: not a DPX file (no SDPX header)")

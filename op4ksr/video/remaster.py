@@ -20,11 +20,13 @@ from op4ksr.errors import UserError
 from op4ksr.imageops import bicubic_resize
 from op4ksr.video import decode
 from op4ksr.video.charts import profile_row, save_profile
+from op4ksr.video.deinterlace import DeinterlacePlan, parity_for
 from op4ksr.video.encode import VideoWriter, check_encoder
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import ChunkedFusion
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
+from op4ksr.video.provenance_tags import sign_video, video_lineage
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.settings import VideoSettings  # noqa: F401 - importable from here
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
@@ -124,14 +126,18 @@ def _timing(started: float, runner: ShotRunner, frames: int, footage_seconds: fl
 
 
 def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Callable[[int, int], tuple[int, int]],
-                   settings: VideoSettings, profile: Path | None = None) -> dict:
+                   settings: VideoSettings, profile: Path | None = None, provenance: dict | None = None,
+                   signer=None, embed: bool = True) -> dict:
     """Write the upscaled `source` to `target`; the report (module docstring); `profile`: where to save
-    the temporal profile PNG (op4ksr.video.charts). VideoInputError for a file
+    the temporal profile PNG (op4ksr.video.charts); `provenance` (version, model id): the output's
+    tags and XMP, and with a `signer` (a ManifestSigner) its C2PA manifest, embedded or in the
+    `<target>.c2pa` sidecar (op4ksr.video.provenance_tags). VideoInputError for a file
     that is not a usable video. A video that stops decoding half-way is written up to there, and the
     report's `decode_error` says where; frames the decoder concealed damage in are `corrupt_source_frames`."""
     check_encoder(settings.codec)  # before an hour of decoding, not after
-    started, info = time.perf_counter(), decode.probe(source)
-    scores, decode_error = _first_pass(info)
+    started = time.perf_counter()
+    info = decode.probe(source, allow_interlaced=settings.deinterlace != "refuse")
+    scores, decode_error, deinterlace, deinterlaced = _first_pass(info, settings)
     decoded = len(scores.scores)
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, decoded)
@@ -140,10 +146,11 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.stem}.part{target.suffix}")  # the extension names the container
     with decode.av_module().open(str(source)) as container:
-        writer = VideoWriter(partial, info, container, size, settings.codec)
+        lineage = video_lineage(source, provenance, (info.height, info.width), size) if provenance else None
+        writer = VideoWriter(partial, info, container, size, settings.codec, lineage)
         try:
             packets = _split_packets(container, info.stream_index, writer)
-            for frame in decode.decode_video(info, packets):
+            for frame in decode.decode_video(info, packets, deinterlace=deinterlace):
                 if frame.index >= decoded:
                     break  # the first pass stopped here: never write a frame the cuts did not see
                 writer.write(runner.run(frame.index, frame.rgb), frame.pts)
@@ -155,34 +162,60 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
             pass  # the same decode error as the first pass's, reported once as decode_error
         finally:
             writer.close()
+    signed = {"c2pa": "none"}
+    if signer is not None and lineage is not None:  # before the rename: a target that exists is signed too
+        signed = sign_video(signer, partial, source, lineage, Path(f"{target}.c2pa"), embed)
     partial.replace(target)  # a target that exists is a whole video: a killed run leaves only the .part file
     if profile is not None and runner.profile:
         save_profile(runner.profile, profile)
     return _report(source, target, written, cuts, scores.scores, runner.finish(), settings, time_base=str(info.time_base),
                    source_bit_depth=info.bit_depth, size=list(size), corrupt_source_frames=corrupt,
+                   deinterlace=deinterlaced, **signed,
                    decode_error=decode_error, streams_not_copied=writer.not_copied,
                    timing=_timing(started, runner, written, _footage_seconds(times, info)))
 
 
-def _first_pass(info) -> tuple[CutScores, str | None]:
-    """Every frame's cut score, and the decode error that ended the pass early (None if none); refuses
-    a video of fewer than 2 frames or one that measures as interlaced."""
-    scores, combs, decode_error = CutScores(), CombCounter(), None
+def _first_pass(info, settings: VideoSettings) -> tuple[CutScores, str | None, DeinterlacePlan | None, dict | None]:
+    """Every frame's cut score, the decode error that ended the pass early (None if none), and how the
+    video is deinterlaced with what the report says of it (None, None if it is not: progressive).
+    Refuses a video of fewer than 2 frames, or one that says or measures interlaced under `refuse`."""
+    plan = None
+    if info.field_order in decode.INTERLACED and settings.deinterlace != "refuse":
+        plan = _plan(info, settings, f"the stream says field order {info.field_order}")
+    scores, combs, flagged, decode_error = _measure(info, plan, refuse=settings.deinterlace == "refuse")
+    decode.checked_frame_count(info, len(scores.scores))
+    if plan is None and (flagged or combs.interlaced):
+        if settings.deinterlace == "refuse":
+            raise VideoInputError(f"{info.path}: {combs.combed} of {combs.frames} frames are combed (comb score "
+                                  f"over {COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its "
+                                  f"stream says {info.field_order}; set video.deinterlace=bwdif (or yadif) to "
+                                  "deinterlace it before the model")
+        plan = _plan(info, settings, f"{flagged} frames flagged interlaced" if flagged else
+                     f"{combs.combed} of {combs.frames} frames combed (comb score over {COMB_RATIO})")
+        scores, combs, _, decode_error = _measure(info, plan)  # the cuts of the frames the model will see
+    if plan is None:
+        return scores, decode_error, None, None
+    return scores, decode_error, plan, {**plan.report(), "combed_frames_after": combs.combed,
+                                        "largest_comb_after": round(combs.largest, 3)}
+
+
+def _plan(info, settings: VideoSettings, because: str) -> DeinterlacePlan:
+    return DeinterlacePlan(settings.deinterlace, parity_for(settings.field_order, info.field_order), because)
+
+
+def _measure(info, plan: DeinterlacePlan | None, refuse: bool = False):
+    """(cut scores, comb counter, frames flagged interlaced, decode error or None) of one decode."""
+    scores, combs, flagged, decode_error = CutScores(), CombCounter(), 0, None
     try:
-        for frame in decode.decode_video(info):
+        for frame in decode.decode_video(info, deinterlace=plan, refuse_interlaced=refuse):
             scores.add(luma_thumbnail(frame.rgb))
             combs.add(frame.rgb)
+            flagged += frame.interlaced
     except VideoInputError as err:
         if not scores.scores:
             raise
         decode_error = str(err)
-    decode.checked_frame_count(info, len(scores.scores))
-    if combs.interlaced:
-        raise VideoInputError(f"{info.path}: {combs.combed} of {combs.frames} frames are combed (comb score over "
-                              f"{COMB_RATIO}, up to {combs.largest:.2f}): it looks interlaced though its stream says "
-                              f"{info.field_order}; deinterlace it first (video.deinterlace is not built yet: "
-                              "e.g. ffmpeg -vf bwdif)")
-    return scores, decode_error
+    return scores, combs, flagged, decode_error
 
 
 def _footage_seconds(pts: list[int], info) -> float | None:
@@ -211,9 +244,9 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     `provenance` (version, model id) goes into each written frame where its format has room."""
     started = time.perf_counter()
     width, height, bit_depth = check_uniform(sequence)
-    scores = CutScores()
+    scores, transfer, clipped = CutScores(), settings.exr_transfer, 0
     for file in sequence.frames:
-        scores.add(luma_thumbnail(read_frame(file.path).rgb))
+        scores.add(luma_thumbnail(read_frame(file.path, transfer).rgb))
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, len(sequence.frames))
     size = plan_size(height, width)
@@ -222,8 +255,9 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     retry = set(failed_list.read_text().split()) if resume and failed_list.is_file() else set()
     failed_list.unlink(missing_ok=True)
     for index, file in enumerate(sequence.frames):
-        frame, target = read_frame(file.path), out_dir / sequence.frame_name(file.number)
-        done = _done_output(target, size) if resume and str(file.number) not in retry else None
+        frame, target = read_frame(file.path, transfer), out_dir / sequence.frame_name(file.number)
+        clipped += frame.exr_source.clipped if frame.exr_source else 0
+        done = _done_output(target, size, transfer) if resume and str(file.number) not in retry else None
         failures = runner.failures
         output = runner.run(index, frame.rgb, done)
         if done is None:
@@ -237,15 +271,16 @@ def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,
     return _report(sequence.directory / sequence.label, out_dir / sequence.label, len(numbers),
                    [numbers[c] for c in cuts], scores.scores, _with_frame_numbers(runner.finish(), numbers), settings,
                    first_frame=numbers[0], source_bit_depth=bit_depth, size=list(size), frames_resumed=runner.resumed,
+                   **({"exr": {"transfer": transfer, "samples_clipped": clipped}} if frame.exr_source else {}),
                    timing=_timing(started, runner, len(numbers)))
 
 
-def _done_output(target: Path, size: tuple[int, int]) -> torch.Tensor | None:
+def _done_output(target: Path, size: tuple[int, int], exr_transfer: str) -> torch.Tensor | None:
     """The output an earlier run wrote at `target`, if it is there, readable and of the planned size."""
     if not target.is_file():
         return None
     try:
-        rgb = read_frame(target).rgb
+        rgb = read_frame(target, exr_transfer).rgb
     except UserError:
         return None
     return rgb if tuple(rgb.shape[-2:]) == tuple(size) else None

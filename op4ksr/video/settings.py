@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 TemporalMode = Literal["none", "flow"]  # video.temporal: "flow" is op4ksr.video.fusion
-DeinterlaceMode = Literal["refuse"]  # video.deinterlace: deinterlacing itself is not built
+DeinterlaceMode = Literal["refuse", "bwdif", "yadif"]  # video.deinterlace: op4ksr.video.deinterlace
+FieldOrder = Literal["auto", "tff", "bff"]  # video.field_order: auto = the stream's, else each frame's flag
+ExrTransfer = Literal["srgb", "none"]  # video.exr_transfer: op4ksr.video.exr
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,3 +23,6 @@ class VideoSettings:
     measure_flow: bool = True
     temporal: TemporalMode = "none"
     temporal_weight: float = 0.5
+    deinterlace: DeinterlaceMode = "refuse"
+    field_order: FieldOrder = "auto"
+    exr_transfer: ExrTransfer = "srgb"

@@ -55,8 +55,8 @@ def test_truncated_dpx_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_exr_is_refused_naming_what_is_supported(tmp_path):
-    path = tmp_path / "a.0001.exr"
-    path.write_bytes(b"\x76\x2f\x31\x01")
-    with pytest.raises(FrameFileError, match="OpenEXR is not done"):
+def test_an_unknown_frame_format_is_refused_naming_what_is_supported(tmp_path):
+    path = tmp_path / "a.0001.cin"
+    path.write_bytes(b"\x80\x2a\x5f\xd7")
+    with pytest.raises(FrameFileError, match=r"\.cin frames are not supported \(DPX, TIFF, PNG or OpenEXR\)"):
         read_frame(path)

@@ -12,8 +12,8 @@ from op4ksr.video import dpx
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.remaster import VideoSettings, remaster_sequence, remaster_video
 from op4ksr.video.sequences import find_sequences
-from tests.synthetic_video import (frame_times, moving_texture, stream_packets, with_flicker, write_audio_only,
-                                   write_video)
+from tests.synthetic_video import (frame_times, moving_texture, stream_packets, with_flicker, woven,
+                                   write_audio_only, write_video)
 
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
@@ -151,8 +151,8 @@ def test_a_video_that_stops_decoding_half_way_is_written_up_to_there(tmp_path, m
     write_video(source, moving_texture(8, seed=9), codec="ffv1")
     real = decode.decode_video
 
-    def stops_after_five(info, packets=None):  # what FFmpeg raising on a broken packet at frame 5 looks like
-        for frame in real(info, packets):
+    def stops_after_five(info, packets=None, **options):  # what FFmpeg raising on a broken packet at frame 5 looks like
+        for frame in real(info, packets, **options):
             if frame.index == 5:
                 raise VideoInputError(f"{info.path}: the video cannot be decoded past frame 5 (Invalid data)")
             yield frame
@@ -206,24 +206,14 @@ def test_colour_tags_are_kept_and_the_ffv1_stream_says_rgb(tmp_path):
     assert probe(tmp_path / "o.mkv").colour == {**bt709, "colorspace": 0}  # the pixels are RGB: no matrix
 
 
-def _woven(frames):
-    """Interlaced frames from progressive ones: even lines from frame 2t, odd lines from frame 2t+1."""
-    out = []
-    for first, second in zip(frames[::2], frames[1::2]):
-        frame = first.clone()
-        frame[:, 1::2] = second[:, 1::2]
-        out.append(frame)
-    return out
-
-
 def test_combed_video_tagged_progressive_is_refused_by_its_measured_comb_score(tmp_path):
     from op4ksr.video.interlace import comb_score
 
     fields = moving_texture(12, size=(48, 64), step=(0, 3), seed=12)
-    woven = _woven(fields)
-    assert max(comb_score(f) for f in fields) < 1 < 1.2 < min(comb_score(f) for f in woven)
+    combed = woven(fields)
+    assert max(comb_score(f) for f in fields) < 1 < 1.2 < min(comb_score(f) for f in combed)
     path = tmp_path / "woven.mkv"
-    write_video(path, woven, codec="ffv1")  # the stream says nothing about fields
+    write_video(path, combed, codec="ffv1")  # the stream says nothing about fields
     with pytest.raises(VideoInputError) as err:
         remaster_video(path, tmp_path / "o.mkv", double, twice, SETTINGS)
     assert "6 of 6 frames are combed" in _one_line(err) and "video.deinterlace" in str(err.value)
