@@ -27,7 +27,8 @@ from pipeline.run.film_plan import chunk_report_key, chunk_rows_key, read_stored
 from pipeline.run.film_spec import FilmOptions
 from pipeline.storage.materialise import load_materialised
 
-CONTENT_TYPES = {".dpx": "image/x-dpx", ".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff"}
+CONTENT_TYPES = {".dpx": "image/x-dpx", ".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff",
+                 ".exr": "image/x-exr"}
 
 
 class FilmChunkActor:
@@ -59,12 +60,12 @@ class FilmChunkActor:
         """The rows of the chunk's frames run now (none for frames done before or lead-in frames)."""
         size = (item["height"], item["width"])
         runner = ChunkRunner(self.upscale, size, len(item["keys"]), self.options.video)
-        rows, lead_in_seconds = [], 0.0
+        rows, lead_in_seconds, transfer = [], 0.0, self.options.video.exr_transfer
         frames = zip(item["keys"], item["outputs"], item["frames"], item["done"])
         for position, (key, output_key, number, done) in enumerate(frames):
-            frame = read_stored_frame(self.inputs, key)
+            frame = read_stored_frame(self.inputs, key, transfer)
             if done:  # an earlier run's output: kept, and the fusion goes on from it
-                runner.run(frame.rgb, read_stored_frame(self.output, output_key).rgb)
+                runner.run(frame.rgb, read_stored_frame(self.output, output_key, transfer).rgb)
                 continue
             result = runner.run(frame.rgb)
             if position < item["lead_in"]:  # the chunk before writes it; run here to warm the fusion up

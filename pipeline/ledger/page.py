@@ -13,7 +13,6 @@ import io
 import jinja2
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from pipeline.ledger.cost import Prices, describe_prices
 from pipeline.ledger.evidence_page import (EVIDENCE_COLUMNS, EVIDENCE_CSS, EVIDENCE_IMAGES, evidence_items,

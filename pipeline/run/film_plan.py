@@ -33,12 +33,13 @@ class NoSequences(UserError):
     """The input location holds no frame sequence."""
 
 
-def read_stored_frame(storage, key: str) -> Frame:
-    """A frame file under `storage` decoded (op4ksr.video.frames), through a scratch copy of its bytes."""
+def read_stored_frame(storage, key: str, exr_transfer: str) -> Frame:
+    """A frame file under `storage` decoded (op4ksr.video.frames), through a scratch copy of its bytes;
+    `exr_transfer`: video.exr_transfer, how an EXR's linear values become the model's [0, 1]."""
     with tempfile.TemporaryDirectory(prefix="op4ksr-frame-") as scratch:
         path = Path(scratch) / PurePosixPath(key).name  # the name keeps the extension, which says the format
         storage.get_file(key, str(path))
-        return read_frame(path)
+        return read_frame(path, exr_transfer)
 
 
 def sequence_id(sequence: FrameSequence) -> str:
@@ -85,7 +86,7 @@ def plan_sequence(inputs, sequence: FrameSequence, settings: VideoSettings, plan
     lead-in frames warm the chunk's fusion up and are written by the chunk before (no cross-fade on a fleet)."""
     scores, geometry = CutScores(), None
     for file in sequence.frames:
-        frame = read_stored_frame(inputs, str(file.path))
+        frame = read_stored_frame(inputs, str(file.path), settings.exr_transfer)
         found = (*frame.rgb.shape[-2:], frame.bit_depth)
         if geometry is None:
             geometry = found

@@ -144,7 +144,7 @@ def test_a_failed_frame_is_one_failed_row_filled_from_bicubic_and_the_rerun_redo
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: out of memory on the marked frame"
     assert rows[FIRST + marked + 1]["status"] == "done"  # the shot went on
     assert failed["output_key"] == f"images/reel/r.{FIRST + marked:04d}.dpx"
-    written = read_stored_frame(store, failed["output_key"])
+    written = read_stored_frame(store, failed["output_key"], "srgb")
     assert written.bit_depth == 10 and written.kind == "dpx"  # same format and bit depth as the scan
     source = torch.round(frames[marked] * 1023) / 1023  # the 10-bit frame the actor read
     bicubic = bicubic_resize(source[None], tuple(written.rgb.shape[-2:]))[0].clamp(0, 1)
@@ -200,3 +200,17 @@ def test_a_killed_run_resumes_with_every_frame_done_once(tmp_path, ray_local):
     assert outputs == _expected(FIRST, count)
     for key in outputs:  # every output is whole
         Image.open(io.BytesIO(store.get(key))).load()
+
+
+def test_stored_exr_frames_are_read_through_the_configured_transfer(tmp_path):
+    OpenEXR = pytest.importorskip("OpenEXR")
+    linear = np.full((4, 6, 3), 0.2, np.float32)
+    linear[0, 0] = 3.0  # a highlight over 1: clipped either way
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                      {"RGB": linear}) as f:
+        f.write(str(tmp_path / "plate.0001.exr"))
+    store = StorageSpec(uri=str(tmp_path)).open()
+    as_is = read_stored_frame(store, "plate.0001.exr", "none").rgb
+    encoded = read_stored_frame(store, "plate.0001.exr", "srgb").rgb
+    assert float(as_is[0, 1, 1]) == pytest.approx(0.2, abs=1e-6) and float(as_is[0, 0, 0]) == 1.0
+    assert float(encoded[0, 1, 1]) == pytest.approx(1.055 * 0.2 ** (1 / 2.4) - 0.055, abs=1e-4)  # sRGB of 0.2
