@@ -1,0 +1,110 @@
+"""Video files on Ray (`op4ksr video --ray`): one row per frame, chunks inside shots, the parts muxed into a
+video with the input's frame count, timestamps and audio packets; a killed run resumed with every frame once."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from actors.film import FilmChunkActor
+from op4ksr.video.decode import av_module
+from pipeline.run.film_run import run_film
+from pipeline.storage import StorageSpec
+from tests.pipeline.run.test_film_run import _rows, _settled_rows, _spec
+from tests.synthetic_video import frame_times, moving_texture, stream_packets, write_video
+
+CUT, FRAMES, SIZE = 5, 9, (32, 48)  # frame index 5 starts the second shot
+
+
+def _clip(path, count=FRAMES, cut=CUT, size=SIZE):
+    """Two unrelated panning textures (a hard cut at frame `cut`) in an mp4 with an AAC track."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, moving_texture(cut, size=size, seed=1) + moving_texture(count - cut, size=size, seed=7),
+                audio_seconds=count / 24)
+
+
+def _decoded(path):
+    with av_module().open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)], dict(container.metadata)
+
+
+def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_audio(tmp_path, ray_local):
+    source = tmp_path / "in" / "reel" / "clip.mp4"
+    _clip(source)
+    inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
+    # flow: each chunk after a shot's first starts one frame early (a lead-in, decoded and run, not written)
+    summary = run_film(_spec(inp.uri, out.uri, "run-1", "video.temporal=flow"), FilmChunkActor)
+
+    store = out.open()
+    cuts = json.loads(store.get("runs/run-1/cuts/reel/clip.mp4.json"))
+    assert cuts["cuts"] == [CUT] and cuts["shots"] == [[0, 4], [5, 8]]
+    assert cuts["chunks"] == [[[0, 2], [2, 4]], [[5, 7], [7, 8]]]  # 3 frames overlapping by 1, never across 5
+    rows = _rows(store)
+    assert sorted(r["frame"] for r in rows) == list(range(FRAMES))  # each frame one row
+    assert {r["status"] for r in rows} == {"done"} and {r["key"] for r in rows} == {"reel/clip.mp4"}
+    assert all(r["shot"] == (r["frame"] >= CUT) for r in rows)
+    assert summary["done"] == FRAMES and summary["frames"] == FRAMES and summary["refused"] == []
+    (video,) = summary["videos"]
+    assert video["output"] == "videos/reel/clip.mkv" and video["missing"] == 0
+
+    target = tmp_path / "out" / "videos" / "reel" / "clip.mkv"
+    assert not list(target.parent.glob("*.part*"))
+    times, source_times = frame_times(target), frame_times(source)
+    assert len(times) == FRAMES and times == pytest.approx(source_times, abs=1e-3)  # Matroska keeps milliseconds
+    assert stream_packets(target, "audio") == stream_packets(source, "audio")
+    frames, tags = _decoded(target)
+    assert frames[0].shape == (2 * SIZE[0], 2 * SIZE[1], 3)
+    assert tags["OP4KSR_MODEL_ID"] == rows[0]["model_id"] and tags["OP4KSR_PARAMS_HASH"] == rows[0]["params_hash"]
+    part, _ = _decoded(tmp_path / "out" / rows[0]["output_key"])  # frames 0..2: the first chunk's part
+    assert rows[0]["output_key"].endswith("/f000000-000003.mkv") and len(part) == 3
+    assert all((frames[i] == part[i]).all() for i in range(3))  # the parts are muxed losslessly, in order
+
+    again = run_film(_spec(inp.uri, out.uri, "run-2", "video.temporal=flow"), FilmChunkActor)
+    assert again["chunks"] == 0 and again["already_done"] == FRAMES and again["videos"][0]["already_written"]
+
+
+def test_an_interlaced_or_unreadable_video_is_one_refused_line_and_the_others_go_on(tmp_path):
+    _clip(tmp_path / "in" / "good.mp4", count=3, cut=3)
+    (tmp_path / "in" / "broken.mov").write_bytes(b"not a video")
+    inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
+    summary = run_film(_spec(inp.uri, out.uri, "dry", "run.dry_run=true"), FilmChunkActor)
+    (refused,) = summary["refused"]
+    assert "broken.mov" in refused and "\n" not in refused
+    assert summary["frames"] == 3 and summary["due"] == 3 and summary["chunks"] == 1
+
+
+@pytest.mark.slow
+def test_a_killed_video_run_resumes_with_every_frame_once_and_the_video_whole(tmp_path, ray_local):
+    count = 24
+    source = tmp_path / "in" / "clip.mp4"
+    _clip(source, count=count, cut=12, size=(48, 64))
+    inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "video", inp.uri, "--out", out.uri, "--ray", "--scale", "2",
+         "run.id=killed", "pipeline.ray_num_cpus=2", "video.chunk_frames=2", "video.chunk_overlap=0",
+         "video.measure_flow=false"],
+        env=dict(os.environ, RAY_ADDRESS=""), cwd=os.getcwd(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows_dir = tmp_path / "out" / "runs" / "killed" / "frames"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(rows_dir.rglob("*.parquet")):
+        assert job.poll() is None, "the job ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and its Ray workers, mid-run
+    job.wait()
+    store = out.open()
+    before = _settled_rows(store, "killed")
+    assert 0 < len(before) < count, "the kill did not land mid-run"
+    assert not (tmp_path / "out" / "videos").exists()  # no video before every frame is done
+
+    summary = run_film(_spec(inp.uri, out.uri, "resumed", "video.chunk_frames=2", "video.chunk_overlap=0"),
+                       FilmChunkActor)
+    done = sorted(r["frame"] for r in _rows(store) if r["status"] == "done")
+    assert done == list(range(count))  # every frame exactly one done row
+    assert summary["already_done"] == len(before) and summary["done"] == count - len(before)
+    target = tmp_path / "out" / "videos" / "clip.mkv"
+    assert frame_times(target) == pytest.approx(frame_times(source), abs=1e-3)  # whole: every frame, in order
+    assert stream_packets(target, "audio") == stream_packets(source, "audio")
