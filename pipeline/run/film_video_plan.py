@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from op4ksr.video.decode import VIDEO_EXTENSIONS
+from op4ksr.video.encode import check_encoder
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.settings import VideoSettings
 from op4ksr.video.shots import chunk_shot, shots_from_cuts
@@ -112,7 +113,10 @@ def video_items(plan: VideoPlan, run_id: str, done: dict) -> list[dict]:
 
 def plan_videos(inputs, outputs, run_id: str, keys: list[str], scratch: Path, settings: VideoSettings,
                 plan_size, done: dict) -> tuple[list[VideoPlan], list[dict], list[str]]:
-    """(plans, work items, one line per refused video); each plan's cut list saved."""
+    """(plans, work items, one line per refused video); each plan's cut list saved. VideoInputError (one
+    line) before any decoding if this FFmpeg cannot encode video.codec."""
+    if keys:
+        check_encoder(settings.codec)
     plans, items, problems = [], [], []
     for key in keys:
         try:

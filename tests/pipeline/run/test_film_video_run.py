@@ -14,7 +14,7 @@ from op4ksr.video.decode import av_module
 from pipeline.run.film_run import run_film
 from pipeline.storage import StorageSpec
 from tests.pipeline.run.test_film_run import _rows, _settled_rows, _spec
-from tests.synthetic_video import frame_times, moving_texture, stream_packets, write_video
+from tests.synthetic_video import frame_times, moving_texture, stream_packets, woven, write_video
 
 CUT, FRAMES, SIZE = 5, 9, (32, 48)  # frame index 5 starts the second shot
 
@@ -69,10 +69,12 @@ def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_a
 def test_an_interlaced_or_unreadable_video_is_one_refused_line_and_the_others_go_on(tmp_path):
     _clip(tmp_path / "in" / "good.mp4", count=3, cut=3)
     (tmp_path / "in" / "broken.mov").write_bytes(b"not a video")
+    write_video(tmp_path / "in" / "woven.mp4", woven(moving_texture(4, size=SIZE)), interlaced=True)
     inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
     summary = run_film(_spec(inp.uri, out.uri, "dry", "run.dry_run=true"), FilmChunkActor)
-    (refused,) = summary["refused"]
-    assert "broken.mov" in refused and "\n" not in refused
+    broken, interlaced = summary["refused"]
+    assert "broken.mov" in broken and "\n" not in broken
+    assert "woven.mp4: interlaced video" in interlaced and "--ray does not deinterlace" in interlaced
     assert summary["frames"] == 3 and summary["due"] == 3 and summary["chunks"] == 1
 
 
