@@ -19,9 +19,11 @@ Upscale every frame sequence (name.<frame>.ext: DPX, EXR, TIFF, PNG) and video f
 most video.chunk_frames frames, never across a cut) are the unit of work, each frame one manifest
 row under OUT/runs/<id>/frames/. Sequences are written under OUT/images/ with the inputs' own keys
 (same format, bit depth and frame numbers); a video, once all its frames are done, to
-OUT/videos/<its key>.mkv with its timestamps and its audio, subtitle and data streams copied. A rerun does only the frames without a done row; a frame the model fails on is filled
-from bicubic, gets a failed row, and is redone by the next run. The summary gives the cost per
-frame and per minute of footage (cost.gpu_hour_usd; video.fps frames a second).
+OUT/videos/<its key>.mkv with its timestamps and its audio, subtitle and data streams copied.
+A rerun does only the frames without a done row; a frame the model fails on is filled from
+bicubic, gets a failed row, and is redone by the next run (a video is written once none is
+left). The summary gives the cost per frame and per minute of footage (cost.gpu_hour_usd;
+video.fps frames a second).
 
 examples:
   op4ksr video scans/ --out remaster/ --ray --scale 2
