@@ -31,22 +31,40 @@ def _decoded(path):
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)], dict(container.metadata)
 
 
+class _FailsOnFrameFour(FilmChunkActor):
+    """The model raises on the third frame of shot 0's second chunk, which runs frames 2 (its lead-in), 3, 4."""
+
+    def __call__(self, batch):
+        item = json.loads(batch.column("work")[0].as_py())
+        self._calls, self._target = 0, item.get("kind") == "video" and (item["shot"], item["chunk"]) == (0, 1)
+        return super().__call__(batch)
+
+    def upscale(self, rgb, size):
+        self._calls += 1
+        if self._target and self._calls == 3:
+            raise RuntimeError("out of memory on frame 4")
+        return super().upscale(rgb, size)
+
+
 def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_audio(tmp_path, ray_local):
     source = tmp_path / "in" / "reel" / "clip.mp4"
     _clip(source)
     inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
     # flow: each chunk after a shot's first starts one frame early (a lead-in, decoded and run, not written)
-    summary = run_film(_spec(inp.uri, out.uri, "run-1", "video.temporal=flow"), FilmChunkActor)
-
+    first = run_film(_spec(inp.uri, out.uri, "run-1", "video.temporal=flow"), _FailsOnFrameFour)
+    assert first["failed"] == 1 and first["videos"][0] == {"video": "reel/clip.mp4", "frames": FRAMES, "missing": 1,
+                                                           "output": None}
+    assert not (tmp_path / "out" / "videos").exists()  # not written while a frame is not done
     store = out.open()
     cuts = json.loads(store.get("runs/run-1/cuts/reel/clip.mp4.json"))
     assert cuts["cuts"] == [CUT] and cuts["shots"] == [[0, 4], [5, 8]]
     assert cuts["chunks"] == [[[0, 2], [2, 4]], [[5, 7], [7, 8]]]  # 3 frames overlapping by 1, never across 5
-    rows = _rows(store)
-    assert sorted(r["frame"] for r in rows) == list(range(FRAMES))  # each frame one row
-    assert {r["status"] for r in rows} == {"done"} and {r["key"] for r in rows} == {"reel/clip.mp4"}
-    assert all(r["shot"] == (r["frame"] >= CUT) for r in rows)
-    assert summary["done"] == FRAMES and summary["frames"] == FRAMES and summary["refused"] == []
+
+    summary = run_film(_spec(inp.uri, out.uri, "run-2", "video.temporal=flow"), FilmChunkActor)
+    assert summary["chunks"] == 1 and summary["due"] == 1 and summary["done"] == 1  # only frame 4 again
+    rows = [r for r in _rows(store) if r["status"] == "done"]
+    assert sorted(r["frame"] for r in rows) == list(range(FRAMES))  # each frame one done row
+    assert {r["key"] for r in rows} == {"reel/clip.mp4"} and all(r["shot"] == (r["frame"] >= CUT) for r in rows)
     (video,) = summary["videos"]
     assert video["output"] == "videos/reel/clip.mkv" and video["missing"] == 0
 
@@ -58,11 +76,16 @@ def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_a
     frames, tags = _decoded(target)
     assert frames[0].shape == (2 * SIZE[0], 2 * SIZE[1], 3)
     assert tags["OP4KSR_MODEL_ID"] == rows[0]["model_id"] and tags["OP4KSR_PARAMS_HASH"] == rows[0]["params_hash"]
-    part, _ = _decoded(tmp_path / "out" / rows[0]["output_key"])  # frames 0..2: the first chunk's part
-    assert rows[0]["output_key"].endswith("/f000000-000003.mkv") and len(part) == 3
-    assert all((frames[i] == part[i]).all() for i in range(3))  # the parts are muxed losslessly, in order
+    # the parts are muxed losslessly in frame order: frame 3 from run-1's part of frames 3-4, frame 4 from run-2's
+    part_keys = {r["frame"]: r["output_key"] for r in rows}
+    assert part_keys[3] == "runs/run-1/parts/reel/clip.mp4/f000003-000005.mkv"
+    assert part_keys[4] == "runs/run-2/parts/reel/clip.mp4/f000003-000005.mkv"
+    for index in range(FRAMES):
+        key = part_keys[index]
+        part, _ = _decoded(tmp_path / "out" / key)
+        assert (frames[index] == part[index - int(key[-17:-11])]).all()
 
-    again = run_film(_spec(inp.uri, out.uri, "run-2", "video.temporal=flow"), FilmChunkActor)
+    again = run_film(_spec(inp.uri, out.uri, "run-3", "video.temporal=flow"), FilmChunkActor)
     assert again["chunks"] == 0 and again["already_done"] == FRAMES and again["videos"][0]["already_written"]
 
 
