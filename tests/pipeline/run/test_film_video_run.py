@@ -89,16 +89,26 @@ def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_a
     assert again["chunks"] == 0 and again["already_done"] == FRAMES and again["videos"][0]["already_written"]
 
 
-def test_an_interlaced_or_unreadable_video_is_one_refused_line_and_the_others_go_on(tmp_path):
-    _clip(tmp_path / "in" / "good.mp4", count=3, cut=3)
-    (tmp_path / "in" / "broken.mov").write_bytes(b"not a video")
-    write_video(tmp_path / "in" / "woven.mp4", woven(moving_texture(4, size=SIZE)), interlaced=True)
-    inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
-    summary = run_film(_spec(inp.uri, out.uri, "dry", "run.dry_run=true"), FilmChunkActor)
+def test_on_s3_an_interlaced_or_unreadable_video_is_one_refused_line_and_the_others_go_on(
+        tmp_path, s3_server, s3_bucket, ray_local):
+    local = tmp_path / "local"
+    _clip(local / "good.mp4", count=3, cut=3)
+    (local / "broken.mov").write_bytes(b"not a video")
+    write_video(local / "woven.mp4", woven(moving_texture(4, size=SIZE)), interlaced=True)
+    inp, out = f"s3://{s3_bucket}/clips/", f"s3://{s3_bucket}/remaster/"
+    for path in sorted(local.iterdir()):
+        s3_server.open_storage(inp).put_file(path.name, str(path))
+    summary = run_film(_spec(inp, out, "run-1", s3=s3_server), FilmChunkActor)
     broken, interlaced = summary["refused"]
     assert "broken.mov" in broken and "\n" not in broken
     assert "woven.mp4: interlaced video" in interlaced and "--ray does not deinterlace" in interlaced
-    assert summary["frames"] == 3 and summary["due"] == 3 and summary["chunks"] == 1
+    assert summary["frames"] == 3 and summary["done"] == 3 and summary["chunks"] == 1
+    assert summary["videos"] == [{"video": "good.mp4", "frames": 3, "missing": 0, "output": "videos/good.mkv",
+                                  "streams_not_copied": []}]
+    target = tmp_path / "good.mkv"
+    s3_server.open_storage(out).get_file("videos/good.mkv", str(target))
+    assert frame_times(target) == pytest.approx(frame_times(local / "good.mp4"), abs=1e-3)
+    assert stream_packets(target, "audio") == stream_packets(local / "good.mp4", "audio")
 
 
 @pytest.mark.slow
