@@ -64,6 +64,9 @@ def main(argv: list[str]) -> int:
         print(f"refused: {line}", file=sys.stderr)
     for video in summary["videos"]:
         where = video["output"] or f"not written: {video['missing']} of {video['frames']} frames not done; rerun"
+        if video.get("filled_from_bicubic"):
+            where += (f" (frames {', '.join(map(str, video['filled_from_bicubic']))} filled from bicubic: "
+                      "the model failed on them; a rerun redoes them and writes the video again)")
         print(f"video {video['video']}: {where}", file=sys.stderr)
     cost = summary["cost"]
     per_frame = "-" if cost["usd_per_frame"] is None else f"{cost['usd_per_frame']:.6f}"

@@ -86,18 +86,20 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
 
 
 def _finish_videos(spec: FilmSpec, outputs, plans, done: dict, rows: list[dict], scratch: Path) -> list[dict]:
-    """Each planned video muxed into its output where every frame is done and this run did some of them
-    or its output is not there yet; what the summary says of each."""
+    """Each planned video muxed into its output where every frame is done or filled by this run and this run
+    did some of them or its output is not there yet; what the summary says of each."""
     done = {**done, **{(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "done"}}
+    filled = {(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "failed"}
     provenance = {"version": op4ksr.__version__, "model_id": spec.run.model_id, "params_hash": spec.params_hash}
     ran = {r["key"] for r in rows}
     finished = []
     for plan in plans:
         if plan.key not in ran and outputs.head(output_video_key(plan.key)) is not None:
             finished.append({"video": plan.key, "frames": plan.frames, "missing": 0,
-                             "output": output_video_key(plan.key), "already_written": True})
+                             "output": output_video_key(plan.key), "filled_from_bicubic": [],
+                             "already_written": True})
             continue
-        finished.append(finish_video(outputs, plan, done, scratch, spec.video.codec, provenance))
+        finished.append(finish_video(outputs, plan, done, filled, scratch, spec.video.codec, provenance))
     return finished
 
 

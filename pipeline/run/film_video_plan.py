@@ -131,14 +131,20 @@ def plan_videos(inputs, outputs, run_id: str, keys: list[str], scratch: Path, se
     return plans, items, problems
 
 
-def finish_video(outputs, plan: VideoPlan, done: dict, scratch: Path, codec: str, provenance: dict) -> dict:
-    """Mux the video's parts into its output when every frame is done; what the summary says of it."""
-    missing = sum((plan.key, i) not in done for i in range(plan.frames))
-    status = {"video": plan.key, "frames": plan.frames, "missing": missing, "output": None}
+def finish_video(outputs, plan: VideoPlan, done: dict, filled: dict, scratch: Path, codec: str,
+                 provenance: dict) -> dict:
+    """Mux the video's parts into its output when every frame has an output: a done row's, or this run's
+    failed row's (the part holds its bicubic fill, named in `filled_from_bicubic`, redone by the next run
+    which then muxes again); what the summary says of it."""
+    sources = {**filled, **done}  # (video key, frame) -> the part holding its output; a done row wins
+    missing = sum((plan.key, i) not in sources for i in range(plan.frames))
+    status = {"video": plan.key, "frames": plan.frames, "missing": missing, "output": None,
+              "filled_from_bicubic": [i for i in range(plan.frames) if (plan.key, i) in filled
+                                      and (plan.key, i) not in done]}
     if missing:
         return status
     target = scratch / "out" / output_video_key(plan.key)
-    report = assemble_video(plan.local, target, _outputs(outputs, plan, done, scratch), plan.frames,
+    report = assemble_video(plan.local, target, _outputs(outputs, plan, sources, scratch), plan.frames,
                             plan.size, codec, provenance)
     outputs.put_file(output_video_key(plan.key), str(target), "video/x-matroska")
     target.unlink()
@@ -146,7 +152,7 @@ def finish_video(outputs, plan: VideoPlan, done: dict, scratch: Path, codec: str
 
 
 def _outputs(outputs, plan: VideoPlan, done: dict, scratch: Path):
-    """Every frame's output in frame order, read from the parts its done row names (each fetched once per run
+    """Every frame's output in frame order, read from the parts its row names (each fetched once per run
     of consecutive frames it holds)."""
     current, frames, position = None, iter(()), 0
     for index in range(plan.frames):
