@@ -27,6 +27,7 @@ from pipeline.fleet.pool_watch import worker_id
 from pipeline.fleet.spec import ModelSource
 from pipeline.manifest.frames import frame_rows_bytes, frame_table
 from pipeline.run.film_plan import chunk_report_key, chunk_rows_key, read_stored_frame
+from pipeline.run.film_report import profile_b64
 from pipeline.run.film_spec import FilmOptions
 from pipeline.storage.materialise import load_materialised
 
@@ -86,7 +87,7 @@ class FilmChunkActor:
         finished = time.time()
         for row in rows:
             row.update(lead_in_seconds=lead_in_seconds / max(len(rows), 1), finished_at=finished)
-        report = {**item, "report": runner.report(), "rows": len(rows)}
+        report = {**item, "report": runner.report(), "rows": len(rows), "profile_png": profile_b64(runner)}
         self.output.put(chunk_report_key(self.options.run_id, item), json.dumps(report, default=str).encode(),
                         "application/json")
         # last: the rows say the outputs are whole

@@ -20,6 +20,7 @@ from op4ksr.video.chunks import ChunkRunner
 from op4ksr.video.video_parts import PartWriter, chunk_frames
 from pipeline.manifest.frames import frame_rows_bytes
 from pipeline.run.film_plan import chunk_report_key, chunk_rows_key
+from pipeline.run.film_report import profile_b64
 from pipeline.storage import safe_key
 
 
@@ -67,7 +68,7 @@ def run_video_chunk(actor, files: VideoFiles, item: dict) -> list[dict]:
     finished = time.time()
     for row in rows:
         row.update(lead_in_seconds=lead_in_seconds / max(len(rows), 1), finished_at=finished)
-    report = {**item, "report": runner.report(), "rows": len(rows)}
+    report = {**item, "report": runner.report(), "rows": len(rows), "profile_png": profile_b64(runner)}
     actor.output.put(chunk_report_key(options.run_id, item), json.dumps(report, default=str).encode(),
                      "application/json")
     # last: the rows say the part is whole

@@ -74,6 +74,8 @@ def main(argv: list[str]) -> int:
     print(f"run {summary['run_id']}: {summary['frames']} frames, {summary['already_done']} already done, "
           f"{summary['done']} done, {summary['failed']} failed (filled from bicubic); USD {per_frame} per frame, "
           f"{per_minute} per minute of footage at {cost['fps']:g} fps", file=sys.stderr)
+    if summary.get("report"):
+        print(f"report: {summary['report']} under the output (per-shot curves and temporal profiles)", file=sys.stderr)
     if summary.get("estimate"):
         print(json.dumps(summary["estimate"]))
     return 1 if summary["failed"] or summary["refused"] else 0

@@ -24,6 +24,17 @@ def profile_row(output: torch.Tensor) -> np.ndarray:
     return (row[0].T.numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def profile_png(rows: list[np.ndarray]) -> bytes:
+    """The temporal profile as PNG bytes: one row per frame, top to bottom (a chunk's strip on a fleet)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.stack(rows)).save(out, format="PNG")
+    return out.getvalue()
+
+
 def save_profile(rows: list[np.ndarray], path: Path) -> None:
     """The temporal profile PNG: one row per frame, top to bottom."""
     from PIL import Image

@@ -51,6 +51,11 @@ class ChunkRunner:
             error = self._error or "the upscaler returned an output of the wrong shape"
         return FrameResult(output, self._runner.upscale_seconds - seconds, error)
 
+    @property
+    def profile(self) -> list:
+        """The middle row of each frame's output so far, (w', 3) uint8 (op4ksr.video.charts.profile_row)."""
+        return self._runner.profile
+
     def report(self) -> dict:
         """The chunk's temporal measures (ShotRunner's per-shot report), once every frame has run."""
         return self._runner.finish()[0]

@@ -30,6 +30,7 @@ from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.manifest.frames import frame_cost
 from pipeline.manifest.layout import RUNS, run_key
 from pipeline.run.film_plan import done_frames, plan_run
+from pipeline.run.film_report import write_film_report
 from pipeline.run.film_spec import FilmSpec
 from pipeline.run.film_video_plan import (done_video_frames, finish_video, list_videos, output_video_key,
                                           plan_videos)
@@ -81,6 +82,7 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     else:
         outputs.put(run_key(run.run_id, FRAME_LEDGER), _ledger(rows, run.prices.gpu_hour_usd),
                     "application/vnd.apache.parquet")
+        summary["report"] = write_film_report(outputs, run.run_id, summary, spec.video.flicker_threshold)
     outputs.put(run_key(run.run_id, "summary.json"), json.dumps(summary, indent=1).encode(), "application/json")
     return summary
 
