@@ -42,17 +42,20 @@ before, the newest earlier run's); the figures per shot are in runs/{{ run_id }}
 <p>{{ s.frames }} frames in {{ s.shots | length }} shots; cuts before {{ s.cuts or "none" }};
 <span class="{{ 'failed' if s.failed else '' }}">{{ s.failed }} filled from bicubic</span>;
 {{ s.flagged }} flagged for added flicker; {{ s.unreported }} not reported by any run.</p>
-{% if s.chart %}<img class="chart" alt="per-shot curves of {{ s.name }}" src="{{ s.chart }}">{% endif %}
+{% if s.chart %}<img class="chart" alt="per-shot curves of {{ s.name }}"
+ src="{{ s.chart }}">{% endif %}
 <h3>Temporal profile</h3>
 <p class="note">Each output frame's middle row, first frame at the top: steady footage draws smooth
-streaks, flicker horizontal bands. Left margin: white where a shot starts, red where a frame was filled from
+streaks, flicker horizontal bands. Left margin: yellow where a shot starts, red where a frame was filled from
 bicubic; black rows: frames no run reported.</p>
 {% if s.profile %}<img class="profile" alt="temporal profile of {{ s.name }}" src="{{ s.profile }}">
 {% else %}<p class="note">No frame reported.</p>{% endif %}
 <table><tr><th>shot</th><th>frames</th><th>first–last</th><th>max |flicker − bicubic's|</th>
 <th>warping error vs bicubic</th><th>flagged</th><th>filled from bicubic</th></tr>
-{% for shot in s.shots %}<tr><td>{{ shot.shot }}</td><td>{{ shot.frames }}</td><td>{{ shot.start }}–{{ shot.end - 1 }}</td>
-<td>{{ shot.added }}</td><td>{{ shot.ratio }}</td><td>{{ shot.flicker_flagged | join(", ") or "-" }}</td>
+{% for shot in s.shots %}<tr><td>{{ shot.shot }}</td><td>{{ shot.frames }}</td>
+<td>{{ shot.start }}–{{ shot.end - 1 }}</td>
+<td>{{ shot.added }}</td><td>{{ shot.ratio }}</td>
+<td>{{ shot.flicker_flagged | join(", ") or "-" }}</td>
 <td class="{{ 'failed' if shot.failed_frames else '' }}">{% for f in shot.failed_frames %}{{ f.frame }}
 ({{ f.error }}) {% else %}-{% endfor %}</td></tr>{% endfor %}</table>
 {% else %}<p class="note">No sequence or video was planned.</p>{% endfor %}
@@ -79,13 +82,17 @@ def _added_flicker(shot: dict) -> str:
     return f"{max(added):.4f}" if added else "-"
 
 
+def _ratio(shot: dict) -> str:
+    ratio = shot["warping_error_vs_bicubic"]
+    return "not measured" if ratio is None else f"{ratio:.3f}"
+
+
 def _sequence(report: dict, chart: bytes | None, profile: bytes | None) -> dict:
-    ratio = lambda s: "not measured" if s["warping_error_vs_bicubic"] is None else f"{s['warping_error_vs_bicubic']:.3f}"  # noqa: E731
     return {"name": report["sequence"], "frames": report["frames"], "cuts": ", ".join(map(str, report["cuts"])),
             "failed": report["frames_failed"], "flagged": report["frames_flagged"],
             "unreported": report["frames_unreported"], "chart": chart and data_uri(chart),
             "profile": profile and data_uri(profile),
-            "shots": [{**s, "added": _added_flicker(s), "ratio": ratio(s)} for s in report["shots"]]}
+            "shots": [{**s, "added": _added_flicker(s), "ratio": _ratio(s)} for s in report["shots"]]}
 
 
 def _money(value) -> str:

@@ -28,7 +28,8 @@ from pipeline.manifest.layout import RUNS, run_key
 from pipeline.storage import ObjectNotFoundError
 
 CHUNKS_DIR, CUTS_DIR, SHOTS_DIR = "chunks/", "cuts/", "shots/"
-MARGIN = 6  # px left of the temporal profile: red where a frame was filled, white where a shot starts
+MARGIN = 6  # px left of the temporal profile: red where a frame was filled, yellow where a shot starts
+SHOT_START, FILLED = (240, 200, 0), (220, 0, 0)  # the margin's colours
 
 
 def profile_b64(runner) -> str:
@@ -130,7 +131,7 @@ def sequence_report(outputs, run_id: str, cut_list: dict, report_keys: list[str]
 
 def profile_image(report: dict, rows: list) -> bytes | None:
     """The temporal profile PNG: one output middle row per frame, top to bottom, black where unreported;
-    a left margin marks a shot's first frame (white) and a frame filled from bicubic (red)."""
+    a left margin marks a shot's first frame (yellow) and a frame filled from bicubic (red)."""
     known = [r for r in rows if r is not None]
     if not known:
         return None
@@ -141,9 +142,9 @@ def profile_image(report: dict, rows: list) -> bytes | None:
             image[y, MARGIN:MARGIN + row.shape[0]] = row
     y = 0
     for shot in report["shots"]:
-        image[y, :MARGIN] = 255
+        image[y, :MARGIN] = SHOT_START
         for failed in shot["failed_frames"]:
-            image[y + failed["frame"] - shot["start"], :MARGIN] = (220, 0, 0)
+            image[y + failed["frame"] - shot["start"], :MARGIN] = FILLED
         y += shot["frames"]
     return profile_png(list(image))
 

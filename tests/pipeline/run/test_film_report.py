@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from actors.film import FilmChunkActor
-from pipeline.run.film_report import MARGIN
+from pipeline.run.film_report import FILLED, MARGIN, SHOT_START
 from pipeline.run.film_run import run_film
 from pipeline.storage import StorageSpec
 from tests.chromium import CHROMIUM, Chromium
@@ -79,9 +79,9 @@ def test_the_temporal_profile_stacks_each_output_middle_row_in_frame_order(film_
             middle = np.asarray(image.convert("RGB"))[height // 2].astype(int)
         assert np.abs(profile[y, MARGIN:].astype(int) - middle).max() <= 1, y  # both rounded from the same floats
     margin = profile[:, 0].tolist()
-    assert margin[0] == margin[CUT] == [255, 255, 255]  # shots start
+    assert margin[0] == margin[CUT] == list(SHOT_START)  # shots start
     assert margin[MARKED] == margin[1] == [0, 0, 0]
-    assert _profile(store, "run-1")[MARKED, 0].tolist() == [220, 0, 0]  # the frame run-1 filled from bicubic
+    assert _profile(store, "run-1")[MARKED, 0].tolist() == list(FILLED)  # the frame run-1 filled from bicubic
 
 
 def test_the_rerun_report_takes_the_chunks_it_did_not_rerun_from_the_earlier_run(film_run):

@@ -63,6 +63,9 @@ def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_a
     cuts = json.loads(store.get("runs/run-1/cuts/reel/clip.mp4.json"))
     assert cuts["cuts"] == [CUT] and cuts["shots"] == [[0, 4], [5, 8]]
     assert cuts["chunks"] == [[[0, 2], [2, 4]], [[5, 7], [7, 8]]]  # 3 frames overlapping by 1, never across 5
+    shots = json.loads(store.get("runs/run-1/shots/reel/clip.mp4.json"))["shots"]  # the per-shot report, by index
+    assert [(s["start"], s["end"], len(s["flicker_curve"])) for s in shots] == [(0, 5, 5), (5, 9, 4)]
+    assert [f["frame"] for f in shots[0]["failed_frames"]] == [4] and shots[1]["failed_frames"] == []
 
     summary = run_film(_spec(inp.uri, out.uri, "run-2", "video.temporal=flow"), FilmChunkActor)
     assert summary["chunks"] == 1 and summary["due"] == 1 and summary["done"] == 1  # only frame 4 again
