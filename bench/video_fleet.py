@@ -155,8 +155,12 @@ def speed(args) -> dict:
         wall = row.get("per_run_wall_s", row["wall_s"])
         row["fps"] = round(args.frames / wall, 4)
         row["wall_ms_per_frame"] = round(1000 * wall / args.frames)
+        if "cpu_s" in row:  # steadier than wall time on a shared machine; not for ray (other processes)
+            row["cpu_ms_per_frame"] = round(1000 * row["cpu_s"] / args.frames)
         if "bare" in rows:
             row["overhead_ms_per_frame"] = row["wall_ms_per_frame"] - rows["bare"]["wall_ms_per_frame"]
+            if "cpu_s" in row:
+                row["cpu_overhead_ms_per_frame"] = row["cpu_ms_per_frame"] - rows["bare"]["cpu_ms_per_frame"]
     return {"frames": args.frames, "input": f"{args.size[1]}x{args.size[0]}", "long_side": args.long_side,
             "output": f"{size[1]}x{size[0]}", "model": args.model, "torch_threads": args.threads,
             "cut_at_frame": args.frames // 2, "reports": reports, "rows": rows}
