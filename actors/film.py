@@ -7,7 +7,9 @@ is filled from bicubic and the chunk goes on), written under output.uri at the i
 (same format, bit depth and frame number), and given one row. A frame done before is read back
 from the output (the chunk's fusion goes on from it) and gets no new row; a lead-in frame is run
 for the fusion only. Once every output of the chunk is stored, its rows are written to the run's
-manifest (runs/<id>/frames/), so a row always means a whole output.
+manifest (runs/<id>/frames/), so a row always means a whole output. A video file's chunk (item
+`kind` video) runs through actors/film_video.py. Items come as JSON (one `work` column): a
+sequence's and a video's have different fields.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pyarrow as pa
 import torch
 
 import op4ksr
+from actors.film_video import VideoFiles, run_video_chunk
 from op4ksr.video.chunks import ChunkRunner
 from op4ksr.video.frames import encode_frame
 from pipeline.fleet.pool_watch import worker_id
@@ -42,6 +45,7 @@ class FilmChunkActor:
         self.inputs, self.output = options.input.open(), options.output.open()
         self.actor_id = worker_id()
         self.provenance = {"version": op4ksr.__version__, "model_id": self.model.model_id}
+        self.videos = VideoFiles(self.inputs)
 
     def load_model(self, model: ModelSource):
         """Anything with `upscale(x (B, 3, h, w), (H, W)) -> (B, 3, H, W)` and `model_id`."""
@@ -52,8 +56,9 @@ class FilmChunkActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
-        for item in batch.to_pylist():
-            rows += self.run_chunk(item)
+        for work in batch.column("work").to_pylist():
+            item = json.loads(work)
+            rows += run_video_chunk(self, self.videos, item) if item.get("kind") == "video" else self.run_chunk(item)
         return frame_table(rows)
 
     def run_chunk(self, item: dict) -> list[dict]:

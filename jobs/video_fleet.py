@@ -1,8 +1,8 @@
 """`op4ksr video IN --out OUT --ray`: the frame sequences under a folder or an object-store prefix, on Ray.
 
 Parses the command line into the backfill's config keys (input.uri, output.uri) and video.*, and
-calls pipeline.run.film_run with the chunk actor (actors/film.py). Video files stay on the local
-path (`op4ksr video FILE`): docs/VIDEO.md.
+calls pipeline.run.film_run with the chunk actor (actors/film.py), for frame sequences and video
+files alike (docs/VIDEO.md).
 """
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ import time
 from jobs.common import add_config_arguments, add_model_argument, config_from_args, size_overrides
 
 DESCRIPTION = """\
-Upscale every frame sequence (name.<frame>.ext: DPX, TIFF, PNG) under IN, a folder or an
-s3:// prefix, on a Ray actor pool: shots (chunks of at most video.chunk_frames frames, never
-across a cut) are the unit of work, each frame one manifest row under OUT/runs/<id>/frames/.
-Outputs are written under OUT with the inputs' own keys (same format, bit depth and frame
-numbers). A rerun does only the frames without a done row; a frame the model fails on is filled
-from bicubic, gets a failed row, and is redone by the next run. The summary gives the cost per
-frame and per minute of footage (cost.gpu_hour_usd; video.fps frames a second).
+Upscale every frame sequence (name.<frame>.ext: DPX, EXR, TIFF, PNG) and video file (.mp4,
+.mov, .mkv, ...) under IN, a folder or an s3:// prefix, on a Ray actor pool: shots (chunks of at
+most video.chunk_frames frames, never across a cut) are the unit of work, each frame one manifest
+row under OUT/runs/<id>/frames/. Sequences are written under OUT/images/ with the inputs' own keys
+(same format, bit depth and frame numbers); a video, once all its frames are done, to
+OUT/videos/<its key>.mkv with its timestamps and its audio, subtitle and data streams copied.
+A rerun does only the frames without a done row; a frame the model fails on is filled from
+bicubic, gets a failed row, and is redone by the next run (a video is written once none is
+left). The summary gives the cost per frame and per minute of footage (cost.gpu_hour_usd;
+video.fps frames a second).
 
 examples:
   op4ksr video scans/ --out remaster/ --ray --scale 2
@@ -31,7 +34,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="op4ksr video --ray", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", metavar="IN", help="a folder or s3:// prefix holding frame sequences")
+    parser.add_argument("input", metavar="IN", help="a folder or s3:// prefix holding frame sequences or videos")
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, metavar="OUT", help="output folder or s3:// prefix")
     parser.add_argument("--ray", action="store_true", help="run on Ray (this command)")
@@ -59,6 +62,12 @@ def main(argv: list[str]) -> int:
         summary = run_film(spec, FilmChunkActor, _progress_printer())
     for line in summary["refused"]:
         print(f"refused: {line}", file=sys.stderr)
+    for video in summary["videos"]:
+        where = video["output"] or f"not written: {video['missing']} of {video['frames']} frames not done; rerun"
+        if video.get("filled_from_bicubic"):
+            where += (f" (frames {', '.join(map(str, video['filled_from_bicubic']))} filled from bicubic: "
+                      "the model failed on them; a rerun redoes them and writes the video again)")
+        print(f"video {video['video']}: {where}", file=sys.stderr)
     cost = summary["cost"]
     per_frame = "-" if cost["usd_per_frame"] is None else f"{cost['usd_per_frame']:.6f}"
     per_minute = "-" if cost["usd_per_footage_minute"] is None else f"{cost['usd_per_footage_minute']:.4f}"

@@ -51,7 +51,8 @@ class VideoWriter:
     def __init__(self, path: Path, info: VideoInfo, source, size: tuple[int, int], codec: str = "ffv1",
                  lineage: Lineage | None = None):
         """`source`: the open input container whose other streams are copied; `size`: (H, W) of the output;
-        `lineage`: the provenance the file carries (tags, and an XMP attachment where the container has room)."""
+        `lineage`: the provenance the file carries (tags, and an XMP attachment where the container has room).
+        `source` None: no stream to copy (a fleet run's lossless part, op4ksr.video.video_parts)."""
         self.av = av_module()
         check_encoder(codec)
         self.info, self.codec = info, codec
@@ -74,7 +75,7 @@ class VideoWriter:
         ctx.colorspace = RGB_COLORSPACE if codec == "ffv1" else info.colour.get("colorspace", 0)
         self.copied = {}  # input stream index -> output stream
         self.not_copied: list[str] = []  # streams this container cannot carry, named for the report
-        for stream in source.streams:
+        for stream in source.streams if source is not None else ():
             if stream.type not in COPIED_KINDS:
                 continue
             try:

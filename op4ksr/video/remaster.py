@@ -31,6 +31,7 @@ from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.settings import VideoSettings  # noqa: F401 - importable from here
 from op4ksr.video.shots import CutScores, Shot, chunk_shot, luma_thumbnail, shots_from_cuts
 from op4ksr.video.temporal import TemporalMeter
+from op4ksr.video.video_parts import split_packets
 
 Upscaler = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # (3, h, w), (H, W) -> (3, H, W)
 
@@ -149,7 +150,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
         lineage = video_lineage(source, provenance, (info.height, info.width), size) if provenance else None
         writer = VideoWriter(partial, info, container, size, settings.codec, lineage)
         try:
-            packets = _split_packets(container, info.stream_index, writer)
+            packets = split_packets(container, info.stream_index, writer)
             for frame in decode.decode_video(info, packets, deinterlace=deinterlace):
                 if frame.index >= decoded:
                     break  # the first pass stopped here: never write a frame the cuts did not see
@@ -223,15 +224,6 @@ def _footage_seconds(pts: list[int], info) -> float | None:
     if len(pts) < 2 or not info.average_rate:
         return None
     return float((max(pts) - min(pts)) * info.time_base + 1 / info.average_rate)
-
-
-def _split_packets(container, video_index: int, writer):
-    """The video stream's packets, in file order; every other stream's packets go to `writer` unchanged."""
-    for packet in container.demux():
-        if packet.stream.index == video_index:
-            yield packet
-        else:
-            writer.copy_packet(packet)
 
 
 def remaster_sequence(sequence: FrameSequence, out_dir: Path, upscale: Upscaler,

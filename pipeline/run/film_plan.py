@@ -143,13 +143,14 @@ def save_cut_list(outputs, run_id: str, plan: SequencePlan) -> str:
 
 
 def plan_run(inputs, outputs, run_id: str, settings: VideoSettings, plan_size, done: set[str],
-             exclude: tuple[str, ...] = ()) -> tuple[list[dict], list[str], int]:
+             exclude: tuple[str, ...] = (), videos: int = 0) -> tuple[list[dict], list[str], int]:
     """(work items, one line per refused sequence, frames listed) of a run whose `done` frames (input keys)
-    need no new row; each plan's cut list saved. NoSequences when there is nothing to plan."""
+    need no new row; each plan's cut list saved. NoSequences when there is nothing to plan: no
+    sequence and none of the `videos` video files (pipeline/run/film_video_plan.py plans those)."""
     sequences, problems = list_sequences(inputs, exclude)
-    if not sequences and not problems:
+    if not sequences and not problems and not videos:
         raise NoSequences(f"input.uri={inputs.spec.uri}: no frame sequence (name.<frame>.dpx|tif|tiff|png) "
-                          "there; video files run without --ray (op4ksr video FILE)")
+                          "and no video file (.mp4, .mov, .mkv, ...) there")
     items, frames = [], 0
     for sequence in sequences:
         try:

@@ -4,20 +4,26 @@ The unit of work is a chunk of a shot (pipeline/run/film_plan.py); the record is
 (pipeline/manifest/frames.py), written by the actor that ran it. A rerun schedules only the
 chunks with a frame that has no `done` row, so a killed run's rerun does each frame once. At the
 end the run's rows are priced (model seconds at cost.gpu_hour_usd, per frame and per minute of
-footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json.
+footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json. Video files
+under the input are planned and muxed by pipeline/run/film_video_plan.py (their frames are rows
+too); a video whose every frame is done is written at the end of the run.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.fleet.ray_session import ray_session
+import op4ksr
+from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.sequences import SEQUENCE_EXTENSIONS
 from pipeline.listing.inputs import check_listable
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
@@ -25,6 +31,8 @@ from pipeline.manifest.frames import frame_cost
 from pipeline.manifest.layout import RUNS, run_key
 from pipeline.run.film_plan import done_frames, plan_run
 from pipeline.run.film_spec import FilmSpec
+from pipeline.run.film_video_plan import (done_video_frames, finish_video, list_videos, output_video_key,
+                                          plan_videos)
 from pipeline.storage import StorageError
 
 FRAME_LEDGER = "frame_cost.parquet"  # not cost.parquet: `op4ksr cost` reads those as image ledgers
@@ -41,23 +49,31 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     run = spec.run
     check_output_apart(run.input.uri, run.output.uri)
     inputs, outputs = run.input.open(), run.output.open()
-    check_listable(inputs, SEQUENCE_EXTENSIONS)
+    check_listable(inputs, SEQUENCE_EXTENSIONS + VIDEO_EXTENSIONS)
     outputs.check_writable()
     started = time.perf_counter()
     outputs.put(run_key(run.run_id, "config.yaml"), run.config_yaml.encode(), "text/yaml")
     done = done_frames(outputs, run.model_id, spec.params_hash)
-    items, problems, frames = plan_run(inputs, outputs, run.run_id, spec.video, run.size.plan, done,
-                                       excluded_prefixes(run.input.uri, [run.output.uri]))
-    due = sum(not d for item in items for d in item["done"][item["lead_in"]:])
-    rows = []
-    if items and not run.dry_run:
-        for batch in _process(spec, chunk_actor, items):
-            rows += batch
-            on_progress({"frames": frames, "due": due, "done": sum(r["status"] == "done" for r in rows),
-                         "failed": sum(r["status"] == "failed" for r in rows)})
+    exclude = excluded_prefixes(run.input.uri, [run.output.uri])
+    video_keys = list_videos(inputs, exclude)
+    items, problems, frames = plan_run(inputs, outputs, run.run_id, spec.video, run.size.plan, done, exclude,
+                                       videos=len(video_keys))
+    with tempfile.TemporaryDirectory(prefix="op4ksr-film-videos-") as scratch:
+        video_done = done_video_frames(outputs, run.model_id, spec.params_hash) if video_keys else {}
+        plans, more, refused = plan_videos(inputs, outputs, run.run_id, video_keys, Path(scratch), spec.video,
+                                           run.size.plan, video_done)
+        items, problems, frames = items + more, problems + refused, frames + sum(p.frames for p in plans)
+        due = sum(not d for item in items for d in item["done"][item["lead_in"]:])
+        rows = []
+        if items and not run.dry_run:
+            for batch in _process(spec, chunk_actor, items):
+                rows += batch
+                on_progress({"frames": frames, "due": due, "done": sum(r["status"] == "done" for r in rows),
+                             "failed": sum(r["status"] == "failed" for r in rows)})
+        videos = [] if run.dry_run else _finish_videos(spec, outputs, plans, video_done, rows, Path(scratch))
     summary = {"kind": SUMMARY_KIND, "run_id": run.run_id, "frames": frames, "already_done": frames - due,
                "due": due, "chunks": len(items), "done": sum(r["status"] == "done" for r in rows),
-               "failed": sum(r["status"] == "failed" for r in rows), "refused": problems,
+               "failed": sum(r["status"] == "failed" for r in rows), "refused": problems, "videos": videos,
                "dry_run": run.dry_run, "seconds": round(time.perf_counter() - started, 3),
                "cost": frame_cost(rows, run.prices.gpu_hour_usd, spec.fps)}
     if run.dry_run:
@@ -69,6 +85,24 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     return summary
 
 
+def _finish_videos(spec: FilmSpec, outputs, plans, done: dict, rows: list[dict], scratch: Path) -> list[dict]:
+    """Each planned video muxed into its output where every frame is done or filled by this run and this run
+    did some of them or its output is not there yet; what the summary says of each."""
+    done = {**done, **{(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "done"}}
+    filled = {(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "failed"}
+    provenance = {"version": op4ksr.__version__, "model_id": spec.run.model_id, "params_hash": spec.params_hash}
+    ran = {r["key"] for r in rows}
+    finished = []
+    for plan in plans:
+        if plan.key not in ran and outputs.head(output_video_key(plan.key)) is not None:
+            finished.append({"video": plan.key, "frames": plan.frames, "missing": 0,
+                             "output": output_video_key(plan.key), "filled_from_bicubic": [],
+                             "already_written": True})
+            continue
+        finished.append(finish_video(outputs, plan, done, filled, scratch, spec.video.codec, provenance))
+    return finished
+
+
 def _process(spec: FilmSpec, chunk_actor, items: list[dict]):
     """Each finished chunk's rows, as the actor pool returns them."""
     import ray
@@ -78,7 +112,8 @@ def _process(spec: FilmSpec, chunk_actor, items: list[dict]):
     pool = spec.run.pool
     with ray_session(spec.run.ray_num_cpus):
         configure_ray_data(pool)
-        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        work = [{"work": json.dumps(item)} for item in items]  # a sequence's and a video's items differ in fields
+        dataset = ray.data.from_items(work, override_num_blocks=len(items)).map_batches(
             chunk_actor, fn_constructor_kwargs={"model": spec.run.model, "options": spec.actor_options()},
             batch_size=1,  # one chunk per call: its frames in order on one actor
             batch_format="pyarrow", num_gpus=pool.num_gpus or None,

@@ -15,12 +15,12 @@ def test_a_missing_input_folder_is_one_line(tmp_path, capsys):
     assert "nowhere" in _one_line(capsys)
 
 
-def test_a_folder_without_a_sequence_is_one_line_naming_the_local_path_for_video_files(tmp_path, capsys):
+def test_a_folder_without_a_sequence_or_a_video_is_one_line(tmp_path, capsys):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "clip.mov").write_bytes(b"not read")
+    (tmp_path / "in" / "notes.txt").write_bytes(b"not read")
     assert cli(["video", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--ray"]) == 2
     line = _one_line(capsys)
-    assert "no frame sequence" in line and "without --ray" in line
+    assert "no frame sequence" in line and "no video file" in line
 
 
 @pytest.mark.parametrize("where", ["same", "images"])
