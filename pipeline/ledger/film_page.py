@@ -26,7 +26,8 @@ h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .7em; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f4f4f4; } td { font-variant-numeric: tabular-nums; }
 .kv th { width: 18em; } .note { color: #666; } img.chart { max-width: 100%; }
-img.profile { width: 100%; max-width: 1030px; image-rendering: pixelated; background: #000; }
+div.profile { max-height: 640px; overflow-y: auto; max-width: 1030px; }
+img.profile { width: 100%; image-rendering: pixelated; background: #000; display: block; }
 .failed { color: #b00; font-weight: bold; }
 </style></head>
 <body>
@@ -47,8 +48,10 @@ before, the newest earlier run's); the figures per shot are in runs/{{ run_id }}
 <h3>Temporal profile</h3>
 <p class="note">Each output frame's middle row, first frame at the top: steady footage draws smooth
 streaks, flicker horizontal bands. Left margin: yellow where a shot starts, red where a frame was filled from
-bicubic; black rows: frames no run reported.</p>
-{% if s.profile %}<img class="profile" alt="temporal profile of {{ s.name }}" src="{{ s.profile }}">
+bicubic; black rows: frames no run reported. At most 256 px wide here; the full width is in
+runs/{{ run_id }}/shots/.</p>
+{% if s.profile %}<div class="profile"><img class="profile" alt="temporal profile of {{ s.name }}"
+ src="{{ s.profile }}"></div>
 {% else %}<p class="note">No frame reported.</p>{% endif %}
 <table><tr><th>shot</th><th>frames</th><th>first–last</th><th>max |flicker − bicubic's|</th>
 <th>warping error vs bicubic</th><th>flagged</th><th>filled from bicubic</th></tr>

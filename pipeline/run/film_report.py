@@ -30,6 +30,7 @@ from pipeline.storage import ObjectNotFoundError
 CHUNKS_DIR, CUTS_DIR, SHOTS_DIR = "chunks/", "cuts/", "shots/"
 MARGIN = 6  # px left of the temporal profile: red where a frame was filled, yellow where a shot starts
 SHOT_START, FILLED = (240, 200, 0), (220, 0, 0)  # the margin's colours
+PAGE_PROFILE_WIDTH = 256  # px: the page's copy of a profile, so a 10,000-frame reel's page stays a few MB
 
 
 def profile_b64(runner) -> str:
@@ -129,17 +130,23 @@ def sequence_report(outputs, run_id: str, cut_list: dict, report_keys: list[str]
     return report, rows
 
 
-def profile_image(report: dict, rows: list) -> bytes | None:
-    """The temporal profile PNG: one output middle row per frame, top to bottom, black where unreported;
-    a left margin marks a shot's first frame (yellow) and a frame filled from bicubic (red)."""
+def profile_image(report: dict, rows: list, max_width: int | None = None) -> bytes | None:
+    """The temporal profile PNG: one output middle row per frame, top to bottom, black where unreported,
+    area-resized to at most `max_width` px wide (the page's copy); a left margin marks a shot's first
+    frame (yellow) and a frame filled from bicubic (red)."""
     known = [r for r in rows if r is not None]
     if not known:
         return None
     width = max(r.shape[0] for r in known)
-    image = np.zeros((len(rows), MARGIN + width, 3), np.uint8)
+    body = np.zeros((len(rows), width, 3), np.uint8)
     for y, row in enumerate(rows):
         if row is not None:
-            image[y, MARGIN:MARGIN + row.shape[0]] = row
+            body[y, :row.shape[0]] = row
+    if max_width and width > max_width:
+        from PIL import Image
+
+        body = np.asarray(Image.fromarray(body).resize((max_width, len(rows)), Image.Resampling.BOX))
+    image = np.concatenate([np.zeros((len(rows), MARGIN, 3), np.uint8), body], axis=1)
     y = 0
     for shot in report["shots"]:
         image[y, :MARGIN] = SHOT_START
@@ -169,7 +176,7 @@ def write_film_report(outputs, run_id: str, summary: dict, flicker_threshold: fl
         profile = profile_image(report, rows)
         if profile is not None:
             outputs.put(run_key(run_id, f"{SHOTS_DIR}{sequence_id}.profile.png"), profile, "image/png")
-        sequences.append((report, shots_chart(report), profile))
+        sequences.append((report, shots_chart(report), profile_image(report, rows, PAGE_PROFILE_WIDTH)))
     key = run_key(run_id, "report.html")
     outputs.put(key, render_film_page(summary, sequences).encode(), "text/html; charset=utf-8")
     return key
