@@ -4,7 +4,8 @@ The unit of work is a chunk of a shot (pipeline/run/film_plan.py); the record is
 (pipeline/manifest/frames.py), written by the actor that ran it. A rerun schedules only the
 chunks with a frame that has no `done` row, so a killed run's rerun does each frame once. At the
 end the run's rows are priced (model seconds at cost.gpu_hour_usd, per frame and per minute of
-footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json. Video files
+footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json. A run (not a dry
+run) holds the output prefix's run lock throughout, the backfill's (pipeline.run.incremental). Video files
 under the input are planned and muxed by pipeline/run/film_video_plan.py (their frames are rows
 too); a video whose every frame is done is written at the end of the run.
 """
@@ -31,6 +32,7 @@ from pipeline.manifest.frames import frame_cost
 from pipeline.manifest.layout import RUNS, run_key
 from pipeline.run.film_plan import done_frames, plan_run
 from pipeline.run.film_spec import FilmSpec
+from pipeline.run.incremental import RunLock
 from pipeline.run.film_video_plan import (done_video_frames, finish_video, list_videos, output_video_key,
                                           plan_videos)
 from pipeline.storage import StorageError
@@ -51,6 +53,25 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     inputs, outputs = run.input.open(), run.output.open()
     check_listable(inputs, SEQUENCE_EXTENSIONS + VIDEO_EXTENSIONS)
     outputs.check_writable()
+    with _run_lock(outputs, run):
+        return _run(spec, chunk_actor, on_progress, inputs, outputs)
+
+
+@contextlib.contextmanager
+def _run_lock(outputs, run):
+    """The backfill's lock on the output prefix (runs/_lock.json, pipeline.run.incremental.RunLock), held
+    for the run, not for a dry run: one run at a time per output, film or image backfill alike, because
+    both write runs/ and images/ there and read every run's rows. RunLockedError (one line) naming the
+    holder if another run holds it."""
+    if run.dry_run:
+        yield
+        return
+    with RunLock.acquire(outputs, run.run_id, float(run.lock_ttl_seconds)):
+        yield
+
+
+def _run(spec: FilmSpec, chunk_actor, on_progress, inputs, outputs) -> dict:
+    run = spec.run
     started = time.perf_counter()
     outputs.put(run_key(run.run_id, "config.yaml"), run.config_yaml.encode(), "text/yaml")
     done = done_frames(outputs, run.model_id, spec.params_hash)
