@@ -15,28 +15,28 @@ from tests.pipeline.run.test_film_run import _frames, _spec, _write
 
 @pytest.fixture
 def stores(tmp_path):
-    inp, out = open_storage(str(tmp_path / "in")), open_storage(str(tmp_path / "out"))
-    _write(inp, _frames(count=3, cut=3))
-    return inp, out
+    inp, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write(open_storage(inp), _frames(count=3, cut=3))
+    return inp, open_storage(out), out
 
 
 def test_a_second_video_run_on_one_output_is_refused_in_one_line(stores, capsys):
-    inp, out = stores
+    inp, out, out_uri = stores
     with RunLock.acquire(out, "first", 60, heartbeat=False):  # as `op4ksr video --ray` run "first" holds it
         with pytest.raises(RunLockedError, match=rf"held by run first on host {socket.gethostname()} "
                                                  rf"\(pid {os.getpid()}\)"):
-            run_film(_spec(inp.uri, out.uri, "second"), object)
-        assert cli(["video", inp.uri, "--out", out.uri, "--ray", "--scale", "2", "run.id=third"]) == 2
+            run_film(_spec(inp, out_uri, "second"), object)
+        assert cli(["video", inp, "--out", out_uri, "--ray", "--scale", "2", "run.id=third"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("op4ksr video: ") and "held by run first" in err[0]
         assert not out.exists("runs/second/config.yaml") and not out.exists("runs/third/config.yaml")
         # a dry run writes no output frames: it plans beside a running run
-        assert run_film(_spec(inp.uri, out.uri, "planning", "run.dry_run=true"), object)["due"] == 3
+        assert run_film(_spec(inp, out_uri, "planning", "run.dry_run=true"), object)["due"] == 3
     assert not out.exists(LOCK_KEY)
 
 
 def test_a_video_run_that_fails_releases_its_lock(stores, monkeypatch):
-    inp, out = stores
+    inp, out, out_uri = stores
 
     def crash(*args, **kwargs):
         assert out.exists(LOCK_KEY)  # held while the run runs
@@ -44,6 +44,6 @@ def test_a_video_run_that_fails_releases_its_lock(stores, monkeypatch):
 
     monkeypatch.setattr(film_run, "_run", crash)
     with pytest.raises(RuntimeError, match="went away"):
-        run_film(_spec(inp.uri, out.uri, "crashing"), object)
+        run_film(_spec(inp, out_uri, "crashing"), object)
     assert not out.exists(LOCK_KEY)
     RunLock.acquire(out, "next", 60, heartbeat=False).release()  # the lock was released, not left to expire
