@@ -24,7 +24,7 @@ from op4ksr.video import decode
 from op4ksr.video.encode import VideoWriter
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
-from op4ksr.video.provenance_tags import video_lineage
+from op4ksr.video.provenance_tags import sign_video, video_lineage
 from op4ksr.video.seek import DecodeCount, SeekImpossible, seek_chunk_frames
 from op4ksr.video.shots import CutScores, luma_thumbnail
 
@@ -118,10 +118,13 @@ def split_packets(container, video_index: int, writer: VideoWriter):
 
 
 def assemble_video(source: Path, target: Path, outputs: Iterator[torch.Tensor], frames: int,
-                   size: tuple[int, int], codec: str, provenance: dict | None) -> dict:
+                   size: tuple[int, int], codec: str, provenance: dict | None, signer=None,
+                   embed: bool = True) -> dict:
     """Write `target`: the `frames` outputs (in frame order) at their source frames' timestamps, the
     source's audio, subtitle and data streams copied, the provenance tags of `provenance` (version,
-    model_id, params_hash); under `<stem>.part<ext>`, renamed when whole. What the report says of it."""
+    model_id, params_hash); under `<stem>.part<ext>`, renamed when whole. With a `signer` (a
+    ManifestSigner) and `provenance`, its C2PA manifest as the local path signs (remaster_video):
+    embedded in MOV/MP4 (and `embed`), else in the `<target>.c2pa` sidecar. What the report says of it."""
     info = decode.probe(source, allow_interlaced=True)
     partial = target.with_name(f"{target.stem}.part{target.suffix}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -142,5 +145,8 @@ def assemble_video(source: Path, target: Path, outputs: Iterator[torch.Tensor], 
     if written != frames:
         partial.unlink(missing_ok=True)
         raise VideoInputError(f"{source}: decoded {written} frames to mux, the plan has {frames}")
+    signed = {"c2pa": "none"}
+    if signer is not None and lineage is not None:  # before the rename: a target that exists is signed too
+        signed = sign_video(signer, partial, source, lineage, Path(f"{target}.c2pa"), embed)
     partial.replace(target)
-    return {"frames": written, "time_base": str(info.time_base), "streams_not_copied": writer.not_copied}
+    return {"frames": written, "time_base": str(info.time_base), "streams_not_copied": writer.not_copied, **signed}

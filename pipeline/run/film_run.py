@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.fleet.ray_session import ray_session
+from pipeline.fleet.signing import check_before_run
 import op4ksr
 from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.sequences import SEQUENCE_EXTENSIONS
@@ -52,6 +53,7 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     check_output_apart(run.input.uri, run.output.uri)
     inputs, outputs = run.input.open(), run.output.open()
     check_listable(inputs, SEQUENCE_EXTENSIONS + VIDEO_EXTENSIONS)
+    check_before_run(run.actor.provenance)  # a bad signing identity is refused before anything is listed
     outputs.check_writable()
     with _run_lock(outputs, run):
         return _run(spec, chunk_actor, on_progress, inputs, outputs)
@@ -111,7 +113,14 @@ def _finish_videos(spec: FilmSpec, outputs, plans, done: dict, rows: list[dict],
     did some of them or its output is not there yet; what the summary says of each."""
     done = {**done, **{(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "done"}}
     filled = {(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "failed"}
-    provenance = {"version": op4ksr.__version__, "model_id": spec.run.model_id, "params_hash": spec.params_hash}
+    options = spec.run.actor.provenance  # with an identity, each written video is signed (C2PA) here
+    provenance = {"version": op4ksr.__version__, "model_id": spec.run.model_id, "params_hash": spec.params_hash,
+                  "digital_source_type": options.digital_source_type}
+    signer = None
+    if options.signing is not None and plans:
+        from op4ksr.provenance.manifest import ManifestSigner  # c2pa loads only where a video is signed
+
+        signer = ManifestSigner(options.signing.load())
     ran = {r["key"] for r in rows}
     finished = []
     for plan in plans:
@@ -120,7 +129,8 @@ def _finish_videos(spec: FilmSpec, outputs, plans, done: dict, rows: list[dict],
                              "output": output_video_key(plan.key), "filled_from_bicubic": [],
                              "already_written": True})
             continue
-        finished.append(finish_video(outputs, plan, done, filled, scratch, spec.video.codec, provenance))
+        finished.append(finish_video(outputs, plan, done, filled, scratch, spec.video.codec, provenance, signer,
+                                     options.embed))
     return finished
 
 

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from op4ksr.provenance.manifest import SIDECAR_SUFFIX
 from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.encode import check_encoder
 from op4ksr.video.errors import VideoInputError
@@ -135,10 +136,12 @@ def plan_videos(inputs, outputs, run_id: str, keys: list[str], scratch: Path, se
 
 
 def finish_video(outputs, plan: VideoPlan, done: dict, filled: dict, scratch: Path, codec: str,
-                 provenance: dict) -> dict:
+                 provenance: dict, signer=None, embed: bool = True) -> dict:
     """Mux the video's parts into its output when every frame has an output: a done row's, or this run's
     failed row's (the part holds its bicubic fill, named in `filled_from_bicubic`, redone by the next run
-    which then muxes again); what the summary says of it."""
+    which then muxes again); what the summary says of it. With a `signer` (a ManifestSigner) the output
+    carries a C2PA manifest: Matroska, the fleet's container, in the sidecar <output>.c2pa stored beside it
+    first (the video's presence says it is finished)."""
     sources = {**filled, **done}  # (video key, frame) -> the part holding its output; a done row wins
     missing = sum((plan.key, i) not in sources for i in range(plan.frames))
     status = {"video": plan.key, "frames": plan.frames, "missing": missing, "output": None,
@@ -148,10 +151,15 @@ def finish_video(outputs, plan: VideoPlan, done: dict, filled: dict, scratch: Pa
         return status
     target = scratch / "out" / output_video_key(plan.key)
     report = assemble_video(plan.local, target, _outputs(outputs, plan, sources, scratch), plan.frames,
-                            plan.size, codec, provenance)
+                            plan.size, codec, provenance, signer, embed)
+    sidecar = Path(f"{target}{SIDECAR_SUFFIX}")
+    if sidecar.is_file():
+        outputs.put_file(output_video_key(plan.key) + SIDECAR_SUFFIX, str(sidecar), "application/c2pa")
+        sidecar.unlink()
     outputs.put_file(output_video_key(plan.key), str(target), "video/x-matroska")
     target.unlink()
-    return {**status, "output": output_video_key(plan.key), "streams_not_copied": report["streams_not_copied"]}
+    return {**status, "output": output_video_key(plan.key), "streams_not_copied": report["streams_not_copied"],
+            "c2pa": report["c2pa"], "c2pa_manifest": report.get("c2pa_manifest")}
 
 
 def _outputs(outputs, plan: VideoPlan, done: dict, scratch: Path):
