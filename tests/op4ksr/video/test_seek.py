@@ -14,11 +14,13 @@ pytest.importorskip("av")
 FRAMES = 60
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["ip", "ipb"])
+@pytest.fixture(scope="module", params=[("mpeg4", 0, "mp4"), ("mpeg4", 2, "mp4"), ("mpeg4", 0, "mkv")],
+                ids=["mp4-ip", "mp4-ipb", "mkv-ip"])
 def short_gops(request, tmp_path_factory):
-    """A 60-frame mpeg4 clip with a keyframe every 4 frames (and B-frames in the second), planned."""
-    path = tmp_path_factory.mktemp("seek") / f"gop4-b{request.param}.mp4"
-    write_video(path, moving_texture(FRAMES, size=(32, 48)), gop=4, b_frames=request.param)
+    """A 60-frame clip with a keyframe every 4 frames (B-frames too in mp4-ipb), planned."""
+    codec, b_frames, suffix = request.param
+    path = tmp_path_factory.mktemp("seek") / f"gop4-b{b_frames}.{suffix}"
+    write_video(path, moving_texture(FRAMES, size=(32, 48)), codec=codec, gop=4, b_frames=b_frames)
     info, scores, pts, _ = cut_scores(path)
     assert len(scores.scores) == FRAMES and len(pts) == FRAMES
     return info, pts
