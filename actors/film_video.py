@@ -2,8 +2,9 @@
 
 The work item (pipeline/run/film_video_plan.py) names the video, the chunk's frame indices, its lead-in
 and which frames an earlier run did. The actor fetches the video once (kept in a scratch folder for
-its next chunks of the same video), decodes from the first frame and skips to the chunk's
-(op4ksr.video.video_parts.chunk_frames), runs every frame of the chunk through ChunkRunner, and
+its next chunks of the same video), seeks to the keyframe at or before the chunk's first frame and
+numbers frames by the pts the plan recorded (op4ksr.video.video_parts.chunk_frames; from the first
+frame where seeking cannot), runs every frame of the chunk through ChunkRunner, and
 writes the owned frames (after the lead-in) as one lossless part. Frames an earlier run did are
 upscaled again for the part but get no new row: their rows keep naming the part they were done in.
 The part is stored before the rows, so a row always names a whole part.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from op4ksr.video import decode
 from op4ksr.video.chunks import ChunkRunner
+from op4ksr.video.seek import DecodeCount
 from op4ksr.video.video_parts import PartWriter, chunk_frames
 from pipeline.manifest.frames import frame_rows_bytes
 from pipeline.run.film_plan import chunk_report_key, chunk_rows_key
@@ -47,9 +49,10 @@ def run_video_chunk(actor, files: VideoFiles, item: dict) -> list[dict]:
     info = decode.probe(files.local(item["sequence"]), allow_interlaced=True)
     runner = ChunkRunner(actor.upscale, size, len(item["frames"]), options.video)
     part, rows, lead_in_seconds = files.part_path(item), [], 0.0
-    writer = PartWriter(part, info, size)
+    writer, count = PartWriter(part, info, size), DecodeCount()
+    frames = chunk_frames(info, item["frames"][0], item["frames"][-1] + 1, item.get("pts"), count)
     try:
-        for position, frame in enumerate(chunk_frames(info, item["frames"][0], item["frames"][-1] + 1)):
+        for position, frame in enumerate(frames):
             result = runner.run(frame.rgb)
             if position < item["lead_in"]:  # the chunk before writes it; run here to warm the fusion up
                 lead_in_seconds += result.seconds
@@ -68,7 +71,8 @@ def run_video_chunk(actor, files: VideoFiles, item: dict) -> list[dict]:
     finished = time.time()
     for row in rows:
         row.update(lead_in_seconds=lead_in_seconds / max(len(rows), 1), finished_at=finished)
-    report = {**item, "report": runner.report(), "rows": len(rows), "profile_png": profile_b64(runner)}
+    report = {**item, "report": runner.report(), "rows": len(rows), "profile_png": profile_b64(runner),
+              "decode": {"seeked": count.seeked, "frames_decoded": count.decoded}}
     actor.output.put(chunk_report_key(options.run_id, item), json.dumps(report, default=str).encode(),
                      "application/json")
     # last: the rows say the part is whole

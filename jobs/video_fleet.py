@@ -20,9 +20,11 @@ most video.chunk_frames frames, never across a cut) are the unit of work, each f
 row under OUT/runs/<id>/frames/. Sequences are written under OUT/images/ with the inputs' own keys
 (same format, bit depth and frame numbers); a video, once all its frames are done, to
 OUT/videos/<its key>.mkv with its timestamps and its audio, subtitle and data streams copied.
-A rerun does only the frames without a done row; a frame the model fails on is filled from
-bicubic, gets a failed row, and is redone by the next run (a video is written once none is
-left). The summary gives the cost per frame and per minute of footage (cost.gpu_hour_usd;
+One run at a time per OUT (the backfill's lock, OUT/runs/_lock.json); with
+provenance.cert_chain and provenance.private_key each video gets a C2PA manifest in
+OUT/videos/<its key>.mkv.c2pa. A rerun does only the frames without a done row; a frame the
+model fails on is filled from bicubic, gets a failed row, and is redone by the next run (a
+video is written once none is left). The summary gives the cost per frame and per minute of footage (cost.gpu_hour_usd;
 video.fps frames a second).
 
 examples:
@@ -67,6 +69,8 @@ def main(argv: list[str]) -> int:
         if video.get("filled_from_bicubic"):
             where += (f" (frames {', '.join(map(str, video['filled_from_bicubic']))} filled from bicubic: "
                       "the model failed on them; a rerun redoes them and writes the video again)")
+        if video.get("c2pa") == "sidecar":
+            where += f"; its C2PA manifest in {video['output']}.c2pa"
         print(f"video {video['video']}: {where}", file=sys.stderr)
     cost = summary["cost"]
     per_frame = "-" if cost["usd_per_frame"] is None else f"{cost['usd_per_frame']:.6f}"

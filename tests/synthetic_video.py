@@ -41,9 +41,11 @@ def woven(frames: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def write_video(path: Path, frames: list[torch.Tensor], *, fps: int = 24, codec: str = "mpeg4",
                 pts: list[int] | None = None, time_base: Fraction | None = None, audio_seconds: float = 0.0,
-                interlaced: bool = False, colour: dict | None = None) -> None:
+                interlaced: bool = False, colour: dict | None = None, gop: int | None = None,
+                b_frames: int = 0) -> None:
     """A small video file of `frames`, optionally with a 440 Hz AAC track, explicit (VFR) timestamps and
-    colour tags (`colour`: codec-context attribute -> FFmpeg's integer, e.g. {"color_primaries": 1})."""
+    colour tags (`colour`: codec-context attribute -> FFmpeg's integer, e.g. {"color_primaries": 1}); `gop`:
+    a keyframe every `gop` frames, `b_frames`: at most that many B-frames in a row (decode order != presentation)."""
     import av
 
     time_base = time_base or Fraction(1, fps * 100)
@@ -54,6 +56,10 @@ def write_video(path: Path, frames: list[torch.Tensor], *, fps: int = 24, codec:
         video.width, video.height, video.pix_fmt = w, h, "yuv420p"
         video.codec_context.time_base = time_base
         video.codec_context.options = {"qscale": "2"} if codec == "mpeg4" else {}
+        if gop:
+            video.codec_context.gop_size = gop
+        if b_frames:
+            video.codec_context.max_b_frames = b_frames
         if interlaced:
             video.codec_context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
             video.codec_context.field_order = 2  # AV_FIELD_TT

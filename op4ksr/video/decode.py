@@ -113,7 +113,7 @@ def decode_video(info: VideoInfo, packets=None, deinterlace: DeinterlacePlan | N
     index, error = 0, None
     try:
         try:
-            for frame, pts, corrupt in _decoded(info, packets, refuse_interlaced and not deinterlacer):
+            for frame, pts, corrupt in decoded_frames(info, packets, refuse_interlaced and not deinterlacer):
                 outputs = deinterlacer.feed(frame, pts, corrupt) if deinterlacer else [(frame, pts, corrupt)]
                 for out, out_pts, out_corrupt in outputs:
                     yield VideoFrame(index, out_pts, frame_tensor(out, info.bit_depth), out_corrupt,
@@ -131,7 +131,7 @@ def decode_video(info: VideoInfo, packets=None, deinterlace: DeinterlacePlan | N
             owned.close()
 
 
-def _decoded(info: VideoInfo, packets, refuse: bool):
+def decoded_frames(info: VideoInfo, packets, refuse: bool):
     """(PyAV frame, pts, corrupt) of every decoded frame of the stream, in order."""
     av = av_module()
     count = 0

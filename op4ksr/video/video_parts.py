@@ -3,8 +3,9 @@
 What a fleet run of a video file (`op4ksr video IN --ray`) needs from the library; nothing here knows
 of storage or Ray. The driver finds the cuts (cut_scores, the local path's first pass without a
 deinterlacer: interlaced video is refused on the fleet), a worker decodes the frames of its chunk
-(chunk_frames: decode from the start and skip, so the frame numbering is exactly the driver's) and
-writes its outputs as a part (PartWriter: FFV1 in Matroska at the video's bit depth, so the codes
+(chunk_frames: seek to the keyframe before it and number frames by the pts the driver recorded,
+op4ksr.video.seek, or decode from the start and skip where seeking cannot; either way the frame
+numbering is exactly the driver's) and writes its outputs as a part (PartWriter: FFV1 in Matroska at the video's bit depth, so the codes
 the final writer stores come back unchanged), and assemble_video decodes the source once more for
 each frame's timestamp, takes the outputs from the parts in frame order, and writes the output as
 the local path does: VideoWriter with the other streams copied and the provenance tags, under a
@@ -23,23 +24,26 @@ from op4ksr.video import decode
 from op4ksr.video.encode import VideoWriter
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.interlace import COMB_RATIO, CombCounter
-from op4ksr.video.provenance_tags import video_lineage
+from op4ksr.video.provenance_tags import sign_video, video_lineage
+from op4ksr.video.seek import DecodeCount, SeekImpossible, seek_chunk_frames
 from op4ksr.video.shots import CutScores, luma_thumbnail
 
 PART_RATE = Fraction(25)  # a part's own frame rate: its times are never read, only its frame order
 
 
-def cut_scores(path: Path) -> tuple[decode.VideoInfo, CutScores, str | None]:
-    """The video's facts, every frame's cut score and the decode error that ended the pass early (None if
+def cut_scores(path: Path) -> tuple[decode.VideoInfo, CutScores, list[int], str | None]:
+    """The video's facts, every frame's cut score, every frame's pts (in the stream's time base: what a
+    worker seeks by, op4ksr.video.seek) and the decode error that ended the pass early (None if
     none). VideoInputError (one line) for an unusable video, one of fewer than 2 frames, or an
     interlaced one (said by the stream, flagged on frames or measured combed): the fleet does not
     deinterlace, the local path does."""
     info = decode.probe(path, allow_interlaced=True)
-    scores, combs, flagged, decode_error = CutScores(), CombCounter(), 0, None
+    scores, combs, flagged, decode_error, pts = CutScores(), CombCounter(), 0, None, []
     why = f"the stream says field order {info.field_order}" if info.field_order in decode.INTERLACED else None
     try:
         for frame in decode.decode_video(info, refuse_interlaced=False) if why is None else ():
             scores.add(luma_thumbnail(frame.rgb))
+            pts.append(frame.pts)
             combs.add(frame.rgb)
             flagged += frame.interlaced
     except VideoInputError as err:
@@ -53,15 +57,28 @@ def cut_scores(path: Path) -> tuple[decode.VideoInfo, CutScores, str | None]:
         raise VideoInputError(f"{path}: interlaced video ({why}); --ray does not deinterlace: run it without "
                               "--ray (op4ksr video FILE video.deinterlace=bwdif)")
     decode.checked_frame_count(info, len(scores.scores))
-    return info, scores, decode_error
+    return info, scores, pts, decode_error
 
 
-def chunk_frames(info: decode.VideoInfo, start: int, end: int) -> Iterator[decode.VideoFrame]:
-    """Frames `start` .. `end - 1` (0-based, presentation order, numbered as cut_scores numbers them),
-    decoded from the first frame and the earlier ones skipped: a chunk late in a long video decodes
-    everything before it. VideoInputError if the video ends before `end`."""
-    expected = start
+def chunk_frames(info: decode.VideoInfo, start: int, end: int, pts: list[int] | None = None,
+                 count: DecodeCount | None = None) -> Iterator[decode.VideoFrame]:
+    """Frames `start` .. `end - 1` (0-based, presentation order, numbered as cut_scores numbers them).
+    With `pts` (the plan's timestamps of these frames) decoded from the keyframe at or before `start`
+    (op4ksr.video.seek); without them, or where seeking cannot give them, decoded from the first frame
+    and the earlier ones skipped. `count` says which, and how many frames were decoded.
+    VideoInputError if the video ends before `end`."""
+    count = count if count is not None else DecodeCount()
+    if pts is not None:
+        if len(pts) != end - start:
+            raise ValueError(f"{len(pts)} timestamps for frames {start} .. {end - 1}")
+        try:
+            yield from seek_chunk_frames(info, start, pts, count)
+            return
+        except SeekImpossible:
+            pass  # nothing was given yet: decode from the first frame
+    count.seeked, count.decoded, expected = False, 0, start
     for frame in decode.decode_video(info, refuse_interlaced=False):
+        count.decoded += 1
         if frame.index < start:
             continue
         if frame.index >= end:
@@ -101,10 +118,13 @@ def split_packets(container, video_index: int, writer: VideoWriter):
 
 
 def assemble_video(source: Path, target: Path, outputs: Iterator[torch.Tensor], frames: int,
-                   size: tuple[int, int], codec: str, provenance: dict | None) -> dict:
+                   size: tuple[int, int], codec: str, provenance: dict | None, signer=None,
+                   embed: bool = True) -> dict:
     """Write `target`: the `frames` outputs (in frame order) at their source frames' timestamps, the
     source's audio, subtitle and data streams copied, the provenance tags of `provenance` (version,
-    model_id, params_hash); under `<stem>.part<ext>`, renamed when whole. What the report says of it."""
+    model_id, params_hash); under `<stem>.part<ext>`, renamed when whole. With a `signer` (a
+    ManifestSigner) and `provenance`, its C2PA manifest as the local path signs (remaster_video):
+    embedded in MOV/MP4 (and `embed`), else in the `<target>.c2pa` sidecar. What the report says of it."""
     info = decode.probe(source, allow_interlaced=True)
     partial = target.with_name(f"{target.stem}.part{target.suffix}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,5 +145,8 @@ def assemble_video(source: Path, target: Path, outputs: Iterator[torch.Tensor], 
     if written != frames:
         partial.unlink(missing_ok=True)
         raise VideoInputError(f"{source}: decoded {written} frames to mux, the plan has {frames}")
+    signed = {"c2pa": "none"}
+    if signer is not None and lineage is not None:  # before the rename: a target that exists is signed too
+        signed = sign_video(signer, partial, source, lineage, Path(f"{target}.c2pa"), embed)
     partial.replace(target)
-    return {"frames": written, "time_base": str(info.time_base), "streams_not_copied": writer.not_copied}
+    return {"frames": written, "time_base": str(info.time_base), "streams_not_copied": writer.not_copied, **signed}

@@ -4,7 +4,8 @@ The unit of work is a chunk of a shot (pipeline/run/film_plan.py); the record is
 (pipeline/manifest/frames.py), written by the actor that ran it. A rerun schedules only the
 chunks with a frame that has no `done` row, so a killed run's rerun does each frame once. At the
 end the run's rows are priced (model seconds at cost.gpu_hour_usd, per frame and per minute of
-footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json. Video files
+footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json. A run (not a dry
+run) holds the output prefix's run lock throughout, the backfill's (pipeline.run.incremental). Video files
 under the input are planned and muxed by pipeline/run/film_video_plan.py (their frames are rows
 too); a video whose every frame is done is written at the end of the run.
 """
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.fleet.ray_session import ray_session
+from pipeline.fleet.signing import check_before_run
 import op4ksr
 from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.sequences import SEQUENCE_EXTENSIONS
@@ -32,6 +34,7 @@ from pipeline.manifest.layout import RUNS, run_key
 from pipeline.run.film_plan import done_frames, plan_run
 from pipeline.run.film_report import write_film_report
 from pipeline.run.film_spec import FilmSpec
+from pipeline.run.incremental import RunLock
 from pipeline.run.film_video_plan import (done_video_frames, finish_video, list_videos, output_video_key,
                                           plan_videos)
 from pipeline.storage import StorageError
@@ -51,7 +54,27 @@ def run_film(spec: FilmSpec, chunk_actor, on_progress: Callable[[dict], None] = 
     check_output_apart(run.input.uri, run.output.uri)
     inputs, outputs = run.input.open(), run.output.open()
     check_listable(inputs, SEQUENCE_EXTENSIONS + VIDEO_EXTENSIONS)
+    check_before_run(run.actor.provenance)  # a bad signing identity is refused before anything is listed
     outputs.check_writable()
+    with _run_lock(outputs, run):
+        return _run(spec, chunk_actor, on_progress, inputs, outputs)
+
+
+@contextlib.contextmanager
+def _run_lock(outputs, run):
+    """The backfill's lock on the output prefix (runs/_lock.json, pipeline.run.incremental.RunLock), held
+    for the run, not for a dry run: one run at a time per output, film or image backfill alike, because
+    both write runs/ and images/ there and read every run's rows. RunLockedError (one line) naming the
+    holder if another run holds it."""
+    if run.dry_run:
+        yield
+        return
+    with RunLock.acquire(outputs, run.run_id, float(run.lock_ttl_seconds)):
+        yield
+
+
+def _run(spec: FilmSpec, chunk_actor, on_progress, inputs, outputs) -> dict:
+    run = spec.run
     started = time.perf_counter()
     outputs.put(run_key(run.run_id, "config.yaml"), run.config_yaml.encode(), "text/yaml")
     done = done_frames(outputs, run.model_id, spec.params_hash)
@@ -92,7 +115,14 @@ def _finish_videos(spec: FilmSpec, outputs, plans, done: dict, rows: list[dict],
     did some of them or its output is not there yet; what the summary says of each."""
     done = {**done, **{(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "done"}}
     filled = {(r["key"], r["frame"]): r["output_key"] for r in rows if r["status"] == "failed"}
-    provenance = {"version": op4ksr.__version__, "model_id": spec.run.model_id, "params_hash": spec.params_hash}
+    options = spec.run.actor.provenance  # with an identity, each written video is signed (C2PA) here
+    provenance = {"version": op4ksr.__version__, "model_id": spec.run.model_id, "params_hash": spec.params_hash,
+                  "digital_source_type": options.digital_source_type}
+    signer = None
+    if options.signing is not None and plans:
+        from op4ksr.provenance.manifest import ManifestSigner  # c2pa loads only where a video is signed
+
+        signer = ManifestSigner(options.signing.load())
     ran = {r["key"] for r in rows}
     finished = []
     for plan in plans:
@@ -101,7 +131,8 @@ def _finish_videos(spec: FilmSpec, outputs, plans, done: dict, rows: list[dict],
                              "output": output_video_key(plan.key), "filled_from_bicubic": [],
                              "already_written": True})
             continue
-        finished.append(finish_video(outputs, plan, done, filled, scratch, spec.video.codec, provenance))
+        finished.append(finish_video(outputs, plan, done, filled, scratch, spec.video.codec, provenance, signer,
+                                     options.embed))
     return finished
 
 

@@ -5,7 +5,9 @@ A video's frames are rows, as a sequence's are: one manifest row per frame (pipe
 numbering op4ksr.video.video_parts.cut_scores gives. On the driver each video is fetched to a
 scratch folder once, decoded once for its cut scores (interlaced video is refused in one line:
 the fleet does not deinterlace), and its shots split by chunk_shot; the cut list is saved at
-runs/<id>/cuts/<video>.json. A chunk is one work item; its actor writes its outputs as one lossless
+runs/<id>/cuts/<video>.json. The plan keeps every frame's pts, and a chunk's work item carries its
+frames' pts, so the worker seeks to the chunk instead of decoding the video from its start
+(op4ksr.video.seek). A chunk is one work item; its actor writes its outputs as one lossless
 part (FFV1 Matroska) at runs/<id>/parts/<video>/f<first>-<end>.mkv and a row per frame whose
 `output_key` is that part. When every frame of a video has a `done` row (in this run or earlier
 ones), the driver fetches the parts and muxes them in frame order into videos/<video key stem>.mkv.
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from op4ksr.provenance.manifest import SIDECAR_SUFFIX
 from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.encode import check_encoder
 from op4ksr.video.errors import VideoInputError
@@ -42,6 +45,7 @@ class VideoPlan:
     bit_depth: int
     cuts: list[int]
     scores: list[float]
+    pts: list[int]  # every frame's presentation timestamp, in the stream's time base: what workers seek by
     chunks: list[list[tuple[int, int, int, int]]]  # per shot: (start, end, owned_from, chunk number)
     decode_error: str | None
 
@@ -71,7 +75,7 @@ def plan_video(inputs, key: str, scratch: Path, settings: VideoSettings, plan_si
     local = scratch / safe_key(key)
     local.parent.mkdir(parents=True, exist_ok=True)
     inputs.get_file(key, str(local))
-    info, scores, decode_error = cut_scores(local)
+    info, scores, pts, decode_error = cut_scores(local)
     cuts = scores.cuts(settings.cut_threshold)
     overlap = settings.chunk_overlap if settings.temporal == "flow" else 0
     chunks = []
@@ -79,7 +83,7 @@ def plan_video(inputs, key: str, scratch: Path, settings: VideoSettings, plan_si
         parts = chunk_shot(shot, settings.chunk_frames, overlap)
         chunks.append([(c.start, c.end, parts[n - 1].end if n else c.start, n) for n, c in enumerate(parts)])
     return VideoPlan(key, local, len(scores.scores), tuple(plan_size(info.height, info.width)), info.bit_depth,
-                     cuts, scores.scores, chunks, decode_error)
+                     cuts, scores.scores, pts, chunks, decode_error)
 
 
 def done_video_frames(outputs, model_id: str, params: str) -> dict[tuple[str, int], str]:
@@ -105,7 +109,7 @@ def video_items(plan: VideoPlan, run_id: str, done: dict) -> list[dict]:
                 continue
             items.append({"kind": "video", "sequence": plan.key, "sequence_id": safe_key(plan.key),
                           "shot": shot_number, "chunk": chunk, "keys": [plan.key] * (end - start),
-                          "frames": list(range(start, end)), "lead_in": owned_from - start, "done": flags,
+                          "frames": list(range(start, end)), "pts": plan.pts[start:end], "lead_in": owned_from - start, "done": flags,
                           "part": part_key(run_id, plan.key, owned_from, end), "bit_depth": plan.bit_depth,
                           "height": plan.size[0], "width": plan.size[1]})
     return items
@@ -132,10 +136,12 @@ def plan_videos(inputs, outputs, run_id: str, keys: list[str], scratch: Path, se
 
 
 def finish_video(outputs, plan: VideoPlan, done: dict, filled: dict, scratch: Path, codec: str,
-                 provenance: dict) -> dict:
+                 provenance: dict, signer=None, embed: bool = True) -> dict:
     """Mux the video's parts into its output when every frame has an output: a done row's, or this run's
     failed row's (the part holds its bicubic fill, named in `filled_from_bicubic`, redone by the next run
-    which then muxes again); what the summary says of it."""
+    which then muxes again); what the summary says of it. With a `signer` (a ManifestSigner) the output
+    carries a C2PA manifest: Matroska, the fleet's container, in the sidecar <output>.c2pa stored beside it
+    first (the video's presence says it is finished)."""
     sources = {**filled, **done}  # (video key, frame) -> the part holding its output; a done row wins
     missing = sum((plan.key, i) not in sources for i in range(plan.frames))
     status = {"video": plan.key, "frames": plan.frames, "missing": missing, "output": None,
@@ -145,10 +151,15 @@ def finish_video(outputs, plan: VideoPlan, done: dict, filled: dict, scratch: Pa
         return status
     target = scratch / "out" / output_video_key(plan.key)
     report = assemble_video(plan.local, target, _outputs(outputs, plan, sources, scratch), plan.frames,
-                            plan.size, codec, provenance)
+                            plan.size, codec, provenance, signer, embed)
+    sidecar = Path(f"{target}{SIDECAR_SUFFIX}")
+    if sidecar.is_file():
+        outputs.put_file(output_video_key(plan.key) + SIDECAR_SUFFIX, str(sidecar), "application/c2pa")
+        sidecar.unlink()
     outputs.put_file(output_video_key(plan.key), str(target), "video/x-matroska")
     target.unlink()
-    return {**status, "output": output_video_key(plan.key), "streams_not_copied": report["streams_not_copied"]}
+    return {**status, "output": output_video_key(plan.key), "streams_not_copied": report["streams_not_copied"],
+            "c2pa": report["c2pa"], "c2pa_manifest": report.get("c2pa_manifest")}
 
 
 def _outputs(outputs, plan: VideoPlan, done: dict, scratch: Path):

@@ -1,8 +1,9 @@
 """bench/video_fleet.py end to end at tiny sizes: the JSON the docs' figures come from.
 
 Two subprocess runs (module fixtures): speed over a 4-frame 32x24 sequence with every row (the
---ray ones on a local Ray the script starts itself), memory over 20- and 40-frame sequences with a
-6-frame --ray run. No assertion is on time: the rows must exist, have run every frame to the
+--ray ones on a local Ray the script starts itself), memory over 20- and 40-frame sequences without
+the whole --ray run (--ray-frames 0: the speed run already shows the --ray path end to end, and
+each Ray start costs the suite ~30 s). No assertion is on time: the rows must exist, have run every frame to the
 planned size, and agree on the cut.
 """
 import json
@@ -32,7 +33,7 @@ def speed() -> dict:
 
 @pytest.fixture(scope="module")
 def memory() -> dict:
-    return _bench("memory", "--frames", "20,40", "--ray-frames", "6")
+    return _bench("memory", "--frames", "20,40", "--ray-frames", "0")
 
 
 def test_every_speed_row_ran_every_frame_to_the_planned_size(speed):
@@ -41,7 +42,9 @@ def test_every_speed_row_ran_every_frame_to_the_planned_size(speed):
     assert list(run["rows"]) == ["bare", "local", "local-flow", "local-fusion", "ray"]
     for name, row in run["rows"].items():
         assert row["output"] == "64x48", name
-        assert row["fps"] > 0 and row["wall_ms_per_frame"] > 0
+        # the ray row's time is a difference of two runs (its fixed cost subtracted): at 4 tiny frames it is
+        # noise and can be negative; the others are measured directly
+        assert name == "ray" or (row["fps"] > 0 and row["wall_ms_per_frame"] > 0)
         assert row["overhead_ms_per_frame"] == row["wall_ms_per_frame"] - run["rows"]["bare"]["wall_ms_per_frame"]
         if name != "ray":  # the ray row's work is in other processes: no CPU figure
             assert row["cpu_overhead_ms_per_frame"] == row["cpu_ms_per_frame"] - run["rows"]["bare"]["cpu_ms_per_frame"]
@@ -69,6 +72,4 @@ def test_memory_rows_cover_each_length_on_both_paths(memory):
         assert row["local"]["frames_reported"] == row["frames"]
         assert row["local"]["peak_rss_mb"] > 0 and row["local"]["ru_maxrss_mb"] > 0
         assert row["ray_plan"]["peak_rss_mb"] > 0 and row["ray_plan"]["rss_mb_samples"] > 0
-    ray_run = memory["memory"]["ray_run"]
-    assert ray_run["summary"]["done"] == 6 and ray_run["summary"]["failed"] == 0
-    assert ray_run["peak_rss_mb"] > 0
+    assert memory["memory"]["ray_run"] is None  # not asked for

@@ -55,7 +55,7 @@ def test_a_video_becomes_rows_per_frame_and_an_output_video_with_its_times_and_a
     # the video is written with frame 4 filled from bicubic (the part holds the fill), and says so
     assert first["failed"] == 1 and first["videos"][0] == {
         "video": "reel/clip.mp4", "frames": FRAMES, "missing": 0, "output": "videos/reel/clip.mkv",
-        "filled_from_bicubic": [4], "streams_not_copied": []}
+        "filled_from_bicubic": [4], "streams_not_copied": [], "c2pa": "none", "c2pa_manifest": None}
     filled_video, _ = _decoded(tmp_path / "out" / "videos" / "reel" / "clip.mkv")
     fill_part, _ = _decoded(tmp_path / "out" / "runs/run-1/parts/reel/clip.mp4/f000003-000005.mkv")
     assert len(filled_video) == FRAMES and (filled_video[4] == fill_part[1]).all()  # the part's bicubic fill
@@ -111,7 +111,8 @@ def test_on_s3_an_interlaced_or_unreadable_video_is_one_refused_line_and_the_oth
     assert "woven.mp4: interlaced video" in interlaced and "--ray does not deinterlace" in interlaced
     assert summary["frames"] == 3 and summary["done"] == 3 and summary["chunks"] == 1
     assert summary["videos"] == [{"video": "good.mp4", "frames": 3, "missing": 0, "output": "videos/good.mkv",
-                                  "filled_from_bicubic": [], "streams_not_copied": []}]
+                                  "filled_from_bicubic": [], "streams_not_copied": [], "c2pa": "none",
+                                  "c2pa_manifest": None}]
     target = tmp_path / "good.mkv"
     s3_server.open_storage(out).get_file("videos/good.mkv", str(target))
     assert frame_times(target) == pytest.approx(frame_times(local / "good.mp4"), abs=1e-3)
