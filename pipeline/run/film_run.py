@@ -7,7 +7,8 @@ end the run's rows are priced (model seconds at cost.gpu_hour_usd, per frame and
 footage at video.fps) into runs/<id>/frame_cost.parquet and runs/<id>/summary.json. A run (not a dry
 run) holds the output prefix's run lock throughout, the backfill's (pipeline.run.incremental). Video files
 under the input are planned and muxed by pipeline/run/film_video_plan.py (their frames are rows
-too); a video whose every frame is done is written at the end of the run.
+too); a video whose every frame is done is written at the end of the run. Last, the chunks' reports
+become a per-shot report per sequence and the run's page (pipeline/run/film_report.py).
 """
 from __future__ import annotations
 
