@@ -177,7 +177,8 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
                    timing=_timing(started, runner, written, _footage_seconds(times, info)))
 
 
-def _cuts_and_deinterlace(info, settings: VideoSettings) -> tuple[CutScores, str | None, DeinterlacePlan | None, dict | None]:
+def _cuts_and_deinterlace(info, settings: VideoSettings) -> tuple[CutScores, str | None, DeinterlacePlan | None,
+                                                                 dict | None]:
     """Every frame's cut score, the decode error that ended the pass early (None if none), and how the
     video is deinterlaced with what the report says of it (None, None if it is not: progressive).
     Refuses a video of fewer than 2 frames, or one that says or measures interlaced under `refuse`."""
