@@ -23,9 +23,10 @@ from op4ksr.video.charts import profile_row, save_profile
 from op4ksr.video.deinterlace import DeinterlacePlan, parity_for
 from op4ksr.video.encode import VideoWriter, check_encoder
 from op4ksr.video.errors import VideoInputError
+from op4ksr.video.first_pass import first_pass
 from op4ksr.video.frames import check_uniform, read_frame, write_frame
 from op4ksr.video.fusion import ChunkedFusion
-from op4ksr.video.interlace import COMB_RATIO, CombCounter
+from op4ksr.video.interlace import COMB_RATIO
 from op4ksr.video.provenance_tags import sign_video, video_lineage
 from op4ksr.video.sequences import FrameSequence
 from op4ksr.video.settings import VideoSettings  # noqa: F401 - importable from here
@@ -138,7 +139,7 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
     check_encoder(settings.codec)  # before an hour of decoding, not after
     started = time.perf_counter()
     info = decode.probe(source, allow_interlaced=settings.deinterlace != "refuse")
-    scores, decode_error, deinterlace, deinterlaced = _first_pass(info, settings)
+    scores, decode_error, deinterlace, deinterlaced = _cuts_and_deinterlace(info, settings)
     decoded = len(scores.scores)
     cuts = scores.cuts(settings.cut_threshold)
     shots = shots_from_cuts(cuts, decoded)
@@ -176,14 +177,16 @@ def remaster_video(source: Path, target: Path, upscale: Upscaler, plan_size: Cal
                    timing=_timing(started, runner, written, _footage_seconds(times, info)))
 
 
-def _first_pass(info, settings: VideoSettings) -> tuple[CutScores, str | None, DeinterlacePlan | None, dict | None]:
+def _cuts_and_deinterlace(info, settings: VideoSettings) -> tuple[CutScores, str | None, DeinterlacePlan | None,
+                                                                 dict | None]:
     """Every frame's cut score, the decode error that ended the pass early (None if none), and how the
     video is deinterlaced with what the report says of it (None, None if it is not: progressive).
     Refuses a video of fewer than 2 frames, or one that says or measures interlaced under `refuse`."""
     plan = None
     if info.field_order in decode.INTERLACED and settings.deinterlace != "refuse":
         plan = _plan(info, settings, f"the stream says field order {info.field_order}")
-    scores, combs, flagged, decode_error = _measure(info, plan, refuse=settings.deinterlace == "refuse")
+    measured = first_pass(info, plan, refuse_interlaced=settings.deinterlace == "refuse")
+    scores, combs, flagged, decode_error = measured.scores, measured.combs, measured.flagged, measured.decode_error
     decode.checked_frame_count(info, len(scores.scores))
     if plan is None and (flagged or combs.interlaced):
         if settings.deinterlace == "refuse":
@@ -193,7 +196,8 @@ def _first_pass(info, settings: VideoSettings) -> tuple[CutScores, str | None, D
                                   "deinterlace it before the model")
         plan = _plan(info, settings, f"{flagged} frames flagged interlaced" if flagged else
                      f"{combs.combed} of {combs.frames} frames combed (comb score over {COMB_RATIO})")
-        scores, combs, _, decode_error = _measure(info, plan)  # the cuts of the frames the model will see
+        measured = first_pass(info, plan)  # the cuts of the frames the model will see
+        scores, combs, decode_error = measured.scores, measured.combs, measured.decode_error
     if plan is None:
         return scores, decode_error, None, None
     return scores, decode_error, plan, {**plan.report(), "combed_frames_after": combs.combed,
@@ -202,21 +206,6 @@ def _first_pass(info, settings: VideoSettings) -> tuple[CutScores, str | None, D
 
 def _plan(info, settings: VideoSettings, because: str) -> DeinterlacePlan:
     return DeinterlacePlan(settings.deinterlace, parity_for(settings.field_order, info.field_order), because)
-
-
-def _measure(info, plan: DeinterlacePlan | None, refuse: bool = False):
-    """(cut scores, comb counter, frames flagged interlaced, decode error or None) of one decode."""
-    scores, combs, flagged, decode_error = CutScores(), CombCounter(), 0, None
-    try:
-        for frame in decode.decode_video(info, deinterlace=plan, refuse_interlaced=refuse):
-            scores.add(luma_thumbnail(frame.rgb))
-            combs.add(frame.rgb)
-            flagged += frame.interlaced
-    except VideoInputError as err:
-        if not scores.scores:
-            raise
-        decode_error = str(err)
-    return scores, combs, flagged, decode_error
 
 
 def _footage_seconds(pts: list[int], info) -> float | None:

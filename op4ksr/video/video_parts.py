@@ -23,10 +23,11 @@ import torch
 from op4ksr.video import decode
 from op4ksr.video.encode import VideoWriter
 from op4ksr.video.errors import VideoInputError
-from op4ksr.video.interlace import COMB_RATIO, CombCounter
+from op4ksr.video.first_pass import FirstPass, first_pass
+from op4ksr.video.interlace import COMB_RATIO
 from op4ksr.video.provenance_tags import sign_video, video_lineage
 from op4ksr.video.seek import DecodeCount, SeekImpossible, seek_chunk_frames
-from op4ksr.video.shots import CutScores, luma_thumbnail
+from op4ksr.video.shots import CutScores
 
 PART_RATE = Fraction(25)  # a part's own frame rate: its times are never read, only its frame order
 
@@ -38,18 +39,9 @@ def cut_scores(path: Path) -> tuple[decode.VideoInfo, CutScores, list[int], str 
     interlaced one (said by the stream, flagged on frames or measured combed): the fleet does not
     deinterlace, the local path does."""
     info = decode.probe(path, allow_interlaced=True)
-    scores, combs, flagged, decode_error, pts = CutScores(), CombCounter(), 0, None, []
     why = f"the stream says field order {info.field_order}" if info.field_order in decode.INTERLACED else None
-    try:
-        for frame in decode.decode_video(info, refuse_interlaced=False) if why is None else ():
-            scores.add(luma_thumbnail(frame.rgb))
-            pts.append(frame.pts)
-            combs.add(frame.rgb)
-            flagged += frame.interlaced
-    except VideoInputError as err:
-        if not scores.scores:
-            raise
-        decode_error = str(err)
+    measured = first_pass(info) if why is None else FirstPass()
+    scores, combs, flagged, pts = measured.scores, measured.combs, measured.flagged, measured.pts
     if why is None and (flagged or combs.interlaced):
         why = (f"{flagged} frames flagged interlaced" if flagged else
                f"{combs.combed} of {combs.frames} frames combed, comb score over {COMB_RATIO}")
@@ -57,7 +49,7 @@ def cut_scores(path: Path) -> tuple[decode.VideoInfo, CutScores, list[int], str 
         raise VideoInputError(f"{path}: interlaced video ({why}); --ray does not deinterlace: run it without "
                               "--ray (op4ksr video FILE video.deinterlace=bwdif)")
     decode.checked_frame_count(info, len(scores.scores))
-    return info, scores, pts, decode_error
+    return info, scores, pts, measured.decode_error
 
 
 def chunk_frames(info: decode.VideoInfo, start: int, end: int, pts: list[int] | None = None,

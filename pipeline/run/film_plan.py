@@ -97,12 +97,20 @@ def plan_sequence(inputs, sequence: FrameSequence, settings: VideoSettings, plan
                                 f"{found[0]} {found[2]}-bit; split the sequence or conform it")
         scores.add(luma_thumbnail(frame.rgb))
     cuts = scores.cuts(settings.cut_threshold)
+    return SequencePlan(sequence, tuple(plan_size(geometry[0], geometry[1])), cuts, scores.scores,
+                        shot_chunks(cuts, len(sequence.frames), settings))
+
+
+def shot_chunks(cuts: list[int], frames: int, settings: VideoSettings) -> list[list[tuple[int, int, int, int]]]:
+    """Per shot, its chunks as (start, end, owned_from, chunk number) frame indices: never across a cut. With
+    `flow`, a chunk after the first of a shot starts `chunk_overlap` frames early (its lead-in, owned by
+    the chunk before)."""
     overlap = settings.chunk_overlap if settings.temporal == "flow" else 0
     chunks = []
-    for shot in shots_from_cuts(cuts, len(sequence.frames)):
+    for shot in shots_from_cuts(cuts, frames):
         parts = chunk_shot(shot, settings.chunk_frames, overlap)
         chunks.append([(c.start, c.end, parts[n - 1].end if n else c.start, n) for n, c in enumerate(parts)])
-    return SequencePlan(sequence, tuple(plan_size(geometry[0], geometry[1])), cuts, scores.scores, chunks)
+    return chunks
 
 
 def done_frames(outputs, model_id: str, params: str) -> set[str]:

@@ -17,17 +17,18 @@ import io
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.fleet.ray_session import ray_session
-from pipeline.fleet.signing import check_before_run
 import op4ksr
 from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.sequences import SEQUENCE_EXTENSIONS
+from pipeline.fleet.ray_session import ray_session
+from pipeline.fleet.signing import check_before_run
 from pipeline.listing.inputs import check_listable
 from pipeline.listing.read_only import check_output_apart, excluded_prefixes
 from pipeline.manifest.frames import frame_cost
@@ -89,16 +90,16 @@ def _run(spec: FilmSpec, chunk_actor, on_progress, inputs, outputs) -> dict:
                                            run.size.plan, video_done)
         items, problems, frames = items + more, problems + refused, frames + sum(p.frames for p in plans)
         due = sum(not d for item in items for d in item["done"][item["lead_in"]:])
-        rows = []
+        rows, counts = [], Counter()  # counted as chunks come in: summing every row per chunk grows as frames²
         if items and not run.dry_run:
             for batch in _process(spec, chunk_actor, items):
                 rows += batch
-                on_progress({"frames": frames, "due": due, "done": sum(r["status"] == "done" for r in rows),
-                             "failed": sum(r["status"] == "failed" for r in rows)})
+                counts.update(r["status"] for r in batch)
+                on_progress({"frames": frames, "due": due, "done": counts["done"], "failed": counts["failed"]})
         videos = [] if run.dry_run else _finish_videos(spec, outputs, plans, video_done, rows, Path(scratch))
     summary = {"kind": SUMMARY_KIND, "run_id": run.run_id, "frames": frames, "already_done": frames - due,
-               "due": due, "chunks": len(items), "done": sum(r["status"] == "done" for r in rows),
-               "failed": sum(r["status"] == "failed" for r in rows), "refused": problems, "videos": videos,
+               "due": due, "chunks": len(items), "done": counts["done"],
+               "failed": counts["failed"], "refused": problems, "videos": videos,
                "dry_run": run.dry_run, "seconds": round(time.perf_counter() - started, 3),
                "cost": frame_cost(rows, run.prices.gpu_hour_usd, spec.fps)}
     if run.dry_run:

@@ -24,12 +24,11 @@ from op4ksr.video.decode import VIDEO_EXTENSIONS
 from op4ksr.video.encode import check_encoder
 from op4ksr.video.errors import VideoInputError
 from op4ksr.video.settings import VideoSettings
-from op4ksr.video.shots import chunk_shot, shots_from_cuts
 from op4ksr.video.video_parts import assemble_video, cut_scores, part_outputs
 from pipeline.listing.read_only import without_prefixes
 from pipeline.manifest.frames import read_frame_rows
 from pipeline.manifest.layout import RUNS, run_key
-from pipeline.run.film_plan import FRAMES_DIR
+from pipeline.run.film_plan import FRAMES_DIR, shot_chunks
 from pipeline.storage import ObjectNotFoundError, safe_key
 
 VIDEOS = "videos/"  # the output videos, under output.uri
@@ -77,13 +76,8 @@ def plan_video(inputs, key: str, scratch: Path, settings: VideoSettings, plan_si
     inputs.get_file(key, str(local))
     info, scores, pts, decode_error = cut_scores(local)
     cuts = scores.cuts(settings.cut_threshold)
-    overlap = settings.chunk_overlap if settings.temporal == "flow" else 0
-    chunks = []
-    for shot in shots_from_cuts(cuts, len(scores.scores)):
-        parts = chunk_shot(shot, settings.chunk_frames, overlap)
-        chunks.append([(c.start, c.end, parts[n - 1].end if n else c.start, n) for n, c in enumerate(parts)])
     return VideoPlan(key, local, len(scores.scores), tuple(plan_size(info.height, info.width)), info.bit_depth,
-                     cuts, scores.scores, pts, chunks, decode_error)
+                     cuts, scores.scores, pts, shot_chunks(cuts, len(scores.scores), settings), decode_error)
 
 
 def done_video_frames(outputs, model_id: str, params: str) -> dict[tuple[str, int], str]:
