@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -168,26 +169,32 @@ def _settled_rows(store, run_id, quiet_seconds=2.0, most_seconds=20.0):
     return rows
 
 
-@pytest.mark.slow
-def test_a_killed_run_resumes_with_every_frame_done_once(tmp_path, ray_local):
-    count = 40
-    inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
-    _write(inp.open(), _frames(count=count, cut=20, size=(64, 96)))
+def killed_mid_run(inp: StorageSpec, out: StorageSpec) -> list[dict]:
+    """`op4ksr video IN --out OUT --ray` (run `killed`, chunks of 2 frames) in its own process group,
+    SIGKILLed with its Ray workers once its first chunk's rows are stored; the rows it left."""
     job = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", "video", inp.uri, "--out", out.uri, "--ray", "--scale", "2",
          "run.id=killed", "pipeline.ray_num_cpus=2", "video.chunk_frames=2", "video.chunk_overlap=0",
          "video.measure_flow=false"],
         env=dict(os.environ, RAY_ADDRESS=""), cwd=os.getcwd(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows_dir = tmp_path / "out" / "runs" / "killed" / "frames"
+    rows_dir = Path(out.uri) / "runs" / "killed" / "frames"
     deadline = time.time() + 240
     while time.time() < deadline and not list(rows_dir.rglob("*.parquet")):
         assert job.poll() is None, "the job ended before it could be killed"
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)  # the driver and its Ray workers, mid-run
     job.wait()
+    return _settled_rows(out.open(), "killed")
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_with_every_frame_done_once(tmp_path, ray_local):
+    count = 40
+    inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
+    _write(inp.open(), _frames(count=count, cut=20, size=(64, 96)))
     store = out.open()
-    before = _settled_rows(store, "killed")
+    before = killed_mid_run(inp, out)
     assert 0 < len(before) < count, "the kill did not land mid-run"
 
     resumed = _spec(inp.uri, out.uri, "resumed", "video.chunk_frames=2", "video.chunk_overlap=0")

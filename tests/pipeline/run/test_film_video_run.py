@@ -1,11 +1,6 @@
 """Video files on Ray (`op4ksr video --ray`): one row per frame, chunks inside shots, the parts muxed into a
 video with the input's frame count, timestamps and audio packets; a killed run resumed with every frame once."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -13,7 +8,7 @@ from actors.film import FilmChunkActor
 from op4ksr.video.decode import av_module
 from pipeline.run.film_run import run_film
 from pipeline.storage import StorageSpec
-from tests.pipeline.run.test_film_run import _rows, _settled_rows, _spec
+from tests.pipeline.run.test_film_run import _rows, _spec, killed_mid_run
 from tests.synthetic_video import frame_times, moving_texture, stream_packets, woven, write_video
 
 CUT, FRAMES, SIZE = 5, 9, (32, 48)  # frame index 5 starts the second shot
@@ -125,21 +120,8 @@ def test_a_killed_video_run_resumes_with_every_frame_once_and_the_video_whole(tm
     source = tmp_path / "in" / "clip.mp4"
     _clip(source, count=count, cut=12, size=(48, 64))
     inp, out = StorageSpec(str(tmp_path / "in")), StorageSpec(str(tmp_path / "out"))
-    job = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "video", inp.uri, "--out", out.uri, "--ray", "--scale", "2",
-         "run.id=killed", "pipeline.ray_num_cpus=2", "video.chunk_frames=2", "video.chunk_overlap=0",
-         "video.measure_flow=false"],
-        env=dict(os.environ, RAY_ADDRESS=""), cwd=os.getcwd(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows_dir = tmp_path / "out" / "runs" / "killed" / "frames"
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(rows_dir.rglob("*.parquet")):
-        assert job.poll() is None, "the job ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)  # the driver and its Ray workers, mid-run
-    job.wait()
     store = out.open()
-    before = _settled_rows(store, "killed")
+    before = killed_mid_run(inp, out)
     assert 0 < len(before) < count, "the kill did not land mid-run"
     assert not (tmp_path / "out" / "videos").exists()  # no video before every frame is done
 
